@@ -1,0 +1,1 @@
+//! Actix actors: thin shells over `core`, `consensus`, `net` and `runtime`, one per file.

@@ -1,0 +1,1 @@
+//! The wire: codec, cluster PKI and join tokens, and the QUIC transport.

@@ -1,0 +1,1 @@
+//! Container runtimes behind one trait: docker (bollard), process, and sim.
