@@ -1,1 +1,12 @@
 //! The wire: codec, cluster PKI and join tokens, and the QUIC transport.
+//!
+//! `codec` is pure over bytes; `stream` reads and writes frames on QUIC streams; `transport`
+//! owns the endpoint and connections; `tls` and `token` are the cluster's PKI.
+
+pub mod codec;
+pub mod fault;
+pub mod message;
+pub mod stream;
+pub mod tls;
+pub mod token;
+pub mod transport;

@@ -1,0 +1,463 @@
+//! The cluster PKI: a root CA per cluster, certificates that name a node's ID and role, and the
+//! rustls configurations that make every QUIC connection mutually authenticated.
+//!
+//! A certificate's subject carries the identity: common name = node ID, organizational unit =
+//! role (`manager`, `worker` or `admin`). Every node certificate also names the DNS SAN
+//! [`SERVER_NAME`], which is what clients verify, because nodes are dialled by address and the
+//! caller does not always know which node answers there. Who may send what is decided from the
+//! identity after the handshake (see `message::Access`), not by the TLS layer.
+
+use std::sync::{Arc, Mutex};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, ServerName, UnixTime,
+};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use serde::{Deserialize, Serialize};
+
+/// The DNS name every node certificate carries and every client verifies.
+pub const SERVER_NAME: &str = "flotilla.cluster";
+
+/// The ALPN protocol both sides must offer.
+pub const ALPN: &[u8] = b"flotilla/1";
+
+/// What a certificate allows its holder to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A manager: holds the Raft log, may send Raft traffic and forward control commands.
+    Manager,
+    /// A worker: runs tasks, talks to the dispatcher.
+    Worker,
+    /// The admin client (the `flotilla` CLI): may send control commands.
+    Admin,
+}
+
+impl Role {
+    /// The lowercase name used in certificates and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+            Role::Admin => "admin",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Role> {
+        match text {
+            "manager" => Some(Role::Manager),
+            "worker" => Some(Role::Worker),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is on the other end of a verified connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerIdentity {
+    /// The node ID from the certificate (for the admin certificate: `admin`).
+    pub node_id: String,
+    /// The role from the certificate.
+    pub role: Role,
+}
+
+/// Failures of the PKI layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating a key or certificate failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM or DER input could not be read.
+    #[error("cannot read {what}: {reason}")]
+    BadInput {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A certificate does not carry a Flotilla identity (node ID and role).
+    #[error("certificate carries no Flotilla identity: {0}")]
+    NoIdentity(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+impl TlsError {
+    fn bad_input(what: &'static str, reason: impl ToString) -> Self {
+        TlsError::BadInput {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The SHA-256 digest of a DER certificate, as pinned in join tokens.
+pub fn certificate_digest(der: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn ca_params(cluster_id: &str) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, format!("flotilla-root-ca-{cluster_id}"));
+    name.push(DnType::OrganizationName, "flotilla");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+fn leaf_params(node_id: &str, role: Role) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, node_id);
+    name.push(DnType::OrganizationalUnitName, role.as_str());
+    name.push(DnType::OrganizationName, "flotilla");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    Ok(params)
+}
+
+/// The cluster's root certificate authority (held by managers).
+pub struct ClusterCa {
+    cert_der: CertificateDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is secret: never printed.
+        f.debug_struct("ClusterCa").finish_non_exhaustive()
+    }
+}
+
+/// A certificate and its private key, both PEM, plus the CA that signed it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The leaf certificate (PEM).
+    pub cert_pem: String,
+    /// The leaf's private key (PEM, PKCS#8). Secret.
+    pub key_pem: String,
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+impl ClusterCa {
+    /// Creates a new root CA for the cluster `cluster_id`.
+    pub fn create(cluster_id: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::generate()?;
+        let params = ca_params(cluster_id)?;
+        let cert = params.self_signed(&key)?;
+        let cert_pem = cert.pem();
+        let key_pem = key.serialize_pem();
+        Ok(Self {
+            cert_der: cert.der().clone(),
+            cert_pem,
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads a CA from its certificate and key (as kept in the replicated store).
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| TlsError::bad_input("CA key", e))?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| TlsError::bad_input("CA certificate", e))?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
+            .map_err(|e| TlsError::bad_input("CA certificate", e))?;
+        Ok(Self {
+            cert_der,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            issuer,
+        })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA private key (PEM). Secret: only for the replicated store.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The SHA-256 digest of the CA certificate, as pinned in join tokens.
+    pub fn digest(&self) -> [u8; 32] {
+        certificate_digest(&self.cert_der)
+    }
+
+    /// Issues a certificate and a fresh key for `node_id` in `role`.
+    pub fn issue(&self, node_id: &str, role: Role) -> Result<Credentials, TlsError> {
+        let key = KeyPair::generate()?;
+        let cert = leaf_params(node_id, role)?.signed_by(&key, &self.issuer)?;
+        Ok(Credentials {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: self.cert_pem.clone(),
+        })
+    }
+
+    /// Signs a joining node's certificate request, naming `node_id` and `role`. Whatever
+    /// subject the request asked for is ignored: the cluster decides the identity.
+    pub fn sign_request(
+        &self,
+        csr_der: &[u8],
+        node_id: &str,
+        role: Role,
+    ) -> Result<String, TlsError> {
+        let csr = CertificateSigningRequestDer::from(csr_der.to_vec());
+        let request = CertificateSigningRequestParams::from_der(&csr)
+            .map_err(|e| TlsError::bad_input("certificate signing request", e))?;
+        let cert = leaf_params(node_id, role)?.signed_by(&request.public_key, &self.issuer)?;
+        Ok(cert.pem())
+    }
+}
+
+/// A fresh key and a certificate request for it; the key never leaves the joining node.
+pub fn generate_request() -> Result<(String, Vec<u8>), TlsError> {
+    let key = KeyPair::generate()?;
+    let params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+    let csr = params.serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.der().to_vec()))
+}
+
+/// Reads the Flotilla identity (node ID, role) from a DER certificate.
+pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| TlsError::bad_input("certificate", e))?;
+    let subject = cert.subject();
+    let node_id = subject
+        .iter_common_name()
+        .next()
+        .and_then(|attribute| attribute.as_str().ok())
+        .ok_or_else(|| TlsError::NoIdentity("no common name".into()))?;
+    let role_text = subject
+        .iter_organizational_unit()
+        .next()
+        .and_then(|attribute| attribute.as_str().ok())
+        .ok_or_else(|| TlsError::NoIdentity("no organizational unit".into()))?;
+    let role = Role::parse(role_text)
+        .ok_or_else(|| TlsError::NoIdentity(format!("unknown role {role_text:?}")))?;
+    Ok(PeerIdentity {
+        node_id: node_id.to_string(),
+        role,
+    })
+}
+
+fn parse_cert(pem: &str, what: &'static str) -> Result<CertificateDer<'static>, TlsError> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::bad_input(what, e))
+}
+
+fn parse_key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::bad_input("private key", e))
+}
+
+fn roots(ca: CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut store = RootCertStore::empty();
+    store
+        .add(ca)
+        .map_err(|e| TlsError::bad_input("CA certificate", e))?;
+    Ok(Arc::new(store))
+}
+
+impl Credentials {
+    /// This node's identity, read back from its own certificate.
+    pub fn identity(&self) -> Result<PeerIdentity, TlsError> {
+        identity_from_der(&parse_cert(&self.cert_pem, "certificate")?)
+    }
+
+    /// The server side: TLS 1.3 only; client certificates are verified against the cluster CA
+    /// when presented. A client may connect without one, because joining nodes have none yet;
+    /// such a peer may only send join requests (the transport enforces it).
+    pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
+        let ca = parse_cert(&self.ca_pem, "CA certificate")?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca.clone())?, provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let chain = vec![parse_cert(&self.cert_pem, "certificate")?, ca];
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, parse_key(&self.key_pem)?)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(config)
+    }
+
+    /// The client side: verifies the server against the cluster CA and presents this
+    /// certificate.
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
+        let ca = parse_cert(&self.ca_pem, "CA certificate")?;
+        let chain = vec![parse_cert(&self.cert_pem, "certificate")?];
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots(ca)?)
+            .with_client_auth_cert(chain, parse_key(&self.key_pem)?)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(config)
+    }
+}
+
+/// A client configuration for a node that has no certificate yet: it trusts a server only if
+/// the CA at the end of the server's chain has the digest from the join token, and then
+/// verifies the chain against that CA. The CA it saw is kept for the caller.
+pub fn pinned_client_config(
+    ca_digest: [u8; 32],
+) -> Result<(ClientConfig, Arc<PinnedCaVerifier>), TlsError> {
+    let verifier = Arc::new(PinnedCaVerifier {
+        ca_digest,
+        seen_ca: Mutex::new(None),
+        mismatch: Mutex::new(false),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok((config, verifier))
+}
+
+/// Verifies a server by a CA pinned by digest (see [`pinned_client_config`]).
+#[derive(Debug)]
+pub struct PinnedCaVerifier {
+    ca_digest: [u8; 32],
+    seen_ca: Mutex<Option<CertificateDer<'static>>>,
+    mismatch: Mutex<bool>,
+}
+
+impl PinnedCaVerifier {
+    /// The CA certificate (PEM) the server presented, once it matched the pin.
+    pub fn verified_ca_pem(&self) -> Option<String> {
+        let seen = self.seen_ca.lock().ok()?.clone()?;
+        Some(pem_encode_certificate(&seen))
+    }
+
+    /// Whether the server presented a CA whose digest differs from the token's.
+    pub fn saw_mismatch(&self) -> bool {
+        self.mismatch.lock().map(|flag| *flag).unwrap_or(false)
+    }
+}
+
+fn pem_encode_certificate(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .last()
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))?;
+        if certificate_digest(ca) != self.ca_digest {
+            if let Ok(mut flag) = self.mismatch.lock() {
+                *flag = true;
+            }
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        let ca = ca.clone().into_owned();
+        let mut store = RootCertStore::empty();
+        store.add(ca.clone()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(store),
+            provider(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        if let Ok(mut seen) = self.seen_ca.lock() {
+            *seen = Some(ca);
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // The configuration offers TLS 1.3 only.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
