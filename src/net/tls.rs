@@ -386,7 +386,8 @@ impl PinnedCaVerifier {
 }
 
 fn pem_encode_certificate(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new("CERTIFICATE", der.to_vec()), config)
 }
 
 impl ServerCertVerifier for PinnedCaVerifier {

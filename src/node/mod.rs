@@ -1,0 +1,3 @@
+//! The node daemon: state directory, start-up of a manager or worker, and shutdown.
+
+pub mod state;

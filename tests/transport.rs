@@ -1,0 +1,352 @@
+//! The QUIC transport over real loopback sockets: mutual TLS, authorization by certificate
+//! role, and that bad peers lose only their own connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use flotilla::net::codec::{self, MAX_FRAME_BYTES};
+use flotilla::net::message::{ErrorKind, JoinAccepted, Message as WireMessage, RaftEnvelope};
+use flotilla::net::tls::{self, ClusterCa, Credentials, Role};
+use flotilla::net::token::{JoinToken, TokenError};
+use flotilla::net::transport::{
+    self, Inbound, Transport, TransportConfig, TransportError, CLOSE_MALFORMED,
+};
+use quinn::crypto::rustls::QuicClientConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers pings with pongs and accepts anything else it is allowed to see.
+struct Echo;
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for Echo {
+    type Result = Option<WireMessage>;
+
+    fn handle(&mut self, inbound: Inbound, _: &mut Context<Self>) -> Self::Result {
+        Some(match inbound.message {
+            WireMessage::Ping { nonce, payload } => WireMessage::Pong { nonce, payload },
+            WireMessage::Join(request) => WireMessage::JoinAccepted(JoinAccepted {
+                node_id: "new".into(),
+                role: Role::Worker,
+                cert_pem: String::new(),
+                ca_pem: String::new(),
+                manager_addrs: vec![request.advertise_addr],
+            }),
+            other => WireMessage::Pong {
+                nonce: 0,
+                payload: other.kind_name().as_bytes().to_vec(),
+            },
+        })
+    }
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("literal address")
+}
+
+fn start_node(credentials: Credentials) -> Transport {
+    let echo = Echo.start();
+    Transport::bind(
+        TransportConfig {
+            listen: loopback(),
+            credentials,
+        },
+        echo.recipient(),
+    )
+    .expect("transport binds")
+}
+
+fn ping(nonce: u64) -> WireMessage {
+    WireMessage::Ping {
+        nonce,
+        payload: nonce.to_le_bytes().to_vec(),
+    }
+}
+
+async fn assert_pings(client: &Transport, server: SocketAddr) {
+    let reply = client
+        .request(server, ping(7), TIMEOUT)
+        .await
+        .expect("ping answered");
+    assert_eq!(
+        reply,
+        WireMessage::Pong {
+            nonce: 7,
+            payload: 7u64.to_le_bytes().to_vec()
+        }
+    );
+}
+
+/// A raw quinn client for misbehaving on purpose.
+async fn raw_connection(
+    rustls_config: rustls::ClientConfig,
+    server: SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let mut endpoint = quinn::Endpoint::client(loopback()).expect("client endpoint");
+    let crypto = QuicClientConfig::try_from(rustls_config).expect("quic client config");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let connection = endpoint
+        .connect(server, tls::SERVER_NAME)
+        .expect("connect starts")
+        .await
+        .expect("handshake");
+    (endpoint, connection)
+}
+
+#[actix_rt::test]
+async fn ten_thousand_requests_over_mutual_tls() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    let workers = 16u64;
+    let per_worker = 10_000 / workers;
+    let mut handles = Vec::new();
+    for worker in 0..workers {
+        let client = client.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_worker {
+                let nonce = worker * per_worker + i;
+                let reply = client.request(server_addr, ping(nonce), TIMEOUT).await?;
+                assert_eq!(
+                    reply,
+                    WireMessage::Pong {
+                        nonce,
+                        payload: nonce.to_le_bytes().to_vec()
+                    }
+                );
+            }
+            Ok::<_, TransportError>(())
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("task").expect("all requests answered");
+    }
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn one_way_messages_arrive() {
+    struct Collect(tokio::sync::mpsc::UnboundedSender<WireMessage>);
+    impl Actor for Collect {
+        type Context = Context<Self>;
+    }
+    impl Handler<Inbound> for Collect {
+        type Result = Option<WireMessage>;
+        fn handle(&mut self, inbound: Inbound, _: &mut Context<Self>) -> Self::Result {
+            assert!(!inbound.expects_reply);
+            let _ = self.0.send(inbound.message);
+            None
+        }
+    }
+    let ca = ClusterCa::create("c1").expect("ca");
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let server = Transport::bind(
+        TransportConfig {
+            listen: loopback(),
+            credentials: ca.issue("server", Role::Manager).expect("cert"),
+        },
+        Collect(sender).start().recipient(),
+    )
+    .expect("binds");
+    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    for nonce in 0..100 {
+        client.send(server_addr, ping(nonce)).await.expect("sent");
+    }
+    let mut nonces = Vec::new();
+    while nonces.len() < 100 {
+        match tokio::time::timeout(TIMEOUT, received.recv()).await {
+            Ok(Some(WireMessage::Ping { nonce, .. })) => nonces.push(nonce),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    nonces.sort_unstable();
+    assert_eq!(nonces, (0..100).collect::<Vec<_>>());
+}
+
+#[actix_rt::test]
+async fn a_client_without_a_certificate_is_refused_and_others_are_still_served() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    let (anonymous, _) = tls::pinned_client_config(ca.digest()).expect("config");
+    let outcome =
+        transport::request_with(loopback(), anonymous, server_addr, ping(1), TIMEOUT).await;
+    match outcome {
+        Err(TransportError::Remote(error)) => assert_eq!(error.kind, ErrorKind::Unauthenticated),
+        other => panic!("expected an unauthenticated refusal, got {other:?}"),
+    }
+    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    assert_pings(&client, server_addr).await;
+}
+
+#[actix_rt::test]
+async fn a_certificate_from_another_ca_is_refused_and_others_are_still_served() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    // A node of another cluster that trusts our CA (so only the server side can refuse).
+    let stranger_ca = ClusterCa::create("c2").expect("ca");
+    let mut stranger = stranger_ca.issue("stranger", Role::Manager).expect("cert");
+    stranger.ca_pem = ca.cert_pem().to_string();
+    let outcome = transport::request_with(
+        loopback(),
+        stranger.client_config().expect("config"),
+        server_addr,
+        ping(1),
+        TIMEOUT,
+    )
+    .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(TransportError::Unreachable { .. } | TransportError::Connection { .. })
+        ),
+        "expected the handshake to fail, got {outcome:?}"
+    );
+    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    assert_pings(&client, server_addr).await;
+}
+
+#[actix_rt::test]
+async fn a_worker_may_not_send_raft_messages() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    let raft = WireMessage::Raft(RaftEnvelope {
+        from: 2,
+        to: 1,
+        bytes: vec![1, 2, 3],
+    });
+    let worker = start_node(ca.issue("worker", Role::Worker).expect("cert"));
+    match worker.request(server_addr, raft.clone(), TIMEOUT).await {
+        Err(TransportError::Remote(error)) => {
+            assert_eq!(error.kind, ErrorKind::Forbidden);
+            assert!(error.message.contains("worker"), "{}", error.message);
+        }
+        other => panic!("expected a forbidden error, got {other:?}"),
+    }
+    // The worker's connection survives the refusal, and a manager may send the same message.
+    assert_pings(&worker, server_addr).await;
+    let manager = start_node(ca.issue("manager", Role::Manager).expect("cert"));
+    assert!(manager.request(server_addr, raft, TIMEOUT).await.is_ok());
+}
+
+async fn send_raw_and_expect_close(
+    server_addr: SocketAddr,
+    credentials: &Credentials,
+    bytes: Vec<u8>,
+) {
+    let (_endpoint, connection) =
+        raw_connection(credentials.client_config().expect("config"), server_addr).await;
+    let (mut send, _recv) = connection.open_bi().await.expect("stream");
+    send.write_all(&bytes).await.expect("write");
+    let _ = send.finish();
+    let reason = tokio::time::timeout(TIMEOUT, connection.closed())
+        .await
+        .expect("the server closes the connection");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(CLOSE_MALFORMED));
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn bad_frames_close_only_their_own_connection() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    let bystander = start_node(ca.issue("bystander", Role::Worker).expect("cert"));
+    assert_pings(&bystander, server_addr).await;
+    let credentials = ca.issue("rogue", Role::Worker).expect("cert");
+
+    // Oversized: a length prefix past the limit.
+    let oversized = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec();
+    send_raw_and_expect_close(server_addr, &credentials, oversized).await;
+    assert_pings(&bystander, server_addr).await;
+
+    // Random bytes with a plausible length.
+    let mut garbage = 64u32.to_be_bytes().to_vec();
+    garbage.extend((0..64u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    send_raw_and_expect_close(server_addr, &credentials, garbage).await;
+    assert_pings(&bystander, server_addr).await;
+
+    // A well-formed frame still works on a fresh connection from the same peer.
+    let (_endpoint, connection) =
+        raw_connection(credentials.client_config().expect("config"), server_addr).await;
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    send.write_all(&codec::encode(&ping(3)).expect("encode"))
+        .await
+        .expect("write");
+    let _ = send.finish();
+    let reply = recv.read_to_end(1024).await.expect("reply");
+    let (message, _) = codec::decode_frame(&reply).expect("decodes");
+    assert!(matches!(message, WireMessage::Pong { nonce: 3, .. }));
+}
+
+#[actix_rt::test]
+async fn a_joining_node_pins_the_ca_by_digest() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    let join = WireMessage::Join(flotilla::net::message::JoinRequest {
+        secret: "s".into(),
+        csr_der: vec![],
+        hostname: "h".into(),
+        advertise_addr: "127.0.0.9:4240".into(),
+    });
+
+    let (config, verifier) = tls::pinned_client_config(ca.digest()).expect("config");
+    let reply = transport::request_with(loopback(), config, server_addr, join.clone(), TIMEOUT)
+        .await
+        .expect("a matching pin connects");
+    assert!(matches!(reply, WireMessage::JoinAccepted(_)));
+    assert_eq!(verifier.verified_ca_pem().as_deref(), Some(ca.cert_pem()));
+
+    let other = ClusterCa::create("c2").expect("ca");
+    let token = JoinToken::new(other.digest(), "x".repeat(25));
+    let (config, verifier) = tls::pinned_client_config(token.ca_digest).expect("config");
+    let outcome = transport::request_with(loopback(), config, server_addr, join, TIMEOUT).await;
+    assert!(outcome.is_err(), "a mismatched pin must not connect");
+    assert!(verifier.saw_mismatch());
+    assert_eq!(
+        token.check_ca_digest(&ca.digest()),
+        Err(TokenError::CaMismatch)
+    );
+}
+
+#[actix_rt::test]
+async fn certificates_carry_node_id_and_role() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let credentials = ca.issue("node-abc", Role::Manager).expect("cert");
+    let identity = credentials.identity().expect("identity");
+    assert_eq!(identity.node_id, "node-abc");
+    assert_eq!(identity.role, Role::Manager);
+
+    let (key_pem, csr) = tls::generate_request().expect("csr");
+    let cert_pem = ca
+        .sign_request(&csr, "joined", Role::Worker)
+        .expect("signed");
+    let joined = Credentials {
+        cert_pem,
+        key_pem,
+        ca_pem: ca.cert_pem().to_string(),
+    };
+    assert_eq!(joined.identity().expect("identity").role, Role::Worker);
+    assert!(ca.sign_request(b"not a csr", "x", Role::Worker).is_err());
+
+    let reloaded = ClusterCa::load(ca.cert_pem(), ca.key_pem()).expect("reload");
+    assert_eq!(reloaded.digest(), ca.digest());
+    let server = start_node(reloaded.issue("after-reload", Role::Manager).expect("cert"));
+    let client = start_node(credentials);
+    assert_pings(&client, server.local_addr().expect("addr")).await;
+}
