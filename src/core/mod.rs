@@ -18,6 +18,8 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod orchestrator;
+pub mod restart;
 pub mod scheduler;
 pub mod spec;
 pub mod store;

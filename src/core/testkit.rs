@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{Availability, Node, NodeRole, NodeStatus, Resources, Service, Task};
+use super::model::{Availability, Node, NodeRole, NodeStatus, Resources, Service};
 use super::spec::{ServiceMode, ServiceSpec};
 use super::store::{Command, Event, Store};
 
@@ -71,14 +71,5 @@ impl Harness {
         self.store
             .apply(self.index, now_ms, command)
             .expect("test command must apply")
-    }
-
-    /// Tasks of a service, cloned.
-    pub fn tasks_of(&self, service_id: &str) -> Vec<Task> {
-        self.store
-            .tasks_of_service(service_id)
-            .into_iter()
-            .cloned()
-            .collect()
     }
 }

@@ -287,6 +287,11 @@ impl Store {
             .filter_map(|id| self.tasks.get(id))
     }
 
+    /// IDs of the services that own tasks, including removed services whose tasks remain.
+    pub fn service_ids_with_tasks(&self) -> impl Iterator<Item = &str> {
+        self.index.tasks_by_service.keys().map(String::as_str)
+    }
+
     /// Tasks on (or targeting) a node, newest first.
     pub fn tasks_of_node(&self, node_id: &str) -> Vec<&Task> {
         let mut tasks: Vec<&Task> = self
