@@ -269,11 +269,14 @@ impl Store {
     /// within a slot.
     pub fn tasks_of_service(&self, service_id: &str) -> Vec<&Task> {
         let mut tasks: Vec<&Task> = self.service_task_iter(service_id).collect();
-        tasks.sort_by(|a, b| {
-            (a.slot, &a.node_id)
-                .cmp(&(b.slot, &b.node_id))
-                .then(newest_first(a, b))
-        });
+        // Replicated tasks group by slot alone (the node varies between attempts).
+        let group = |t: &Task| {
+            (
+                t.slot,
+                t.slot.is_none().then(|| t.node_id.clone()).flatten(),
+            )
+        };
+        tasks.sort_by(|a, b| group(a).cmp(&group(b)).then(newest_first(a, b)));
         tasks
     }
 

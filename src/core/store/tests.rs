@@ -224,7 +224,10 @@ fn service_ps_order_and_counts() {
         task("b", &s, 2),
         task("a", &s, 1),
     ]));
+    h.apply(Command::UpsertNode(node("n0")));
+    h.apply(Command::AssignTasks(vec![("a".into(), "n0".into())]));
     h.apply(Command::CreateTasks(vec![task("c", &s, 1)]));
+    h.apply(Command::AssignTasks(vec![("c".into(), "n1".into())]));
     let order: Vec<&str> = h
         .store
         .tasks_of_service("s1")
@@ -295,4 +298,23 @@ mod properties {
             prop_assert_eq!(&restored.index, &h.store.index);
         }
     }
+}
+
+#[test]
+fn commands_round_trip_through_bincode() {
+    let s = service("s1", "web", 1);
+    let commands = vec![
+        Command::CreateService(s.clone()),
+        Command::CreateTasks(vec![task("t1", &s, 1)]),
+        Command::UpdateTaskStatuses(vec![report("t1", TaskState::Running, 3)]),
+        Command::UpdateNodeSpec(NodeSpecUpdate {
+            node_id: "n1".into(),
+            ..Default::default()
+        }),
+    ];
+    let config = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(&commands, config).unwrap();
+    let (decoded, _): (Vec<Command>, usize) =
+        bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(decoded, commands);
 }
