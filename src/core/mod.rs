@@ -1,1 +1,30 @@
 //! Pure, I/O-free cluster logic: model, store apply, scheduler, orchestrator, restart backoff.
+//!
+//! Nothing here touches a socket, a clock or a global RNG: time arrives as `now_ms` (unix
+//! milliseconds) and randomness as a passed-in `rand::Rng`, so the leader components that
+//! drive these functions replay deterministically in simulation.
+//!
+//! # Layout
+//!
+//! - [`ids`]: 25-character base36 IDs and name / ID / prefix resolution.
+//! - [`model`]: nodes, services, tasks, the task state machine, the cluster record.
+//! - [`spec`]: the service spec, constraints, restart policy, CLI value parsers, validation.
+//! - [`store`]: the Raft-applied state machine (`check`, `apply`, events, snapshots, queries).
+//! - [`scheduler`]: filters and spread over a store, returning a placement plan.
+//! - [`orchestrator`]: per-service reconcile (replicated and global) returning a plan.
+//! - [`restart`]: restart policy and backoff bookkeeping, per slot.
+//! - [`error`]: [`CoreError`], the one error type of this layer.
+
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod orchestrator;
+pub mod restart;
+pub mod scheduler;
+pub mod spec;
+pub mod store;
+
+pub use error::CoreError;
+
+#[cfg(test)]
+mod testkit;

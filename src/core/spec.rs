@@ -1,0 +1,467 @@
+//! What a user declares: the service spec, its placement constraints and restart policy, the
+//! parsers for the CLI's sizes, CPU counts and durations, and validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::CoreError;
+use super::model::{Node, NodeRole, Resources};
+
+/// Longest service name Docker accepts.
+pub const SERVICE_NAME_LEN_MAX: usize = 63;
+/// Upper bound on `--replicas`; the 1,000,000-task goal fits with room to spare.
+pub const REPLICAS_MAX: u64 = 10_000_000;
+/// Upper bound on `--restart-delay` (one day), so backoff arithmetic cannot overflow.
+pub const RESTART_DELAY_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
+/// How many tasks a service runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    /// A fixed number of tasks, in slots `1..=replicas`.
+    Replicated {
+        /// Desired number of tasks.
+        replicas: u64,
+    },
+    /// One task on every eligible node.
+    Global,
+}
+
+/// CPU and memory a task reserves (for scheduling) and may use at most (for the runtime).
+/// Zero means "none".
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ResourceRequirements {
+    /// Reserved on the node when the task is placed.
+    pub reservations: Resources,
+    /// Enforced by the runtime.
+    pub limits: Resources,
+}
+
+/// The node attribute a constraint looks at.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ConstraintKey {
+    /// `node.id`
+    NodeId,
+    /// `node.hostname`
+    Hostname,
+    /// `node.role` (`manager` or `worker`)
+    Role,
+    /// `node.labels.<key>`
+    Label(String),
+}
+
+/// Equality or inequality.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ConstraintOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+/// A placement constraint such as `node.labels.zone==east` or `node.role != manager`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Constraint {
+    /// What is compared.
+    pub key: ConstraintKey,
+    /// How.
+    pub op: ConstraintOp,
+    /// With what.
+    pub value: String,
+}
+
+impl Constraint {
+    /// Parses `KEY==VALUE` or `KEY!=VALUE`; spaces around the operator are allowed.
+    pub fn parse(text: &str) -> Result<Constraint, CoreError> {
+        let bad = |reason: &str| CoreError::parse("constraint", text, reason);
+        let (op, at) = match (text.find("=="), text.find("!=")) {
+            (Some(at), None) => (ConstraintOp::Eq, at),
+            (None, Some(at)) => (ConstraintOp::Ne, at),
+            _ => return Err(bad("expected exactly one of == or !=")),
+        };
+        let key = text[..at].trim();
+        let value = text[at + 2..].trim();
+        if value.is_empty() {
+            return Err(bad("empty value"));
+        }
+        if value.contains("==") || value.contains("!=") {
+            return Err(bad("expected exactly one of == or !="));
+        }
+        let key = match key {
+            "node.id" => ConstraintKey::NodeId,
+            "node.hostname" => ConstraintKey::Hostname,
+            "node.role" => {
+                if value != "manager" && value != "worker" {
+                    return Err(bad("node.role is manager or worker"));
+                }
+                ConstraintKey::Role
+            }
+            other => match other.strip_prefix("node.labels.") {
+                Some(label) if !label.is_empty() => ConstraintKey::Label(label.to_string()),
+                _ => {
+                    return Err(bad(
+                        "key is node.id, node.hostname, node.role or node.labels.<key>",
+                    ))
+                }
+            },
+        };
+        Ok(Constraint {
+            key,
+            op,
+            value: value.to_string(),
+        })
+    }
+
+    /// Whether `node` satisfies this constraint. A missing label never equals anything.
+    pub fn matches(&self, node: &Node) -> bool {
+        let actual = match &self.key {
+            ConstraintKey::NodeId => Some(node.id.as_str()),
+            ConstraintKey::Hostname => Some(node.hostname.as_str()),
+            ConstraintKey::Role => Some(match node.role {
+                NodeRole::Manager => "manager",
+                NodeRole::Worker => "worker",
+            }),
+            ConstraintKey::Label(key) => node.labels.get(key).map(String::as_str),
+        };
+        let equal = actual == Some(self.value.as_str());
+        match self.op {
+            ConstraintOp::Eq => equal,
+            ConstraintOp::Ne => !equal,
+        }
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            ConstraintKey::NodeId => f.write_str("node.id")?,
+            ConstraintKey::Hostname => f.write_str("node.hostname")?,
+            ConstraintKey::Role => f.write_str("node.role")?,
+            ConstraintKey::Label(key) => write!(f, "node.labels.{key}")?,
+        }
+        let op = match self.op {
+            ConstraintOp::Eq => "==",
+            ConstraintOp::Ne => "!=",
+        };
+        write!(f, "{op}{}", self.value)
+    }
+}
+
+/// When a finished task is replaced.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    /// Whatever the exit (the default).
+    #[default]
+    Any,
+    /// Unless it completed with exit code 0.
+    OnFailure,
+    /// Never (a node lost or drained still moves the task).
+    None,
+}
+
+/// `--restart-condition`, `--restart-delay`, `--restart-max-attempts`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct RestartPolicy {
+    /// When to replace.
+    pub condition: RestartCondition,
+    /// A fixed delay instead of the exponential backoff.
+    pub delay_ms: Option<u64>,
+    /// Replacements per slot after which the slot is left finished.
+    pub max_attempts: Option<u64>,
+}
+
+/// A service as the user declared it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Unique service name.
+    pub name: String,
+    /// Image reference (recorded but not used by the process runtime).
+    pub image: String,
+    /// Command and arguments; empty means the image's default.
+    pub command: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Service labels.
+    pub labels: BTreeMap<String, String>,
+    /// Replicated or global.
+    pub mode: ServiceMode,
+    /// Reservations and limits.
+    pub resources: ResourceRequirements,
+    /// Placement constraints, all of which must hold.
+    pub constraints: Vec<Constraint>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+}
+
+impl ServiceSpec {
+    /// A replicated service with one replica and everything else defaulted.
+    pub fn new(name: &str, image: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.to_string(),
+            image: image.to_string(),
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            resources: ResourceRequirements::default(),
+            constraints: Vec::new(),
+            restart: RestartPolicy::default(),
+        }
+    }
+
+    /// Checks what the CLI cannot: name syntax, image, bounds, reservations within limits.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        validate_service_name(&self.name)?;
+        let invalid = |m: String| Err(CoreError::InvalidSpec(m));
+        if self.image.trim().is_empty() {
+            return invalid("image must not be empty".into());
+        }
+        if self.image.chars().any(char::is_whitespace) {
+            return invalid(format!("image {:?} contains whitespace", self.image));
+        }
+        if let ServiceMode::Replicated { replicas } = self.mode {
+            if replicas > REPLICAS_MAX {
+                return invalid(format!("replicas {replicas} exceeds {REPLICAS_MAX}"));
+            }
+        }
+        if self.env.keys().any(|k| k.is_empty() || k.contains('=')) {
+            return invalid("environment variable names must be non-empty without '='".into());
+        }
+        let (reserve, limit) = (&self.resources.reservations, &self.resources.limits);
+        if limit.nano_cpus != 0 && reserve.nano_cpus > limit.nano_cpus {
+            return invalid("cpu reservation exceeds the cpu limit".into());
+        }
+        if limit.memory_bytes != 0 && reserve.memory_bytes > limit.memory_bytes {
+            return invalid("memory reservation exceeds the memory limit".into());
+        }
+        for constraint in &self.constraints {
+            // Re-parse the printed form: catches values that were built in code, not parsed.
+            Constraint::parse(&constraint.to_string())?;
+        }
+        if self
+            .restart
+            .delay_ms
+            .is_some_and(|d| d > RESTART_DELAY_MS_MAX)
+        {
+            return invalid(format!("restart delay exceeds {RESTART_DELAY_MS_MAX} ms"));
+        }
+        Ok(())
+    }
+}
+
+/// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most [`SERVICE_NAME_LEN_MAX`] characters.
+pub fn validate_service_name(name: &str) -> Result<(), CoreError> {
+    let invalid = |why: &str| Err(CoreError::InvalidSpec(format!("name {name:?} {why}")));
+    let mut chars = name.chars();
+    match chars.next() {
+        None => return Err(CoreError::InvalidSpec("name must not be empty".into())),
+        Some(c) if !c.is_ascii_alphanumeric() => {
+            return invalid("must start with a letter or digit")
+        }
+        Some(_) => {}
+    }
+    if name.len() > SERVICE_NAME_LEN_MAX {
+        return invalid(&format!("is longer than {SERVICE_NAME_LEN_MAX} characters"));
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
+        return invalid("may only contain [a-zA-Z0-9_.-]");
+    }
+    Ok(())
+}
+
+/// Parses `K=V` (for `--env`, `--label`, `--label-add`); the value may be empty or hold `=`.
+pub fn parse_key_value(text: &str) -> Result<(String, String), CoreError> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(CoreError::parse(
+            "key=value pair",
+            text,
+            "expected KEY=VALUE",
+        )),
+    }
+}
+
+/// Splits `12.5` into whole and fractional parts scaled by `10^scale_digits`, without floats.
+fn parse_decimal(text: &str, scale_digits: u32, what: &'static str) -> Result<u64, CoreError> {
+    let bad = |reason: &str| CoreError::parse(what, text, reason);
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return Err(bad("expected a number"));
+    }
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return Err(bad("expected a non-negative number"));
+    }
+    if fraction.len() > scale_digits as usize {
+        return Err(bad("too precise"));
+    }
+    let scale = 10u64.pow(scale_digits);
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad("too large"))?
+    };
+    let fraction_scaled = if fraction.is_empty() {
+        0
+    } else {
+        let padding = 10u64.pow(scale_digits - fraction.len() as u32);
+        fraction.parse::<u64>().map_err(|_| bad("too large"))? * padding
+    };
+    whole
+        .checked_mul(scale)
+        .and_then(|w| w.checked_add(fraction_scaled))
+        .ok_or_else(|| bad("too large"))
+}
+
+/// Parses `--reserve-cpu` / `--limit-cpu` (`0.5`, `2`) into nano CPUs.
+pub fn parse_cpus(text: &str) -> Result<u64, CoreError> {
+    parse_decimal(text.trim(), 9, "cpu count")
+}
+
+/// Parses a memory size: plain bytes or a `b`, `k`, `m`, `g`, `t` suffix (optionally followed
+/// by `b`, any case), binary multiples as in Docker: `512m`, `1g`, `1.5g`, `100k`, `4096`.
+pub fn parse_memory(text: &str) -> Result<u64, CoreError> {
+    let lower = text.trim().to_ascii_lowercase();
+    let number_end = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(number_end);
+    let shift = match unit {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(CoreError::parse("memory size", text, "unknown unit")),
+    };
+    // Three decimals are plenty for "1.5g"; the result is rounded down to whole bytes.
+    let thousandths = parse_decimal(number, 3, "memory size")
+        .map_err(|_| CoreError::parse("memory size", text, "expected a number and a unit"))?;
+    let bytes = (u128::from(thousandths) << shift) / 1000;
+    u64::try_from(bytes).map_err(|_| CoreError::parse("memory size", text, "too large"))
+}
+
+/// Parses a duration such as `300ms`, `5s`, `1m`, `1h`, `1m30s` or `1.5s` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, CoreError> {
+    let bad = |reason: &str| CoreError::parse("duration", text, reason);
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut total_ms: u64 = 0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| bad("missing unit (ms, s, m or h)"))?;
+        let (number, tail) = rest.split_at(number_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let unit_ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad("unit is ms, s, m or h")),
+        };
+        let thousandths = parse_decimal(number, 3, "duration").map_err(|_| bad("bad number"))?;
+        let part = u128::from(thousandths) * u128::from(unit_ms) / 1000;
+        total_ms = u64::try_from(part)
+            .ok()
+            .and_then(|p| total_ms.checked_add(p))
+            .ok_or_else(|| bad("too large"))?;
+        rest = tail;
+    }
+    Ok(total_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_cpus_durations() {
+        let memory = [
+            ("512m", 512 << 20),
+            ("1g", 1 << 30),
+            ("100k", 102_400),
+            ("4096", 4096),
+        ];
+        for (text, bytes) in memory {
+            assert_eq!(parse_memory(text), Ok(bytes), "{text}");
+        }
+        assert_eq!(parse_memory("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_memory("12MB"), Ok(12 << 20));
+        for bad in ["", "m", "12x", "-1m", "1..5g"] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert_eq!(parse_cpus(".25"), Ok(250_000_000));
+        assert!(parse_cpus("0.0000000001").is_err());
+        assert!(parse_cpus("abc").is_err());
+        let durations = [
+            ("5s", 5_000),
+            ("300ms", 300),
+            ("1m", 60_000),
+            ("1m30s", 90_000),
+        ];
+        for (text, ms) in durations {
+            assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
+        }
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1_500));
+        for bad in ["", "5", "5x", "s"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn constraints_parse_print_and_reject() {
+        let c = Constraint::parse("node.labels.zone==east").unwrap();
+        assert_eq!(c.key, ConstraintKey::Label("zone".into()));
+        assert_eq!(c.op, ConstraintOp::Eq);
+        assert_eq!(c.to_string(), "node.labels.zone==east");
+        let c = Constraint::parse("node.role != manager").unwrap();
+        assert_eq!(
+            (c.key.clone(), c.op),
+            (ConstraintKey::Role, ConstraintOp::Ne)
+        );
+        assert_eq!(c.to_string(), "node.role!=manager");
+        for bad in [
+            "node.labels.zone=east",
+            "node.labels.==x",
+            "node.cpu==2",
+            "node.role==boss",
+            "node.id==",
+            "node.id==a==b",
+        ] {
+            assert!(Constraint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validation_messages() {
+        assert!(ServiceSpec::new("web-1.a_b", "nginx").validate().is_ok());
+        let long = "a".repeat(SERVICE_NAME_LEN_MAX + 1);
+        for name in ["", "-web", "we b", "web/1", long.as_str()] {
+            let spec = ServiceSpec::new(name, "nginx");
+            assert!(
+                matches!(spec.validate(), Err(CoreError::InvalidSpec(_))),
+                "{name:?}"
+            );
+        }
+        assert!(ServiceSpec::new("web", " ").validate().is_err());
+        let mut spec = ServiceSpec::new("web", "nginx");
+        spec.resources.reservations.memory_bytes = 2;
+        spec.resources.limits.memory_bytes = 1;
+        assert!(spec.validate().is_err());
+        assert_eq!(parse_key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_key_value("=x").is_err());
+    }
+}

@@ -1,0 +1,320 @@
+use super::*;
+use crate::core::model::{NodeStatus, Service, Task, TaskStatus};
+use crate::core::testkit::{node, service, Harness};
+
+fn task(id: &str, service: &Service, slot: u64) -> Task {
+    Task::new(id.to_string(), service, Some(slot), None)
+}
+
+fn report(task_id: &str, state: TaskState, since_ms: u64) -> TaskStatusUpdate {
+    TaskStatusUpdate {
+        task_id: task_id.to_string(),
+        status: TaskStatus {
+            state,
+            since_ms,
+            ..TaskStatus::default()
+        },
+        runtime: Some("sim".into()),
+        runtime_id: None,
+    }
+}
+
+fn cluster() -> ClusterInfo {
+    ClusterInfo {
+        id: "c1".into(),
+        ca_cert_pem: "cert".into(),
+        ca_key_pem: "key".into(),
+        worker_join_secret: "w".into(),
+        manager_join_secret: "m".into(),
+        created_at_ms: 1,
+    }
+}
+
+#[test]
+fn check_refuses_and_apply_leaves_store_unchanged() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    h.apply(Command::InitCluster(cluster()));
+    h.apply(Command::CreateService(service("s1", "web", 1)));
+    let before = h.store.clone();
+    let refused = [
+        (Command::InitCluster(cluster()), "already"),
+        (Command::CreateService(service("s2", "web", 1)), "in use"),
+        (Command::CreateService(service("s1", "api", 1)), "exists"),
+        (
+            Command::CreateService(service("s3", "bad name", 1)),
+            "invalid",
+        ),
+        (
+            Command::RemoveService {
+                service_id: "nope".into(),
+            },
+            "no such",
+        ),
+        (
+            Command::UpdateService {
+                service_id: "s1".into(),
+                spec: service("s1", "web", 3).spec,
+                expected_version: Some(1),
+            },
+            "out of sequence",
+        ),
+        (
+            Command::RemoveNode {
+                node_id: "n1".into(),
+                force: false,
+            },
+            "not down",
+        ),
+        (
+            Command::UpdateNodeStatus {
+                node_id: "x".into(),
+                status: NodeStatus::Down,
+            },
+            "no such",
+        ),
+    ];
+    for (command, message) in refused {
+        let err = h.store.apply(99, 99, command.clone()).unwrap_err();
+        assert!(err.to_string().contains(message), "{command:?}: {err}");
+        assert_eq!(h.store.check(&command), Err(err));
+        assert_eq!(h.store, before);
+    }
+    // The right version is accepted and becomes the new version.
+    let version = h.store.service("s1").unwrap().meta.version;
+    h.apply(Command::UpdateService {
+        service_id: "s1".into(),
+        spec: service("s1", "web2", 3).spec,
+        expected_version: Some(version),
+    });
+    assert_eq!(h.store.service("s1").unwrap().meta.version, h.index);
+    assert_eq!(h.store.resolve_service("web2").unwrap().id, "s1");
+    assert!(h.store.service_by_name("web").is_none());
+}
+
+#[test]
+fn stale_status_updates_are_ignored() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    let s = service("s1", "web", 1);
+    h.apply(Command::CreateService(s.clone()));
+    h.apply(Command::CreateTasks(vec![task("t1", &s, 1)]));
+    h.apply(Command::AssignTasks(vec![("t1".into(), "n1".into())]));
+    h.apply(Command::UpdateTaskStatuses(vec![report(
+        "t1",
+        TaskState::Running,
+        50,
+    )]));
+    assert_eq!(h.store.running_count("s1"), 1);
+    let steps = [
+        (TaskState::Starting, TaskState::Running), // backwards: ignored
+        (TaskState::Running, TaskState::Running),  // same: ignored
+        (TaskState::Failed, TaskState::Failed),    // forward
+        (TaskState::Shutdown, TaskState::Failed),  // out of terminal: ignored
+        (TaskState::Running, TaskState::Failed),
+    ];
+    for (reported, expected) in steps {
+        h.apply(Command::UpdateTaskStatuses(vec![report(
+            "t1", reported, 60,
+        )]));
+        assert_eq!(
+            h.store.task("t1").unwrap().status.state,
+            expected,
+            "{reported:?}"
+        );
+    }
+    let t1 = h.store.task("t1").unwrap();
+    assert_eq!(t1.started_at_ms, Some(50));
+    assert_eq!(h.store.running_count("s1"), 0);
+    assert!(h.store.node_usage("n1").is_none());
+    // Unknown tasks in a batch are skipped, not fatal.
+    let events = h.apply(Command::UpdateTaskStatuses(vec![report(
+        "zz",
+        TaskState::Running,
+        1,
+    )]));
+    assert!(events.is_empty());
+}
+
+#[test]
+fn indexes_follow_assignment_and_removal() {
+    let mut h = Harness::with_nodes(vec![node("n1"), node("n2")]);
+    let mut s = service("s1", "web", 2);
+    s.spec.resources.reservations.memory_bytes = 100;
+    h.apply(Command::CreateService(s.clone()));
+    h.apply(Command::CreateTasks(vec![
+        task("t1", &s, 1),
+        task("t2", &s, 2),
+    ]));
+    assert_eq!(h.store.unassigned_tasks().count(), 2);
+    h.apply(Command::SetPendingReasons(vec![(
+        "t2".into(),
+        "no suitable node".into(),
+    )]));
+    assert_eq!(h.store.task("t2").unwrap().status.state, TaskState::Pending);
+    h.apply(Command::AssignTasks(vec![
+        ("t1".into(), "n1".into()),
+        ("t2".into(), "nx".into()),
+    ]));
+    assert_eq!(h.store.unassigned_tasks().count(), 1);
+    let usage = h.store.node_usage("n1").unwrap();
+    assert_eq!((usage.tasks, usage.reserved.memory_bytes), (1, 100));
+    assert_eq!(usage.tasks_by_service["s1"], 1);
+    assert_eq!(h.store.tasks_of_node("n1").len(), 1);
+    // Desired shutdown of a never-assigned task finishes it on the spot.
+    h.apply(Command::SetTaskDesiredStates(vec![(
+        "t2".into(),
+        TaskState::Shutdown,
+    )]));
+    assert_eq!(
+        h.store.task("t2").unwrap().status.state,
+        TaskState::Shutdown
+    );
+    assert_eq!(h.store.unassigned_tasks().count(), 0);
+    // Removing the service asks its remaining task to shut down.
+    h.apply(Command::RemoveService {
+        service_id: "s1".into(),
+    });
+    assert_eq!(
+        h.store.task("t1").unwrap().desired_state,
+        TaskState::Shutdown
+    );
+    h.apply(Command::RemoveTasks(vec!["t1".into(), "t2".into()]));
+    assert!(h.store.tasks().is_empty() && h.store.node_usage("n1").is_none());
+    assert_eq!(
+        h.store.index,
+        Store::restore(&h.store.snapshot()).unwrap().index
+    );
+}
+
+#[test]
+fn snapshot_restore_round_trip_rebuilds_indexes() {
+    let mut h = Harness::with_nodes(vec![node("n1"), node("n2")]);
+    h.apply(Command::InitCluster(cluster()));
+    let s = service("s1", "web", 3);
+    h.apply(Command::CreateService(s.clone()));
+    h.apply(Command::CreateTasks(
+        (1..=3).map(|i| task(&format!("t{i}"), &s, i)).collect(),
+    ));
+    h.apply(Command::AssignTasks(vec![
+        ("t1".into(), "n1".into()),
+        ("t2".into(), "n2".into()),
+    ]));
+    h.apply(Command::UpdateTaskStatuses(vec![report(
+        "t1",
+        TaskState::Running,
+        5,
+    )]));
+    let restored = Store::restore(&h.store.snapshot()).unwrap();
+    assert_eq!(restored, h.store);
+    assert_eq!(restored.index, h.store.index);
+    assert!(matches!(
+        Store::restore(&[1, 2, 3]),
+        Err(CoreError::Snapshot(_))
+    ));
+    let mut long = h.store.snapshot();
+    long.push(0);
+    assert!(Store::restore(&long).is_err());
+}
+
+#[test]
+fn service_ps_order_and_counts() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    let s = service("s1", "web", 2);
+    h.apply(Command::CreateService(s.clone()));
+    h.apply(Command::CreateTasks(vec![
+        task("b", &s, 2),
+        task("a", &s, 1),
+    ]));
+    h.apply(Command::UpsertNode(node("n0")));
+    h.apply(Command::AssignTasks(vec![("a".into(), "n0".into())]));
+    h.apply(Command::CreateTasks(vec![task("c", &s, 1)]));
+    h.apply(Command::AssignTasks(vec![("c".into(), "n1".into())]));
+    let order: Vec<&str> = h
+        .store
+        .tasks_of_service("s1")
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(order, ["c", "a", "b"]);
+    assert_eq!(h.store.desired_count(h.store.service("s1").unwrap()), 2);
+    assert_eq!(h.store.resolve_task("c").unwrap().id, "c");
+}
+
+#[test]
+fn node_updates_and_removal() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    let update = NodeSpecUpdate {
+        node_id: "n1".into(),
+        availability: Some(crate::core::model::Availability::Drain),
+        labels_add: [("zone".to_string(), "east".to_string())].into(),
+        ..Default::default()
+    };
+    h.apply(Command::UpdateNodeSpec(update));
+    let n1 = h.store.node("n1").unwrap();
+    assert_eq!(n1.labels["zone"], "east");
+    assert_eq!(n1.meta.version, h.index);
+    assert_eq!(h.store.resolve_node("host-n1").unwrap().id, "n1");
+    // Unchanged status: no event, no version bump.
+    assert!(h
+        .apply(Command::UpdateNodeStatus {
+            node_id: "n1".into(),
+            status: NodeStatus::Ready
+        })
+        .is_empty());
+    h.apply(Command::UpdateNodeStatus {
+        node_id: "n1".into(),
+        status: NodeStatus::Down,
+    });
+    h.apply(Command::RemoveNode {
+        node_id: "n1".into(),
+        force: false,
+    });
+    assert!(h.store.nodes().is_empty());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever sequence of reports arrives, snapshot/restore is lossless and the
+        /// incrementally kept indexes equal freshly rebuilt ones.
+        #[test]
+        fn indexes_match_rebuild(reports in proptest::collection::vec((0usize..4, 0usize..12), 0..40)) {
+            let mut h = Harness::with_nodes(vec![node("n1"), node("n2")]);
+            let s = service("s1", "web", 4);
+            h.apply(Command::CreateService(s.clone()));
+            h.apply(Command::CreateTasks((0..4).map(|i| task(&format!("t{i}"), &s, i as u64 + 1)).collect()));
+            h.apply(Command::AssignTasks(vec![("t0".into(), "n1".into()), ("t1".into(), "n2".into())]));
+            for (task_index, state_index) in reports {
+                let state = [
+                    TaskState::New, TaskState::Pending, TaskState::Assigned, TaskState::Accepted,
+                    TaskState::Preparing, TaskState::Starting, TaskState::Running, TaskState::Complete,
+                    TaskState::Failed, TaskState::Shutdown, TaskState::Rejected, TaskState::Orphaned,
+                ][state_index];
+                h.apply(Command::UpdateTaskStatuses(vec![report(&format!("t{task_index}"), state, 1)]));
+            }
+            let restored = Store::restore(&h.store.snapshot()).unwrap();
+            prop_assert_eq!(&restored, &h.store);
+            prop_assert_eq!(&restored.index, &h.store.index);
+        }
+    }
+}
+
+#[test]
+fn commands_round_trip_through_bincode() {
+    let s = service("s1", "web", 1);
+    let commands = vec![
+        Command::CreateService(s.clone()),
+        Command::CreateTasks(vec![task("t1", &s, 1)]),
+        Command::UpdateTaskStatuses(vec![report("t1", TaskState::Running, 3)]),
+        Command::UpdateNodeSpec(NodeSpecUpdate {
+            node_id: "n1".into(),
+            ..Default::default()
+        }),
+    ];
+    let config = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(&commands, config).unwrap();
+    let (decoded, _): (Vec<Command>, usize) =
+        bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(decoded, commands);
+}
