@@ -27,4 +27,4 @@ pub mod store;
 pub use error::CoreError;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;

@@ -131,8 +131,85 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::net::message::{ErrorKind, JoinAccepted, JoinRequest, RaftEnvelope, WireError};
+    use crate::core::model::{Resources, Task, TaskStatus};
+    use crate::core::store::TaskStatusUpdate;
+    use crate::core::{spec::ServiceSpec, testkit};
+    use crate::net::control::{ControlReply, ControlRequest, NodeView, TaskView};
+    use crate::net::message::{
+        AssignmentSet, ChaosRequest, ErrorKind, Heartbeat, HeartbeatAck, JoinAccepted, JoinRequest,
+        NodeDescription, RaftEnvelope, WireError,
+    };
     use crate::net::tls::Role;
+
+    fn sample_task(id: &str) -> Task {
+        let service = testkit::service("s1", "web", 3);
+        Task::new(id.to_string(), &service, Some(2), Some("n1".into()))
+    }
+
+    /// Structured kinds, built from samples with generated parts.
+    fn any_structured_message() -> impl Strategy<Value = Message> {
+        let description = |hostname: String| NodeDescription {
+            hostname,
+            addr: "127.0.0.1:4240".into(),
+            engine_version: "process".into(),
+            resources: Resources::default(),
+            labels: [("zone".to_string(), "east".to_string())].into(),
+        };
+        prop_oneof![
+            "[a-z]{1,20}".prop_map(|name| Message::Control(ControlRequest::ServiceCreate {
+                spec: ServiceSpec::new(&name, "busybox"),
+            })),
+            any::<u64>().prop_map(|n| Message::Forwarded(ControlRequest::ServiceScale {
+                targets: vec![("web".into(), n)],
+            })),
+            ".*".prop_map(
+                |id| Message::ControlReply(ControlReply::Tasks(vec![TaskView::of(
+                    &sample_task(&id),
+                    Some("h")
+                )]))
+            ),
+            ".*".prop_map(
+                |id| Message::ControlReply(ControlReply::Nodes(vec![NodeView::of(
+                    &testkit::node(&id),
+                    None,
+                    false
+                )]))
+            ),
+            (".*", any::<u64>()).prop_map(move |(hostname, version)| Message::Heartbeat(
+                Heartbeat {
+                    description: description(hostname),
+                    assignments_version: version,
+                }
+            )),
+            (any::<u64>(), ".*").prop_map(|(version, id)| Message::HeartbeatAck(HeartbeatAck {
+                period_ms: 1000,
+                manager_addrs: vec!["127.0.0.1:4240".into()],
+                assignments: Some(AssignmentSet {
+                    version,
+                    tasks: vec![sample_task(&id)],
+                }),
+            })),
+            (any::<u64>(), ".*").prop_map(|(version, id)| Message::Assignments(AssignmentSet {
+                version,
+                tasks: vec![sample_task(&id)],
+            })),
+            (".*", any::<i64>()).prop_map(|(task_id, code)| Message::TaskStatuses(vec![
+                TaskStatusUpdate {
+                    task_id,
+                    status: TaskStatus {
+                        exit_code: Some(code),
+                        ..TaskStatus::default()
+                    },
+                    runtime: Some("process".into()),
+                    runtime_id: None,
+                }
+            ])),
+            proptest::option::of(".*").prop_map(|leader_addr| Message::NotLeader { leader_addr }),
+            (".*", proptest::option::of(".*"))
+                .prop_map(|(kind, id)| Message::Chaos(ChaosRequest::KillActor { kind, id })),
+            Just(Message::Ack),
+        ]
+    }
 
     fn any_role() -> impl Strategy<Value = Role> {
         prop_oneof![Just(Role::Manager), Just(Role::Worker), Just(Role::Admin)]
@@ -187,6 +264,7 @@ mod tests {
                 .prop_map(|(from, to, bytes)| Message::Raft(RaftEnvelope { from, to, bytes })),
             (any_error_kind(), ".*")
                 .prop_map(|(kind, message)| Message::Error(WireError { kind, message })),
+            any_structured_message(),
         ]
     }
 
@@ -204,6 +282,16 @@ mod tests {
             | Message::Join(_)
             | Message::JoinAccepted(_)
             | Message::Raft(_)
+            | Message::Control(_)
+            | Message::Forwarded(_)
+            | Message::ControlReply(_)
+            | Message::Heartbeat(_)
+            | Message::HeartbeatAck(_)
+            | Message::Assignments(_)
+            | Message::TaskStatuses(_)
+            | Message::NotLeader { .. }
+            | Message::Chaos(_)
+            | Message::Ack
             | Message::Error(_) => {}
         }
     }

@@ -11,14 +11,14 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 /// What happens to traffic with one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FaultRule {
     /// Nothing gets through, either way.
     Partition,
-    /// Each message is dropped with this probability (0.0 to 1.0).
+    /// Each message is dropped with this probability.
     Drop {
-        /// Probability of dropping one message.
-        probability: f64,
+        /// Percent chance (0 to 100) of dropping one message.
+        percent: u8,
     },
     /// Each message is held back this long before it is handled or sent.
     Delay {
@@ -93,12 +93,12 @@ impl FaultInjector {
             Some(FaultRule::Delay { delay_ms }) => {
                 Verdict::DelayBy(Duration::from_millis(delay_ms))
             }
-            Some(FaultRule::Drop { probability }) => {
-                let roll: f64 = match self.rng.lock() {
-                    Ok(mut rng) => rng.random(),
-                    Err(_) => 0.0,
+            Some(FaultRule::Drop { percent }) => {
+                let roll: u8 = match self.rng.lock() {
+                    Ok(mut rng) => rng.random_range(0..100),
+                    Err(_) => 100,
                 };
-                if roll < probability {
+                if roll < percent {
                     Verdict::Drop
                 } else {
                     Verdict::Deliver
@@ -132,7 +132,7 @@ mod tests {
     fn drop_probability_is_roughly_honoured_and_seeded() {
         let count = |seed| {
             let faults = FaultInjector::with_seed(seed);
-            faults.set("a", Some(FaultRule::Drop { probability: 0.25 }));
+            faults.set("a", Some(FaultRule::Drop { percent: 25 }));
             (0..4000)
                 .filter(|_| faults.verdict(Some("a")) == Verdict::Drop)
                 .count()

@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::model::{Resources, Task};
+use crate::core::store::TaskStatusUpdate;
+use crate::net::control::{ControlReply, ControlRequest};
+
 /// Every message that crosses the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
@@ -28,8 +32,95 @@ pub enum Message {
     JoinAccepted(JoinAccepted),
     /// A Raft protocol message between managers, carried as raft-rs protobuf bytes.
     Raft(RaftEnvelope),
+    /// An admin's control command (the `flotilla` CLI).
+    Control(ControlRequest),
+    /// A control command a follower manager forwards to the leader on an admin's behalf.
+    Forwarded(ControlRequest),
+    /// The answer to a control command.
+    ControlReply(ControlReply),
+    /// A worker's liveness report to the leader; answered by [`Message::HeartbeatAck`].
+    Heartbeat(Heartbeat),
+    /// The leader's answer to a heartbeat.
+    HeartbeatAck(HeartbeatAck),
+    /// The leader pushes a worker's complete assignment set whenever it changes.
+    Assignments(AssignmentSet),
+    /// A worker's batch of task status changes; answered by [`Message::Ack`].
+    TaskStatuses(Vec<TaskStatusUpdate>),
+    /// The receiver is not the leader; try there (`None`: no leader known now).
+    NotLeader {
+        /// Advertised address of the leader, if known.
+        leader_addr: Option<String>,
+    },
+    /// Chaos: stop an actor as if it had crashed (nodes started with `--enable-chaos` only).
+    Chaos(ChaosRequest),
+    /// A request was carried out and has nothing to return.
+    Ack,
     /// The request failed; says why.
     Error(WireError),
+}
+
+/// What a worker tells the leader every heartbeat period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The node's own description (registered on first contact, updated on change).
+    pub description: NodeDescription,
+    /// The version of the last assignment set the worker applied.
+    pub assignments_version: u64,
+}
+
+/// The facts a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescription {
+    /// Hostname.
+    pub hostname: String,
+    /// Address other nodes reach it at.
+    pub addr: String,
+    /// Runtime and version, e.g. `process` or `docker 28.2.2`.
+    pub engine_version: String,
+    /// Capacity the scheduler may reserve.
+    pub resources: Resources,
+    /// Labels given at init/join.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The leader's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The period the worker must keep.
+    pub period_ms: u64,
+    /// Advertised addresses of the managers.
+    pub manager_addrs: Vec<String>,
+    /// The full assignment set, when the worker's version is stale.
+    pub assignments: Option<AssignmentSet>,
+}
+
+/// Every task a worker should know about: running ones and ones it must stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentSet {
+    /// Increases with every change, per leader term.
+    pub version: u64,
+    /// The tasks, with their desired states.
+    pub tasks: Vec<Task>,
+}
+
+/// Chaos commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChaosRequest {
+    /// Stop one actor: `replica` (ID = task ID), `service` (name or ID), `worker`,
+    /// `dispatcher`, `scheduler`, `orchestrator`, `raft`.
+    KillActor {
+        /// Which kind of actor.
+        kind: String,
+        /// Which one, where the kind needs it.
+        id: Option<String>,
+    },
+    /// Cut, delay or drop traffic between the receiving node and another node.
+    SetFault {
+        /// The other node's ID.
+        peer_node_id: String,
+        /// The rule, or `None` to clear it.
+        rule: Option<crate::net::fault::FaultRule>,
+    },
 }
 
 /// A joining node's request for a certificate.
@@ -140,8 +231,16 @@ impl Message {
             Message::Ping { .. }
             | Message::Pong { .. }
             | Message::JoinAccepted(_)
+            | Message::Heartbeat(_)
+            | Message::HeartbeatAck(_)
+            | Message::TaskStatuses(_)
+            | Message::ControlReply(_)
+            | Message::NotLeader { .. }
+            | Message::Ack
             | Message::Error(_) => Access::Node,
-            Message::Raft(_) => Access::Manager,
+            // Assignments come from the leader only: a worker must not push them to a peer.
+            Message::Raft(_) | Message::Forwarded(_) | Message::Assignments(_) => Access::Manager,
+            Message::Control(_) | Message::Chaos(_) => Access::Admin,
         }
     }
 
@@ -153,6 +252,16 @@ impl Message {
             Message::Join(_) => "join",
             Message::JoinAccepted(_) => "join-accepted",
             Message::Raft(_) => "raft",
+            Message::Control(_) => "control",
+            Message::Forwarded(_) => "forwarded control",
+            Message::ControlReply(_) => "control reply",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::HeartbeatAck(_) => "heartbeat ack",
+            Message::Assignments(_) => "assignments",
+            Message::TaskStatuses(_) => "task statuses",
+            Message::NotLeader { .. } => "not leader",
+            Message::Chaos(_) => "chaos",
+            Message::Ack => "ack",
             Message::Error(_) => "error",
         }
     }

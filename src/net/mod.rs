@@ -4,6 +4,7 @@
 //! owns the endpoint and connections; `tls` and `token` are the cluster's PKI.
 
 pub mod codec;
+pub mod control;
 pub mod fault;
 pub mod message;
 pub mod stream;

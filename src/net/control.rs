@@ -1,0 +1,295 @@
+//! Control commands (the `flotilla` CLI to a manager) and the views they return.
+//!
+//! Views are the JSON shapes of SPEC §2 (`--format json`): snake_case, every field always
+//! present, full IDs. Tables are rendered from the same views by the CLI.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::model::{Availability, Node, NodeRole, Service, Task};
+use crate::core::spec::ServiceSpec;
+
+/// What an admin asks a manager to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// `node ls`.
+    NodeList,
+    /// `node inspect NODE...`.
+    NodeInspect {
+        /// Names, IDs or unique ID prefixes.
+        nodes: Vec<String>,
+    },
+    /// `node ps [NODE]` (no node: the node addressed).
+    NodeTasks {
+        /// The node, or `None` for the node that answers.
+        node: Option<String>,
+    },
+    /// `node update`.
+    NodeUpdate {
+        /// The node.
+        node: String,
+        /// New availability.
+        availability: Option<Availability>,
+        /// Labels to add or overwrite.
+        labels_add: BTreeMap<String, String>,
+        /// Label keys to remove.
+        labels_rm: Vec<String>,
+    },
+    /// `node promote` / `node demote`.
+    NodeSetRole {
+        /// The nodes.
+        nodes: Vec<String>,
+        /// The role they get.
+        role: NodeRole,
+    },
+    /// `node rm`.
+    NodeRemove {
+        /// The nodes.
+        nodes: Vec<String>,
+        /// Remove even if the node is not down.
+        force: bool,
+    },
+    /// `swarm join-token`.
+    JoinToken {
+        /// Which token.
+        role: NodeRole,
+        /// Replace the secret first.
+        rotate: bool,
+    },
+    /// `service create`.
+    ServiceCreate {
+        /// The validated spec.
+        spec: ServiceSpec,
+    },
+    /// `service ls`.
+    ServiceList,
+    /// `service inspect`.
+    ServiceInspect {
+        /// Names, IDs or unique ID prefixes.
+        services: Vec<String>,
+    },
+    /// `service ps`.
+    ServiceTasks {
+        /// Names, IDs or unique ID prefixes.
+        services: Vec<String>,
+    },
+    /// `service scale SERVICE=N...`.
+    ServiceScale {
+        /// `(service, replicas)` pairs.
+        targets: Vec<(String, u64)>,
+    },
+    /// `service rm`.
+    ServiceRemove {
+        /// Names, IDs or unique ID prefixes.
+        services: Vec<String>,
+    },
+}
+
+/// A manager's answer to a [`ControlRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlReply {
+    /// Rows for `node ls`.
+    Nodes(Vec<NodeView>),
+    /// Full node records for `node inspect`.
+    NodeDetails(Vec<Node>),
+    /// Rows for `service ls`.
+    Services(Vec<ServiceView>),
+    /// Full service records for `service inspect`.
+    ServiceDetails(Vec<Service>),
+    /// Rows for `service ps` / `node ps`, history included.
+    Tasks(Vec<TaskView>),
+    /// A join token.
+    Token(String),
+    /// The IDs of what was created or changed.
+    Done(Vec<String>),
+}
+
+/// One node, as `node ls --format json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Full node ID.
+    pub id: String,
+    /// Hostname.
+    pub hostname: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// `ready`, `down` or `unknown`.
+    pub status: String,
+    /// `active`, `pause` or `drain`.
+    pub availability: String,
+    /// `leader`, `reachable`, `unreachable`, or null for workers.
+    pub manager_status: Option<String>,
+    /// Advertised address.
+    pub addr: String,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Runtime and version (the ENGINE VERSION column).
+    pub engine_version: String,
+    /// Whether this is the node that answered.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+}
+
+/// One service, as `service ls --format json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Full service ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `replicated` or `global`.
+    pub mode: String,
+    /// Image.
+    pub image: String,
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// Tasks running now.
+    pub replicas_running: u64,
+    /// Tasks wanted.
+    pub replicas_desired: u64,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+}
+
+/// One task, as `service ps --format json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// Full task ID.
+    pub id: String,
+    /// `service.slot` or `service.node-id`.
+    pub name: String,
+    /// Owning service ID.
+    pub service_id: String,
+    /// Owning service name.
+    pub service_name: String,
+    /// Slot, for replicated services.
+    pub slot: Option<u64>,
+    /// Node the task is on, once assigned.
+    pub node_id: Option<String>,
+    /// That node's hostname.
+    pub node_hostname: Option<String>,
+    /// What the managers want (lowercase state).
+    pub desired_state: String,
+    /// What the worker reported (lowercase state).
+    pub current_state: String,
+    /// RFC 3339 time since which it is in `current_state`.
+    pub state_since: String,
+    /// Why it failed or is pending.
+    pub error: Option<String>,
+    /// `docker`, `process` or `sim` (empty before a worker reported).
+    pub runtime: String,
+    /// Container ID or OS process ID.
+    pub runtime_id: Option<String>,
+    /// Exit code, once exited.
+    pub exit_code: Option<i64>,
+    /// Unix milliseconds behind `state_since` (for "Running 5 seconds ago").
+    pub state_since_ms: u64,
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-11-26T15:06:20.123Z`).
+pub fn rfc3339(unix_ms: u64) -> String {
+    let nanos = i128::from(unix_ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_ms.to_string())
+}
+
+impl NodeView {
+    /// The row for `node`, given its manager status and whether it is the answering node.
+    pub fn of(node: &Node, manager_status: Option<&str>, is_self: bool) -> Self {
+        Self {
+            id: node.id.clone(),
+            hostname: node.hostname.clone(),
+            role: lowercase(&node.role),
+            status: lowercase(&node.status),
+            availability: lowercase(&node.availability),
+            manager_status: manager_status.map(str::to_string),
+            addr: node.addr.clone(),
+            labels: node.labels.clone(),
+            engine_version: node.engine_version.clone(),
+            is_self,
+        }
+    }
+}
+
+impl TaskView {
+    /// The row for `task`, with the hostname of its node if known.
+    pub fn of(task: &Task, node_hostname: Option<&str>) -> Self {
+        Self {
+            id: task.id.clone(),
+            name: task.display_name(),
+            service_id: task.service_id.clone(),
+            service_name: task.service_name.clone(),
+            slot: task.slot,
+            node_id: task.node_id.clone(),
+            node_hostname: node_hostname.map(str::to_string),
+            desired_state: task.desired_state.as_str().to_string(),
+            current_state: task.status.state.as_str().to_string(),
+            state_since: rfc3339(task.status.since_ms),
+            error: task.status.error.clone(),
+            runtime: task.runtime.clone(),
+            runtime_id: task.runtime_id.clone(),
+            exit_code: task.status.exit_code,
+            state_since_ms: task.status.since_ms,
+        }
+    }
+}
+
+/// The lowercase serde name of a unit enum value (`NodeRole::Manager` -> `manager`).
+fn lowercase<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_764_169_580_123), "2025-11-26T15:06:20.123Z");
+    }
+
+    #[test]
+    fn node_json_has_the_spec_fields() {
+        let node = Node {
+            id: "n1".into(),
+            hostname: "h".into(),
+            role: NodeRole::Manager,
+            status: crate::core::model::NodeStatus::Ready,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+            addr: "127.0.0.1:4240".into(),
+            engine_version: "process".into(),
+            resources: Default::default(),
+            meta: Default::default(),
+        };
+        let json = serde_json::to_value(NodeView::of(&node, Some("leader"), true)).expect("json");
+        for field in [
+            "id",
+            "hostname",
+            "role",
+            "status",
+            "availability",
+            "manager_status",
+            "addr",
+            "labels",
+            "self",
+        ] {
+            assert!(json.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(json["role"], "manager");
+        assert_eq!(json["status"], "ready");
+        assert_eq!(json["self"], true);
+    }
+}
