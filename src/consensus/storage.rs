@@ -625,3 +625,7 @@ impl raft::Storage for RedbStorage {
         self.read_snapshot().map_err(to_raft_error)
     }
 }
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod tests;
