@@ -1,1 +1,26 @@
 //! The Raft replica: a driver around `raft::RawNode` with a durable redb log.
+//!
+//! - [`RaftReplica`] owns a `RawNode` over [`RedbStorage`] and a [`StateMachine`]. It is pure of
+//!   networking, clocks and actix: the Raft actor feeds it ticks, peer messages and proposals and
+//!   acts on the [`ReadyOutput`] of [`RaftReplica::handle_ready`].
+//! - [`RedbStorage`] is the durable log, hard state, conf state and snapshot; every write is
+//!   fsynced before it returns.
+//! - [`SimDisk`] is a crashable in-memory disk for redb, used by the deterministic simulation
+//!   (`tests/raft_sim.rs`).
+//!
+//! The design note is `docs/raft.md`.
+
+mod output;
+mod replica;
+mod sim_disk;
+mod state_machine;
+mod storage;
+
+pub use output::{
+    AppliedConfChange, AppliedProposal, ApplyError, LeadershipState, MembershipChange,
+    OutgoingMessage, ReadyOutput, ReplicaConfig, ReplicaError,
+};
+pub use replica::RaftReplica;
+pub use sim_disk::{SimDisk, SimDiskBackend};
+pub use state_machine::{StateMachine, MAX_COMMAND_BYTES};
+pub use storage::{RedbStorage, StorageError};

@@ -1,0 +1,455 @@
+//! [`RaftReplica`]: one Raft member, driving `raft::RawNode` over [`RedbStorage`].
+//!
+//! The replica has no network, clock or actix: the caller feeds it ticks, peer messages and
+//! proposals, then calls [`RaftReplica::handle_ready`] and acts on the returned
+//! [`ReadyOutput`]. See `docs/raft.md` for the order of a Ready and why.
+
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+};
+use raft::{RawNode, StateRole};
+
+use super::output::{
+    AppliedConfChange, AppliedProposal, ApplyError, LeadershipState, MembershipChange,
+    OutgoingMessage, ReadyOutput, ReplicaConfig, ReplicaError,
+};
+use super::state_machine::{decode_command, encode_command, ProposalContext, StateMachine};
+use super::storage::RedbStorage;
+
+/// Index and term of the snapshot that `bootstrap` writes: the group's history starts here.
+const BOOTSTRAP_INDEX: u64 = 1;
+const BOOTSTRAP_TERM: u64 = 1;
+
+/// One Raft member with its durable log and its state machine. See the module documentation.
+pub struct RaftReplica<S: StateMachine> {
+    raw_node: RawNode<RedbStorage>,
+    state_machine: S,
+    config: ReplicaConfig,
+    boot_epoch: u64,
+    /// Last log index applied to `state_machine`.
+    applied_index: u64,
+    /// Index of the last snapshot stored (made here or received).
+    snapshot_index: u64,
+    /// Configuration as of `applied_index` (what a snapshot made now must record).
+    applied_conf_state: ConfState,
+    /// Reads confirmed by a quorum, waiting for `applied_index` to reach their index.
+    pending_reads: Vec<(u64, u64)>,
+    /// The leadership last reported in a [`ReadyOutput`].
+    reported_leadership: Option<LeadershipState>,
+}
+
+impl<S: StateMachine> RaftReplica<S> {
+    /// Starts a brand-new group whose members are `voters` (`[config.id]` for the first
+    /// manager). Writes an initial snapshot holding `state_machine`'s state; the storage must be
+    /// empty. Every founding member may be bootstrapped with the same voters.
+    pub fn bootstrap(
+        config: ReplicaConfig,
+        mut storage: RedbStorage,
+        state_machine: S,
+        voters: &[u64],
+    ) -> Result<Self, ReplicaError> {
+        if !storage.is_empty() {
+            return Err(ReplicaError::StorageNotEmpty);
+        }
+        let mut snapshot = Snapshot::default();
+        snapshot.data = state_machine.snapshot().into();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = BOOTSTRAP_INDEX;
+        metadata.term = BOOTSTRAP_TERM;
+        metadata.mut_conf_state().voters = voters.to_vec();
+        storage.apply_snapshot(&snapshot)?;
+        Self::restart(config, storage, state_machine)
+    }
+
+    /// Starts a member that joins an existing group: empty storage, no configuration. It waits
+    /// for the leader (after a conf change adding it) to send a snapshot and the log.
+    pub fn join(
+        config: ReplicaConfig,
+        storage: RedbStorage,
+        state_machine: S,
+    ) -> Result<Self, ReplicaError> {
+        if !storage.is_empty() {
+            return Err(ReplicaError::StorageNotEmpty);
+        }
+        Self::restart(config, storage, state_machine)
+    }
+
+    /// Restarts a member from its storage: the state machine is restored from the stored
+    /// snapshot, and the committed entries after it are applied again through the next Ready
+    /// (the applied index is not persisted; the state machine is rebuilt instead).
+    pub fn restart(
+        config: ReplicaConfig,
+        mut storage: RedbStorage,
+        mut state_machine: S,
+    ) -> Result<Self, ReplicaError> {
+        let boot_epoch = storage.next_boot_epoch()?;
+        let snapshot = storage.read_snapshot()?;
+        let snapshot_index = snapshot.get_metadata().index;
+        if snapshot_index > 0 {
+            state_machine
+                .restore(&snapshot.data)
+                .map_err(|error| ReplicaError::RestoreSnapshot(Box::new(error)))?;
+        }
+        let applied_conf_state = snapshot.get_metadata().get_conf_state().clone();
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: snapshot_index,
+            max_size_per_msg: config.max_message_bytes,
+            max_inflight_msgs: config.max_inflight_messages,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw_node = RawNode::new(&raft_config, storage, &logger)?;
+        Ok(Self {
+            raw_node,
+            state_machine,
+            config,
+            boot_epoch,
+            applied_index: snapshot_index,
+            snapshot_index,
+            applied_conf_state,
+            pending_reads: Vec::new(),
+            reported_leadership: None,
+        })
+    }
+
+    /// This replica's Raft id.
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// The state machine, for serving reads once [`ReadyOutput::reads_ready`] allows.
+    pub fn state_machine(&self) -> &S {
+        &self.state_machine
+    }
+
+    /// The durable storage (read-only).
+    pub fn storage(&self) -> &RedbStorage {
+        self.raw_node.store()
+    }
+
+    /// Last log index applied to the state machine.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Highest log index known to be committed.
+    pub fn commit_index(&self) -> u64 {
+        self.raw_node.raft.raft_log.committed
+    }
+
+    /// Who leads, as this replica currently sees it.
+    pub fn leadership(&self) -> LeadershipState {
+        let raft = &self.raw_node.raft;
+        LeadershipState {
+            leader_id: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
+            term: raft.term,
+            is_leader: raft.state == StateRole::Leader,
+        }
+    }
+
+    /// Voters of the configuration as of the applied index.
+    pub fn voters(&self) -> &[u64] {
+        &self.applied_conf_state.voters
+    }
+
+    /// Advances logical time by one tick (elections, heartbeats).
+    pub fn tick(&mut self) {
+        self.raw_node.tick();
+    }
+
+    /// Feeds a protobuf-encoded message from a peer. A malformed message is an error, as is
+    /// one raft refuses (such as a response from an unknown peer); neither harms the replica.
+    pub fn step(&mut self, message_bytes: &[u8]) -> Result<(), ReplicaError> {
+        let message =
+            Message::parse_from_bytes(message_bytes).map_err(ReplicaError::MalformedMessage)?;
+        self.raw_node.step(message)?;
+        Ok(())
+    }
+
+    /// Proposes a command on the leader. Its result comes back in [`ReadyOutput::applied`]
+    /// under `proposal_id` once committed and applied here.
+    pub fn propose(&mut self, proposal_id: u64, command: &S::Command) -> Result<(), ReplicaError> {
+        self.check_leader()?;
+        let data = encode_command(command)?;
+        let context = self.context(proposal_id);
+        self.raw_node
+            .propose(context, data)
+            .map_err(Self::proposal_error)
+    }
+
+    /// Proposes a membership change on the leader; it shows up in
+    /// [`ReadyOutput::conf_changes`] when applied. Raft allows one pending change at a time.
+    pub fn propose_conf_change(
+        &mut self,
+        proposal_id: u64,
+        change: MembershipChange,
+    ) -> Result<(), ReplicaError> {
+        self.check_leader()?;
+        let mut conf_change = ConfChange::default();
+        let (change_type, node_id) = match change {
+            MembershipChange::AddVoter(id) => (ConfChangeType::AddNode, id),
+            MembershipChange::AddLearner(id) => (ConfChangeType::AddLearnerNode, id),
+            MembershipChange::RemoveMember(id) => (ConfChangeType::RemoveNode, id),
+        };
+        conf_change.set_change_type(change_type);
+        conf_change.node_id = node_id;
+        let context = self.context(proposal_id);
+        self.raw_node
+            .propose_conf_change(context, conf_change)
+            .map_err(Self::proposal_error)
+    }
+
+    /// Asks the leader to hand leadership to `to` (which must be an up-to-date voter).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.raw_node.transfer_leader(to);
+    }
+
+    /// Starts a linearizable read. When it is safe to read the state machine, `request_id`
+    /// appears in [`ReadyOutput::reads_ready`]. Without a leader the request is dropped
+    /// silently, so the caller must time reads out.
+    pub fn read_index(&mut self, request_id: u64) {
+        self.raw_node.read_index(request_id.to_le_bytes().to_vec());
+    }
+
+    fn check_leader(&self) -> Result<(), ReplicaError> {
+        let leadership = self.leadership();
+        if leadership.is_leader {
+            Ok(())
+        } else {
+            Err(ReplicaError::NotLeader {
+                leader_id: leadership.leader_id,
+            })
+        }
+    }
+
+    fn proposal_error(error: raft::Error) -> ReplicaError {
+        match error {
+            raft::Error::ProposalDropped => ReplicaError::ProposalDropped,
+            other => ReplicaError::Raft(other),
+        }
+    }
+
+    fn context(&self, proposal_id: u64) -> Vec<u8> {
+        ProposalContext {
+            node_id: self.config.id,
+            boot_epoch: self.boot_epoch,
+            proposal_id,
+        }
+        .encode()
+    }
+
+    /// Handles one Ready, if there is one, and returns what the caller must do. Call it after
+    /// every `tick`, `step`, `propose`, `propose_conf_change`, `transfer_leader` and
+    /// `read_index` (or after a batch of them). All storage writes are durable before it
+    /// returns, so every returned message may be sent at once.
+    ///
+    /// An error is fatal: the Ready is half done. Drop the replica and restart it from disk.
+    pub fn handle_ready(&mut self) -> Result<ReadyOutput<S::Output>, ReplicaError> {
+        let mut output = ReadyOutput::default();
+        if self.raw_node.has_ready() {
+            let mut ready = self.raw_node.ready();
+            // 1. Messages that do not depend on this Ready's writes (a leader's appends may go
+            //    out before its own fsync: Raft counts the leader's copy only once persisted).
+            Self::encode_messages(ready.take_messages(), &mut output)?;
+            // 2. A snapshot from the leader replaces log and state machine.
+            if !ready.snapshot().is_empty() {
+                self.install_snapshot(ready.snapshot())?;
+            }
+            // 3. New entries and the hard state (term, vote, commit), in one fsynced write.
+            self.raw_node
+                .mut_store()
+                .persist(ready.entries(), ready.hs())?;
+            // 4. Messages that promise what step 3 wrote (votes, append acknowledgements).
+            Self::encode_messages(ready.take_persisted_messages(), &mut output)?;
+            for read_state in ready.take_read_states() {
+                if let Some(request_id) = decode_read_request(&read_state.request_ctx) {
+                    self.pending_reads.push((request_id, read_state.index));
+                }
+            }
+            // 5. Entries a quorum has persisted.
+            self.apply_entries(ready.take_committed_entries(), &mut output)?;
+            // 6. The light ready: a commit index moved by step 3, and what it releases.
+            let mut light = self.raw_node.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                let mut hard_state = self.raw_node.store().hard_state().clone();
+                hard_state.commit = commit;
+                self.raw_node.mut_store().set_hard_state(&hard_state)?;
+            }
+            Self::encode_messages(light.take_messages(), &mut output)?;
+            self.apply_entries(light.take_committed_entries(), &mut output)?;
+            self.raw_node.advance_apply();
+            self.maybe_snapshot()?;
+        }
+        self.release_reads(&mut output);
+        let leadership = self.leadership();
+        if self.reported_leadership != Some(leadership) {
+            self.reported_leadership = Some(leadership);
+            output.leadership_change = Some(leadership);
+        }
+        Ok(output)
+    }
+
+    fn encode_messages(
+        messages: Vec<Message>,
+        output: &mut ReadyOutput<S::Output>,
+    ) -> Result<(), ReplicaError> {
+        for message in messages {
+            let bytes = message
+                .write_to_bytes()
+                .map_err(ReplicaError::EncodeMessage)?;
+            output.messages.push(OutgoingMessage {
+                to: message.to,
+                bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
+        self.raw_node.mut_store().apply_snapshot(snapshot)?;
+        self.state_machine
+            .restore(&snapshot.data)
+            .map_err(|error| ReplicaError::RestoreSnapshot(Box::new(error)))?;
+        let metadata = snapshot.get_metadata();
+        self.applied_index = metadata.index;
+        self.snapshot_index = metadata.index;
+        self.applied_conf_state = metadata.get_conf_state().clone();
+        Ok(())
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        output: &mut ReadyOutput<S::Output>,
+    ) -> Result<(), ReplicaError> {
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue;
+            }
+            assert_eq!(
+                entry.index,
+                self.applied_index + 1,
+                "invariant: committed entries are applied without gaps"
+            );
+            let ours = ProposalContext::decode(entry.get_context()).filter(|context| {
+                context.node_id == self.config.id && context.boot_epoch == self.boot_epoch
+            });
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_command(&entry, ours, output),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_conf_change(&entry, ours, output)?
+                }
+            }
+            self.applied_index = entry.index;
+        }
+        Ok(())
+    }
+
+    fn apply_command(
+        &mut self,
+        entry: &Entry,
+        ours: Option<ProposalContext>,
+        output: &mut ReadyOutput<S::Output>,
+    ) {
+        if entry.get_data().is_empty() {
+            // A new leader's empty entry: nothing to apply.
+            return;
+        }
+        let result = match decode_command::<S::Command>(entry.get_data()) {
+            Ok(command) => Ok(self.state_machine.apply(entry.index, command)),
+            Err(detail) => Err(ApplyError::UndecodableCommand(detail)),
+        };
+        if let Some(context) = ours {
+            output.applied.push(AppliedProposal {
+                proposal_id: context.proposal_id,
+                index: entry.index,
+                result,
+            });
+        }
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        entry: &Entry,
+        ours: Option<ProposalContext>,
+        output: &mut ReadyOutput<S::Output>,
+    ) -> Result<(), ReplicaError> {
+        let corrupt = |error: protobuf::ProtobufError| ReplicaError::CorruptEntry {
+            index: entry.index,
+            detail: error.to_string(),
+        };
+        let (applied, change) = if entry.get_entry_type() == EntryType::EntryConfChange {
+            let conf_change = ConfChange::parse_from_bytes(entry.get_data()).map_err(corrupt)?;
+            let change = membership_change(conf_change.get_change_type(), conf_change.node_id);
+            (self.raw_node.apply_conf_change(&conf_change), Some(change))
+        } else {
+            let conf_change = ConfChangeV2::parse_from_bytes(entry.get_data()).map_err(corrupt)?;
+            let change = match conf_change.get_changes() {
+                [single] => Some(membership_change(single.get_change_type(), single.node_id)),
+                _ => None,
+            };
+            (self.raw_node.apply_conf_change(&conf_change), change)
+        };
+        let result = match applied {
+            Ok(conf_state) => {
+                self.raw_node.mut_store().set_conf_state(&conf_state)?;
+                self.applied_conf_state = conf_state;
+                Ok(())
+            }
+            Err(error) => Err(ApplyError::ConfChangeRejected(error.to_string())),
+        };
+        output.conf_changes.push(AppliedConfChange {
+            proposal_id: ours.map(|context| context.proposal_id),
+            index: entry.index,
+            change,
+            result,
+            voters: self.applied_conf_state.voters.clone(),
+            learners: self.applied_conf_state.learners.clone(),
+        });
+        Ok(())
+    }
+
+    /// Every `snapshot_every_entries` applied entries: store a snapshot of the state machine
+    /// and drop the log it covers. Lagging or new members then catch up from the snapshot.
+    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+        if self.applied_index < self.snapshot_index + self.config.snapshot_every_entries {
+            return Ok(());
+        }
+        let data = self.state_machine.snapshot();
+        let storage = self.raw_node.mut_store();
+        storage.store_snapshot(self.applied_index, &self.applied_conf_state, data)?;
+        storage.compact(self.applied_index)?;
+        self.snapshot_index = self.applied_index;
+        Ok(())
+    }
+
+    fn release_reads(&mut self, output: &mut ReadyOutput<S::Output>) {
+        let applied_index = self.applied_index;
+        self.pending_reads.retain(|&(request_id, index)| {
+            if index <= applied_index {
+                output.reads_ready.push(request_id);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+fn membership_change(change_type: ConfChangeType, node_id: u64) -> MembershipChange {
+    match change_type {
+        ConfChangeType::AddNode => MembershipChange::AddVoter(node_id),
+        ConfChangeType::AddLearnerNode => MembershipChange::AddLearner(node_id),
+        ConfChangeType::RemoveNode => MembershipChange::RemoveMember(node_id),
+    }
+}
+
+fn decode_read_request(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
