@@ -1,1 +1,181 @@
-fn main() {}
+//! `flotilla-node`: the node daemon (argument parsing and start-up only).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use flotilla::core::spec::parse_key_value;
+use flotilla::node::daemon::{self, NodeOptions, DEFAULT_HEARTBEAT_MS, DEFAULT_LISTEN, DEFAULT_RAFT_TICK_MS};
+
+#[derive(Parser)]
+#[command(name = "flotilla-node", version, about = "The Flotilla node daemon (manager or worker)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new swarm with this node as its first manager.
+    Init(NodeArgs),
+    /// Join an existing swarm.
+    Join {
+        /// The join token (`flotilla swarm join-token worker|manager`).
+        #[arg(long)]
+        token: String,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// A manager's address.
+        manager_addr: SocketAddr,
+    },
+    /// Restart a node that init or join created, with its identity, role and data.
+    Start {
+        /// The node's state directory.
+        #[arg(long, default_value = "./flotilla-state")]
+        state_dir: PathBuf,
+        /// Allow `flotilla chaos` commands on this node.
+        #[arg(long)]
+        enable_chaos: bool,
+    },
+    /// A one-node swarm (manager and worker in one process) for trying Flotilla out.
+    Dev {
+        /// State directory (reused on the next run).
+        #[arg(long, default_value = "./flotilla-state")]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct NodeArgs {
+    /// UDP address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Address other nodes reach this one at (default: the listen address).
+    #[arg(long)]
+    advertise_addr: Option<SocketAddr>,
+    /// State directory.
+    #[arg(long, default_value = "./flotilla-state")]
+    state_dir: PathBuf,
+    /// Hostname to report (default: the machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Container runtime.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "process"])]
+    runtime: String,
+    /// A node label K=V (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Allow `flotilla chaos` commands on this node.
+    #[arg(long)]
+    enable_chaos: bool,
+    /// Raft tick period in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_RAFT_TICK_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    raft_tick_ms: u64,
+    /// Worker heartbeat period in milliseconds.
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(10..))]
+    heartbeat_ms: u64,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    parse_key_value(text).map_err(|e| e.to_string())
+}
+
+impl NodeArgs {
+    fn options(self) -> NodeOptions {
+        NodeOptions {
+            listen: self.listen,
+            advertise_addr: self.advertise_addr,
+            state_dir: self.state_dir,
+            hostname: self.hostname,
+            runtime: self.runtime,
+            labels: self.labels,
+            enable_chaos: self.enable_chaos,
+            raft_tick_ms: self.raft_tick_ms,
+            heartbeat_ms: self.heartbeat_ms,
+        }
+    }
+}
+
+fn print_init(summary: &daemon::InitSummary, state_dir: &std::path::Path) {
+    println!(
+        "Swarm initialized: current node ({}) is now a manager.\n",
+        summary.node_id
+    );
+    println!("To add a worker to this swarm, run the following command:\n");
+    println!(
+        "    flotilla-node join --token {} {}\n",
+        summary.worker_token, summary.advertise_addr
+    );
+    println!(
+        "To add a manager to this swarm, run 'flotilla swarm join-token manager' and follow the instructions.\n"
+    );
+    println!(
+        "The CLI's configuration is in {}; use it with `flotilla --config {}` or copy it to ~/.flotilla/client.toml.",
+        state_dir.join("client.toml").display(),
+        state_dir.join("client.toml").display()
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    actix::System::new().block_on(async move {
+        let node = match cli.command {
+            Command::Init(args) => {
+                let options = args.options();
+                let state_dir = options.state_dir.clone();
+                let (summary, node) = daemon::init(options).await.context("init failed")?;
+                print_init(&summary, &state_dir);
+                node
+            }
+            Command::Join {
+                token,
+                node,
+                manager_addr,
+            } => {
+                let running = daemon::join(node.options(), &token, manager_addr)
+                    .await
+                    .context("join failed")?;
+                println!(
+                    "This node joined a swarm as a {}.",
+                    running.settings.role
+                );
+                running
+            }
+            Command::Start {
+                state_dir,
+                enable_chaos,
+            } => daemon::start(&state_dir, enable_chaos).context("start failed")?,
+            Command::Dev { state_dir } => {
+                if state_dir.join("node.toml").exists() {
+                    println!("Restarting the dev node in {}.", state_dir.display());
+                    daemon::start(&state_dir, true).context("start failed")?
+                } else {
+                    let options = NodeOptions {
+                        listen: DEFAULT_LISTEN.parse()?,
+                        advertise_addr: None,
+                        state_dir: state_dir.clone(),
+                        hostname: None,
+                        runtime: "auto".to_string(),
+                        labels: vec![],
+                        enable_chaos: true,
+                        raft_tick_ms: DEFAULT_RAFT_TICK_MS,
+                        heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+                    };
+                    let (summary, node) = daemon::init(options).await.context("init failed")?;
+                    print_init(&summary, &state_dir);
+                    node
+                }
+            }
+        };
+        daemon::wait_for_shutdown(node).await;
+        Ok(())
+    })
+}

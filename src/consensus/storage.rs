@@ -17,8 +17,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
-    TableDefinition,
-    WriteTransaction,
+    TableDefinition, WriteTransaction,
 };
 
 /// Log entries: index -> protobuf-encoded `Entry`.
@@ -70,7 +69,9 @@ pub enum StorageError {
         last_index: u64,
     },
     /// Compaction would drop entries that no stored snapshot covers.
-    #[error("cannot compact log up to {upto}: the stored snapshot only covers up to {snapshot_index}")]
+    #[error(
+        "cannot compact log up to {upto}: the stored snapshot only covers up to {snapshot_index}"
+    )]
     CompactBeyondSnapshot {
         /// The index compaction was asked to reach.
         upto: u64,
@@ -174,7 +175,10 @@ impl RedbStorage {
         let read = database.begin_read().map_err(db_error)?;
         let meta = read.open_table(META_TABLE).map_err(db_error)?;
         let get = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
-            Ok(meta.get(key).map_err(db_error)?.map(|value| value.value().to_vec()))
+            Ok(meta
+                .get(key)
+                .map_err(db_error)?
+                .map(|value| value.value().to_vec()))
         };
         let hard_state = match get(KEY_HARD_STATE)? {
             Some(bytes) => decode("hard state", &bytes)?,
@@ -195,7 +199,10 @@ impl RedbStorage {
         let boot_epoch = match get(KEY_BOOT_EPOCH)? {
             Some(bytes) => {
                 let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    corrupt("boot epoch", format!("expected 8 bytes, found {}", bytes.len()))
+                    corrupt(
+                        "boot epoch",
+                        format!("expected 8 bytes, found {}", bytes.len()),
+                    )
                 })?;
                 u64::from_le_bytes(array)
             }
@@ -343,7 +350,8 @@ impl RedbStorage {
                 }
                 for entry in entries {
                     let bytes = entry.write_to_bytes()?;
-                    log.insert(entry.index, bytes.as_slice()).map_err(db_error)?;
+                    log.insert(entry.index, bytes.as_slice())
+                        .map_err(db_error)?;
                 }
             }
             if let Some(hard_state) = hard_state {

@@ -93,7 +93,9 @@ fn entries_respect_max_size_but_return_at_least_one() {
     let one = storage.entries(1, 11, 0, context()).expect("entries");
     assert_eq!(one.len(), 1);
     let size = u64::from(protobuf::Message::compute_size(&entry(1, 1)));
-    let three = storage.entries(1, 11, size * 3, context()).expect("entries");
+    let three = storage
+        .entries(1, 11, size * 3, context())
+        .expect("entries");
     assert_eq!(three.len(), 3);
 }
 

@@ -165,6 +165,8 @@ pub struct TaskView {
     pub service_id: String,
     /// Owning service name.
     pub service_name: String,
+    /// The image the task runs.
+    pub image: String,
     /// Slot, for replicated services.
     pub slot: Option<u64>,
     /// Node the task is on, once assigned.
@@ -227,6 +229,7 @@ impl TaskView {
             name: task.display_name(),
             service_id: task.service_id.clone(),
             service_name: task.service_name.clone(),
+            image: task.spec.image.clone(),
             slot: task.slot,
             node_id: task.node_id.clone(),
             node_hostname: node_hostname.map(str::to_string),

@@ -1,3 +1,5 @@
 //! The node daemon: state directory, start-up of a manager or worker, and shutdown.
 
+pub mod daemon;
+pub mod machine;
 pub mod state;

@@ -54,8 +54,6 @@ pub struct NodeSettings {
     pub node_id: String,
     /// The role the node's certificate grants.
     pub role: Role,
-    /// This node's Raft ID (managers only; 0 for workers).
-    pub raft_id: u64,
     /// The UDP address the node listens on.
     pub listen: String,
     /// The address other nodes reach it at.

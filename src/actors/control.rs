@@ -1,0 +1,534 @@
+//! The control actor (managers): carries out the admin's commands against the store.
+//!
+//! On the leader it validates, proposes and answers; reads wait for a linearizable read
+//! barrier first. On a follower it forwards the request to the leader and relays the answer.
+//! It also admits joining nodes: checks the join secret, signs the node's certificate and,
+//! for managers, adds the new Raft voter.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::actors::raft::{
+    ChangeMembership, LeadershipChanged, LinearizableRead, Propose, RaftActor, RaftError,
+};
+use crate::actors::transport::Request;
+use crate::consensus::MembershipChange;
+use crate::core::model::{Node, NodeRole, NodeStatus, Service};
+use crate::core::spec::ServiceMode;
+use crate::core::store::{Command, NodeSpecUpdate, Store};
+use crate::core::{ids, CoreError};
+use crate::net::control::{ControlReply, ControlRequest, NodeView, ServiceView, TaskView};
+use crate::net::message::{ErrorKind, JoinAccepted, JoinRequest, Message as WireMessage, WireError};
+use crate::net::tls::{certificate_digest, ClusterCa, Role};
+use crate::net::token::{self, JoinToken};
+use crate::node::machine::{raft_id_of, SharedStore};
+
+/// How long a forwarded request may take at the leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An admin command (or one forwarded by another manager).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ControlReply, WireError>")]
+pub struct Control {
+    /// The command.
+    pub request: ControlRequest,
+}
+
+/// A node asks to join.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<JoinAccepted, WireError>")]
+pub struct Admit {
+    /// The request as received.
+    pub request: JoinRequest,
+}
+
+/// The control actor. See the module documentation.
+pub struct ControlActor {
+    node_id: String,
+    store: SharedStore,
+    raft: Addr<RaftActor>,
+    transport: Recipient<Request>,
+    leadership: Option<LeadershipChanged>,
+}
+
+impl ControlActor {
+    /// A control actor for the manager `node_id`.
+    pub fn new(
+        node_id: String,
+        store: SharedStore,
+        raft: Addr<RaftActor>,
+        transport: Recipient<Request>,
+    ) -> Self {
+        Self {
+            node_id,
+            store,
+            raft,
+            transport,
+            leadership: None,
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leadership.as_ref().is_some_and(|l| l.is_leader)
+    }
+
+    fn leader_addr(&self) -> Option<SocketAddr> {
+        self.leadership
+            .as_ref()
+            .and_then(|l| l.leader_addr.as_deref())
+            .and_then(|addr| addr.parse().ok())
+    }
+}
+
+impl Actor for ControlActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.raft.do_send(crate::actors::raft::Subscribe {
+            events: None,
+            leadership: Some(ctx.address().recipient()),
+        });
+    }
+}
+
+impl Handler<LeadershipChanged> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, leadership: LeadershipChanged, _: &mut Context<Self>) {
+        self.leadership = Some(leadership);
+    }
+}
+
+/// The error a caller sees for a failed proposal or read.
+pub fn wire_error(error: RaftError) -> WireError {
+    let kind = match &error {
+        RaftError::NoQuorum | RaftError::NotLeader { .. } => ErrorKind::NoQuorum,
+        RaftError::Rejected(core) => core_error_kind(core),
+        RaftError::LeadershipLost | RaftError::Internal(_) => ErrorKind::Internal,
+    };
+    WireError::new(kind, error.to_string())
+}
+
+fn core_error_kind(error: &CoreError) -> ErrorKind {
+    match error {
+        CoreError::NotFound { .. } => ErrorKind::NotFound,
+        CoreError::NameInUse(_) | CoreError::AlreadyInitialized => ErrorKind::Conflict,
+        _ => ErrorKind::BadRequest,
+    }
+}
+
+fn core(error: CoreError) -> WireError {
+    WireError::new(core_error_kind(&error), error.to_string())
+}
+
+fn no_leader() -> WireError {
+    WireError::new(
+        ErrorKind::NoQuorum,
+        format!(
+            "no quorum: no manager is leader right now (are a majority of managers up and reachable?)"
+        ),
+    )
+}
+
+/// A read-only command answered from the store.
+fn answer_read(store: &Store, node_id: &str, request: &ControlRequest, now_leader: &str) -> Result<ControlReply, WireError> {
+    match request {
+        ControlRequest::NodeList => Ok(ControlReply::Nodes(
+            store
+                .nodes()
+                .values()
+                .map(|node| NodeView::of(node, manager_status(node, now_leader), node.id == node_id))
+                .collect(),
+        )),
+        ControlRequest::NodeInspect { nodes } => nodes
+            .iter()
+            .map(|query| store.resolve_node(query).cloned().map_err(core))
+            .collect::<Result<Vec<Node>, _>>()
+            .map(ControlReply::NodeDetails),
+        ControlRequest::NodeTasks { node } => {
+            let node = store
+                .resolve_node(node.as_deref().unwrap_or(node_id))
+                .map_err(core)?;
+            Ok(ControlReply::Tasks(
+                store
+                    .tasks_of_node(&node.id)
+                    .into_iter()
+                    .map(|task| TaskView::of(task, Some(&node.hostname)))
+                    .collect(),
+            ))
+        }
+        ControlRequest::ServiceList => Ok(ControlReply::Services(
+            store
+                .services()
+                .values()
+                .map(|service| service_view(store, service))
+                .collect(),
+        )),
+        ControlRequest::ServiceInspect { services } => services
+            .iter()
+            .map(|query| store.resolve_service(query).cloned().map_err(core))
+            .collect::<Result<Vec<Service>, _>>()
+            .map(ControlReply::ServiceDetails),
+        ControlRequest::ServiceTasks { services } => {
+            let mut rows = Vec::new();
+            for query in services {
+                let service = store.resolve_service(query).map_err(core)?;
+                for task in store.tasks_of_service(&service.id) {
+                    let hostname = task
+                        .node_id
+                        .as_deref()
+                        .and_then(|id| store.node(id))
+                        .map(|node| node.hostname.as_str());
+                    rows.push(TaskView::of(task, hostname));
+                }
+            }
+            Ok(ControlReply::Tasks(rows))
+        }
+        ControlRequest::JoinToken { role, rotate: false } => join_token(store, *role).map(ControlReply::Token),
+        _ => Err(WireError::new(ErrorKind::Internal, "not a read")),
+    }
+}
+
+fn manager_status(node: &Node, leader_node_id: &str) -> Option<&'static str> {
+    match node.role {
+        NodeRole::Worker => None,
+        NodeRole::Manager if node.id == leader_node_id => Some("leader"),
+        NodeRole::Manager if node.status == NodeStatus::Ready => Some("reachable"),
+        NodeRole::Manager => Some("unreachable"),
+    }
+}
+
+fn service_view(store: &Store, service: &Service) -> ServiceView {
+    let (mode, desired) = match service.spec.mode {
+        ServiceMode::Replicated { .. } => ("replicated", store.desired_count(service)),
+        ServiceMode::Global => ("global", store.desired_count(service)),
+    };
+    ServiceView {
+        id: service.id.clone(),
+        name: service.spec.name.clone(),
+        mode: mode.to_string(),
+        image: service.spec.image.clone(),
+        command: service.spec.command.clone(),
+        replicas_running: store.running_count(&service.id),
+        replicas_desired: desired,
+        created_at: crate::net::control::rfc3339(service.meta.created_at_ms),
+        updated_at: crate::net::control::rfc3339(service.meta.updated_at_ms),
+    }
+}
+
+/// The join token for `role`, from the cluster record.
+pub fn join_token(store: &Store, role: NodeRole) -> Result<String, WireError> {
+    let cluster = store.cluster().ok_or_else(|| core(CoreError::NotInitialized))?;
+    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(cluster.ca_cert_pem.as_bytes())
+        .map_err(|e| WireError::new(ErrorKind::Internal, format!("CA certificate: {e}")))?;
+    let secret = match role {
+        NodeRole::Worker => &cluster.worker_join_secret,
+        NodeRole::Manager => &cluster.manager_join_secret,
+    };
+    Ok(JoinToken::new(certificate_digest(&ca_der), secret.clone()).to_string())
+}
+
+use rustls::pki_types::pem::PemObject;
+
+/// The commands a write request turns into (validated against the store as it is now).
+fn plan_write(store: &Store, request: &ControlRequest) -> Result<(Vec<Command>, Vec<String>), WireError> {
+    let mut rng = rand::rng();
+    match request {
+        ControlRequest::ServiceCreate { spec } => {
+            spec.validate().map_err(core)?;
+            let id = ids::new_id(&mut rng);
+            let service = Service {
+                id: id.clone(),
+                spec: spec.clone(),
+                meta: Default::default(),
+            };
+            Ok((vec![Command::CreateService(service)], vec![id]))
+        }
+        ControlRequest::ServiceScale { targets } => {
+            let mut commands = Vec::new();
+            let mut ids = Vec::new();
+            for (query, replicas) in targets {
+                let service = store.resolve_service(query).map_err(core)?;
+                let ServiceMode::Replicated { .. } = service.spec.mode else {
+                    return Err(WireError::new(
+                        ErrorKind::BadRequest,
+                        format!("{}: scale can only be used with replicated mode", service.spec.name),
+                    ));
+                };
+                let mut spec = service.spec.clone();
+                spec.mode = ServiceMode::Replicated { replicas: *replicas };
+                commands.push(Command::UpdateService {
+                    service_id: service.id.clone(),
+                    spec,
+                    expected_version: Some(service.meta.version),
+                });
+                ids.push(service.id.clone());
+            }
+            Ok((commands, ids))
+        }
+        ControlRequest::ServiceRemove { services } => {
+            let mut commands = Vec::new();
+            let mut ids = Vec::new();
+            for query in services {
+                let service = store.resolve_service(query).map_err(core)?;
+                commands.push(Command::RemoveService {
+                    service_id: service.id.clone(),
+                });
+                ids.push(service.id.clone());
+            }
+            Ok((commands, ids))
+        }
+        ControlRequest::NodeUpdate {
+            node,
+            availability,
+            labels_add,
+            labels_rm,
+        } => {
+            let node = store.resolve_node(node).map_err(core)?;
+            let update = NodeSpecUpdate {
+                node_id: node.id.clone(),
+                availability: *availability,
+                role: None,
+                labels_add: labels_add.clone(),
+                labels_rm: labels_rm.clone(),
+                expected_version: Some(node.meta.version),
+            };
+            Ok((vec![Command::UpdateNodeSpec(update)], vec![node.id.clone()]))
+        }
+        ControlRequest::NodeRemove { nodes, force } => {
+            let mut commands = Vec::new();
+            let mut ids = Vec::new();
+            for query in nodes {
+                let node = store.resolve_node(query).map_err(core)?;
+                if node.status != NodeStatus::Down && !force {
+                    return Err(WireError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "node {} is not down and can't be removed (use --force to remove it anyway)",
+                            node.id
+                        ),
+                    ));
+                }
+                commands.push(Command::RemoveNode {
+                    node_id: node.id.clone(),
+                    force: *force,
+                });
+                ids.push(node.id.clone());
+            }
+            Ok((commands, ids))
+        }
+        ControlRequest::JoinToken { role, rotate: true } => {
+            let secret = token::generate_secret()
+                .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+            Ok((vec![Command::RotateJoinSecret { role: *role, secret }], vec![]))
+        }
+        ControlRequest::NodeSetRole { .. } => Err(WireError::new(
+            ErrorKind::BadRequest,
+            "node promote and demote are not available yet",
+        )),
+        _ => Err(WireError::new(ErrorKind::Internal, "not a write")),
+    }
+}
+
+fn is_read(request: &ControlRequest) -> bool {
+    matches!(
+        request,
+        ControlRequest::NodeList
+            | ControlRequest::NodeInspect { .. }
+            | ControlRequest::NodeTasks { .. }
+            | ControlRequest::ServiceList
+            | ControlRequest::ServiceInspect { .. }
+            | ControlRequest::ServiceTasks { .. }
+            | ControlRequest::JoinToken { rotate: false, .. }
+    )
+}
+
+impl Handler<Control> for ControlActor {
+    type Result = ResponseFuture<Result<ControlReply, WireError>>;
+
+    fn handle(&mut self, control: Control, _: &mut Context<Self>) -> Self::Result {
+        let request = control.request;
+        if !self.is_leader() {
+            let transport = self.transport.clone();
+            let leader = self.leader_addr();
+            let own_id = self.node_id.clone();
+            return Box::pin(async move { forward(transport, leader, own_id, request).await });
+        }
+        let store = self.store.clone();
+        let raft = self.raft.clone();
+        let node_id = self.node_id.clone();
+        Box::pin(async move {
+            if is_read(&request) {
+                raft.send(LinearizableRead).await.map_err(mailbox)?.map_err(wire_error)?;
+                let store = store.read();
+                return answer_read(&store, &node_id, &request, &node_id);
+            }
+            let (commands, ids) = plan_write(&store.read(), &request)?;
+            for command in commands {
+                raft.send(Propose { command }).await.map_err(mailbox)?.map_err(wire_error)?;
+            }
+            if let ControlRequest::JoinToken { role, .. } = request {
+                return join_token(&store.read(), role).map(ControlReply::Token);
+            }
+            Ok(ControlReply::Done(ids))
+        })
+    }
+}
+
+fn mailbox(error: MailboxError) -> WireError {
+    WireError::new(ErrorKind::Internal, format!("manager actor unavailable: {error}"))
+}
+
+async fn forward(
+    transport: Recipient<Request>,
+    leader: Option<SocketAddr>,
+    own_id: String,
+    mut request: ControlRequest,
+) -> Result<ControlReply, WireError> {
+    let leader = leader.ok_or_else(no_leader)?;
+    if let ControlRequest::NodeTasks { node: node @ None } = &mut request {
+        // "node ps" without a node means the node addressed, which is this one.
+        *node = Some(own_id.clone());
+    }
+    let reply = transport
+        .send(Request {
+            to: leader,
+            message: WireMessage::Forwarded(request),
+            timeout: FORWARD_TIMEOUT,
+        })
+        .await
+        .map_err(mailbox)?;
+    match reply {
+        Ok(WireMessage::ControlReply(ControlReply::Nodes(mut nodes))) => {
+            for node in &mut nodes {
+                node.is_self = node.id == own_id;
+            }
+            Ok(ControlReply::Nodes(nodes))
+        }
+        Ok(WireMessage::ControlReply(reply)) => Ok(reply),
+        Ok(other) => Err(WireError::new(
+            ErrorKind::Internal,
+            format!("unexpected {} from the leader", other.kind_name()),
+        )),
+        Err(crate::net::transport::TransportError::Remote(error)) => Err(error),
+        Err(error) => Err(WireError::new(
+            ErrorKind::NoQuorum,
+            format!("no quorum: cannot reach the leader: {error}"),
+        )),
+    }
+}
+
+impl Handler<Admit> for ControlActor {
+    type Result = ResponseFuture<Result<JoinAccepted, WireError>>;
+
+    fn handle(&mut self, admit: Admit, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let raft = self.raft.clone();
+        let is_leader = self.is_leader();
+        let transport = self.transport.clone();
+        let leader = self.leader_addr();
+        Box::pin(async move {
+            if !is_leader {
+                // Only the leader can add the node; it sees the join as if it came directly.
+                let leader = leader.ok_or_else(no_leader)?;
+                let reply = transport
+                    .send(Request {
+                        to: leader,
+                        message: WireMessage::Join(admit.request),
+                        timeout: FORWARD_TIMEOUT,
+                    })
+                    .await
+                    .map_err(mailbox)?;
+                return match reply {
+                    Ok(WireMessage::JoinAccepted(accepted)) => Ok(accepted),
+                    Ok(other) => Err(WireError::new(
+                        ErrorKind::Internal,
+                        format!("unexpected {} from the leader", other.kind_name()),
+                    )),
+                    Err(crate::net::transport::TransportError::Remote(error)) => Err(error),
+                    Err(error) => Err(WireError::new(ErrorKind::NoQuorum, error.to_string())),
+                };
+            }
+            admit_on_leader(store, raft, admit.request).await
+        })
+    }
+}
+
+async fn admit_on_leader(
+    store: SharedStore,
+    raft: Addr<RaftActor>,
+    request: JoinRequest,
+) -> Result<JoinAccepted, WireError> {
+    raft.send(LinearizableRead).await.map_err(mailbox)?.map_err(wire_error)?;
+    let (role, ca, managers) = {
+        let store = store.read();
+        let cluster = store.cluster().ok_or_else(|| core(CoreError::NotInitialized))?;
+        let role = token::role_for_secret(
+            &request.secret,
+            &cluster.worker_join_secret,
+            &cluster.manager_join_secret,
+        )
+        .map_err(|e| WireError::new(ErrorKind::Forbidden, e.to_string()))?;
+        let ca = ClusterCa::load(&cluster.ca_cert_pem, &cluster.ca_key_pem)
+            .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+        let managers: Vec<String> = store
+            .nodes()
+            .values()
+            .filter(|node| node.role == NodeRole::Manager)
+            .map(|node| node.addr.clone())
+            .collect();
+        (role, ca, managers)
+    };
+    let addr: SocketAddr = request.advertise_addr.parse().map_err(|_| {
+        WireError::new(
+            ErrorKind::BadRequest,
+            format!("advertise address {:?} is not host:port", request.advertise_addr),
+        )
+    })?;
+    let node_id = ids::new_id(&mut rand::rng());
+    let cert_pem = ca
+        .sign_request(&request.csr_der, &node_id, role)
+        .map_err(|e| WireError::new(ErrorKind::BadRequest, e.to_string()))?;
+    let node_role = if role == Role::Manager {
+        NodeRole::Manager
+    } else {
+        NodeRole::Worker
+    };
+    let node = Node {
+        id: node_id.clone(),
+        hostname: request.hostname.clone(),
+        role: node_role,
+        status: NodeStatus::Unknown,
+        availability: crate::core::model::Availability::Active,
+        labels: Default::default(),
+        addr: request.advertise_addr.clone(),
+        engine_version: String::new(),
+        resources: Default::default(),
+        meta: Default::default(),
+    };
+    raft.send(Propose {
+        command: Command::UpsertNode(node),
+    })
+    .await
+    .map_err(mailbox)?
+    .map_err(wire_error)?;
+    if node_role == NodeRole::Manager {
+        raft.send(ChangeMembership {
+            change: MembershipChange::AddVoter(raft_id_of(&node_id)),
+            addr: Some(addr),
+        })
+        .await
+        .map_err(mailbox)?
+        .map_err(wire_error)?;
+    }
+    tracing::info!(node = %node_id, role = %role, "node joined");
+    Ok(JoinAccepted {
+        node_id,
+        role,
+        cert_pem,
+        ca_pem: ca.cert_pem().to_string(),
+        manager_addrs: managers,
+    })
+}

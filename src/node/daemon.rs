@@ -1,0 +1,465 @@
+//! Bootstrapping a node: `init` (a new cluster), `join` (an existing one), `start` (again,
+//! from the state directory), and running it until a signal says stop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::actors::control::ControlActor;
+use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
+use crate::actors::raft::{GetStatus, Propose, RaftActor, TransferLeadership};
+use crate::actors::transport::TransportActor;
+use crate::actors::worker::WorkerActor;
+use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
+use crate::core::ids;
+use crate::core::model::{Availability, ClusterInfo, Node, NodeRole, NodeStatus, Resources};
+use crate::core::store::Command;
+use crate::net::message::{JoinRequest, Message as WireMessage, NodeDescription};
+use crate::net::tls::{self, ClusterCa, Credentials, Role};
+use crate::net::token::{self, JoinToken};
+use crate::net::transport::{self, Transport, TransportConfig};
+use crate::node::machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
+use crate::node::state::{
+    self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE, RAFT_FILE,
+};
+
+/// Default UDP address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4240";
+/// Default Raft tick.
+pub const DEFAULT_RAFT_TICK_MS: u64 = 100;
+/// Default heartbeat period.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 1_000;
+
+/// Failures of bootstrapping.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory is unusable.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// The state directory already holds a node (use `start`), or holds none (use init/join).
+    #[error("{0}")]
+    StateDir(String),
+    /// Certificates could not be made or read.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The join token is not acceptable.
+    #[error(transparent)]
+    Token(#[from] token::TokenError),
+    /// The network failed.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    /// Raft could not start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The cluster refused or failed.
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// Options common to init, join and dev.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Address others reach this node at (default: `listen`).
+    pub advertise_addr: Option<SocketAddr>,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Hostname to report (default: the machine's).
+    pub hostname: Option<String>,
+    /// `auto`, `docker` or `process`.
+    pub runtime: String,
+    /// Node labels.
+    pub labels: Vec<(String, String)>,
+    /// Allow chaos commands.
+    pub enable_chaos: bool,
+    /// Raft tick period.
+    pub raft_tick_ms: u64,
+    /// Heartbeat period.
+    pub heartbeat_ms: u64,
+}
+
+/// What `init` prints.
+#[derive(Debug)]
+pub struct InitSummary {
+    /// This node's ID.
+    pub node_id: String,
+    /// The worker join token.
+    pub worker_token: String,
+    /// Where workers join.
+    pub advertise_addr: String,
+}
+
+fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn machine_resources() -> Resources {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    Resources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: memory_kib * 1024,
+    }
+}
+
+fn settings_from(options: &NodeOptions, node_id: String, role: Role, managers: Vec<String>) -> NodeSettings {
+    let advertise = options.advertise_addr.unwrap_or(options.listen);
+    NodeSettings {
+        node_id,
+        role,
+        listen: options.listen.to_string(),
+        advertise_addr: advertise.to_string(),
+        hostname: options.hostname.clone().unwrap_or_else(machine_hostname),
+        runtime: options.runtime.clone(),
+        labels: options.labels.clone(),
+        manager_addrs: managers,
+        raft_tick_ms: options.raft_tick_ms,
+        heartbeat_ms: options.heartbeat_ms,
+    }
+}
+
+fn refuse_existing(state_dir: &Path) -> Result<(), DaemonError> {
+    if state_dir.join(NODE_FILE).exists() {
+        return Err(DaemonError::StateDir(format!(
+            "{} already holds a node; use `flotilla-node start --state-dir {}`",
+            state_dir.display(),
+            state_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates a new cluster in `options.state_dir` and starts its first manager. Returns what
+/// `init` prints; the node runs until [`wait_for_shutdown`] returns.
+pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), DaemonError> {
+    refuse_existing(&options.state_dir)?;
+    let mut rng = rand::rng();
+    let cluster_id = ids::new_id(&mut rng);
+    let node_id = ids::new_id(&mut rng);
+    let ca = ClusterCa::create(&cluster_id)?;
+    let credentials = ca.issue(&node_id, Role::Manager)?;
+    let admin = ca.issue("admin", Role::Admin)?;
+    let settings = settings_from(&options, node_id.clone(), Role::Manager, vec![]);
+    let cluster = ClusterInfo {
+        id: cluster_id,
+        ca_cert_pem: ca.cert_pem().to_string(),
+        ca_key_pem: ca.key_pem().to_string(),
+        worker_join_secret: token::generate_secret()?,
+        manager_join_secret: token::generate_secret()?,
+        created_at_ms: crate::actors::raft::system_now_ms(),
+    };
+    let worker_token = JoinToken::new(ca.digest(), cluster.worker_join_secret.clone()).to_string();
+    std::fs::create_dir_all(&options.state_dir).map_err(|e| {
+        DaemonError::StateDir(format!("cannot create {}: {e}", options.state_dir.display()))
+    })?;
+    state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
+    state::write_toml(
+        &options.state_dir.join(CLIENT_FILE),
+        &ClientConfig {
+            managers: vec![settings.advertise_addr.clone()],
+            credentials: admin,
+        },
+    )?;
+    let storage = RedbStorage::open(options.state_dir.join(RAFT_FILE))
+        .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    let store = SharedStore::default();
+    let events = EventQueue::default();
+    let replica = RaftReplica::bootstrap(
+        replica_config(raft_id_of(&settings.node_id)),
+        storage,
+        StoreMachine::new(store.clone(), events.clone()),
+        &[raft_id_of(&settings.node_id)],
+    )
+    .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    // node.toml last: its presence means "initialized".
+    state::write_toml(&options.state_dir.join(NODE_FILE), &settings)?;
+    let running = run(settings.clone(), credentials, Some((replica, store, events)), options.enable_chaos)?;
+    let manager = running
+        .raft
+        .clone()
+        .ok_or_else(|| DaemonError::Raft("no raft actor".into()))?;
+    wait_for_leadership(&manager).await?;
+    let self_node = Node {
+        id: node_id.clone(),
+        hostname: settings.hostname.clone(),
+        role: NodeRole::Manager,
+        status: NodeStatus::Unknown,
+        availability: Availability::Active,
+        labels: settings.labels.iter().cloned().collect(),
+        addr: settings.advertise_addr.clone(),
+        engine_version: String::new(),
+        resources: Resources::default(),
+        meta: Default::default(),
+    };
+    for command in [Command::InitCluster(cluster), Command::UpsertNode(self_node)] {
+        manager
+            .send(Propose { command })
+            .await
+            .map_err(|e| DaemonError::Raft(e.to_string()))?
+            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    }
+    Ok((
+        InitSummary {
+            node_id,
+            worker_token,
+            advertise_addr: settings.advertise_addr,
+        },
+        running,
+    ))
+}
+
+async fn wait_for_leadership(raft: &Addr<RaftActor>) -> Result<(), DaemonError> {
+    for _ in 0..200 {
+        let status = raft
+            .send(GetStatus)
+            .await
+            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+        if status.leadership.is_leader {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(DaemonError::Raft("this manager did not become leader within 10 s".into()))
+}
+
+fn replica_config(raft_id: u64) -> ReplicaConfig {
+    ReplicaConfig::new(raft_id)
+}
+
+/// Joins the cluster at `manager` with `token_text`, writes the state directory, and starts.
+pub async fn join(options: NodeOptions, token_text: &str, manager: SocketAddr) -> Result<RunningNode, DaemonError> {
+    refuse_existing(&options.state_dir)?;
+    let token = JoinToken::parse(token_text)?;
+    let (key_pem, csr_der) = tls::generate_request()?;
+    let (client_config, verifier) = tls::pinned_client_config(token.ca_digest)?;
+    let hostname = options.hostname.clone().unwrap_or_else(machine_hostname);
+    let advertise = options.advertise_addr.unwrap_or(options.listen);
+    let request = WireMessage::Join(JoinRequest {
+        secret: token.secret.clone(),
+        csr_der,
+        hostname,
+        advertise_addr: advertise.to_string(),
+    });
+    let bind: SocketAddr = SocketAddr::new(options.listen.ip(), 0);
+    let reply = transport::request_with(bind, client_config, manager, request, Duration::from_secs(10)).await;
+    if verifier.saw_mismatch() {
+        return Err(token::TokenError::CaMismatch.into());
+    }
+    let accepted = match reply {
+        Ok(WireMessage::JoinAccepted(accepted)) => accepted,
+        Ok(other) => {
+            return Err(DaemonError::Cluster(format!(
+                "unexpected answer to join: {}",
+                other.kind_name()
+            )))
+        }
+        Err(transport::TransportError::Remote(error)) => return Err(DaemonError::Cluster(error.message)),
+        Err(error) => return Err(error.into()),
+    };
+    let credentials = Credentials {
+        cert_pem: accepted.cert_pem,
+        key_pem,
+        ca_pem: accepted.ca_pem,
+    };
+    let identity = credentials.identity()?;
+    if identity.node_id != accepted.node_id || identity.role != accepted.role {
+        return Err(DaemonError::Cluster("the certificate does not match the join answer".into()));
+    }
+    let mut managers = accepted.manager_addrs;
+    if !managers.contains(&manager.to_string()) {
+        managers.push(manager.to_string());
+    }
+    let settings = settings_from(&options, accepted.node_id, accepted.role, managers);
+    std::fs::create_dir_all(&options.state_dir).map_err(|e| {
+        DaemonError::StateDir(format!("cannot create {}: {e}", options.state_dir.display()))
+    })?;
+    state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
+    let manager_parts = if accepted.role == Role::Manager {
+        let storage = RedbStorage::open(options.state_dir.join(RAFT_FILE))
+            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+        let store = SharedStore::default();
+        let events = EventQueue::default();
+        let replica = RaftReplica::join(
+            replica_config(raft_id_of(&settings.node_id)),
+            storage,
+            StoreMachine::new(store.clone(), events.clone()),
+        )
+        .map_err(|e| DaemonError::Raft(e.to_string()))?;
+        Some((replica, store, events))
+    } else {
+        None
+    };
+    state::write_toml(&options.state_dir.join(NODE_FILE), &settings)?;
+    run(settings, credentials, manager_parts, options.enable_chaos)
+}
+
+/// Starts a node that `init` or `join` created, from its state directory.
+pub fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, DaemonError> {
+    if !state_dir.join(NODE_FILE).exists() {
+        return Err(DaemonError::StateDir(format!(
+            "{} holds no node; create one with `flotilla-node init` or `join`",
+            state_dir.display()
+        )));
+    }
+    let settings: NodeSettings = state::read_toml(&state_dir.join(NODE_FILE))?;
+    let credentials: Credentials = state::read_toml(&state_dir.join(CREDENTIALS_FILE))?;
+    let manager_parts = if settings.role == Role::Manager {
+        let storage = RedbStorage::open(state_dir.join(RAFT_FILE)).map_err(|e| DaemonError::Raft(e.to_string()))?;
+        let store = SharedStore::default();
+        let events = EventQueue::default();
+        let replica = RaftReplica::restart(
+            replica_config(raft_id_of(&settings.node_id)),
+            storage,
+            StoreMachine::new(store.clone(), events.clone()),
+        )
+        .map_err(|e| DaemonError::Raft(e.to_string()))?;
+        Some((replica, store, events))
+    } else {
+        None
+    };
+    run(settings, credentials, manager_parts, enable_chaos)
+}
+
+/// A started node's actors.
+pub struct RunningNode {
+    /// The settings it runs with.
+    pub settings: NodeSettings,
+    /// The endpoint.
+    pub transport: Transport,
+    /// The Raft actor, on managers.
+    pub raft: Option<Addr<RaftActor>>,
+}
+
+type ManagerStart = (RaftReplica<StoreMachine>, SharedStore, EventQueue);
+
+fn run(
+    settings: NodeSettings,
+    credentials: Credentials,
+    manager: Option<ManagerStart>,
+    enable_chaos: bool,
+) -> Result<RunningNode, DaemonError> {
+    let listen: SocketAddr = settings
+        .listen
+        .parse()
+        .map_err(|_| DaemonError::StateDir(format!("listen address {:?} is not host:port", settings.listen)))?;
+    let heartbeat = Duration::from_millis(settings.heartbeat_ms.max(10));
+    // The node actor must exist before the endpoint (which delivers to it), and the endpoint
+    // before the actors that send: create the context first, start the actor last.
+    let node_context = Context::<NodeActor>::new();
+    let node_address = node_context.address();
+    let transport = Transport::bind(
+        TransportConfig {
+            listen,
+            credentials,
+        },
+        node_address.clone().recipient(),
+    )?;
+    let transport_actor = TransportActor::new(transport.clone()).start();
+    let (manager_parts, raft) = match manager {
+        Some((replica, store, events)) => {
+            let mut peers = HashMap::new();
+            if let Ok(addr) = settings.advertise_addr.parse() {
+                peers.insert(raft_id_of(&settings.node_id), addr);
+            }
+            let raft = RaftActor::new(
+                replica,
+                store.clone(),
+                events,
+                transport_actor.clone().recipient(),
+                Duration::from_millis(settings.raft_tick_ms.max(1)),
+                peers,
+            )
+            .start();
+            let control = ControlActor::new(
+                settings.node_id.clone(),
+                store.clone(),
+                raft.clone(),
+                transport_actor.clone().recipient(),
+            )
+            .start();
+            (
+                Some(ManagerParts {
+                    raft: raft.clone(),
+                    control,
+                    store,
+                }),
+                Some(raft),
+            )
+        }
+        None => (None, None),
+    };
+    node_context.run(NodeActor::new(manager_parts, heartbeat, enable_chaos));
+    node_address.do_send(AttachTransport {
+        transport: transport.clone(),
+        sender: transport_actor.clone().recipient(),
+    });
+    let mut managers: Vec<SocketAddr> = settings.manager_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    if settings.role == Role::Manager {
+        if let Ok(own) = settings.advertise_addr.parse() {
+            managers.insert(0, own);
+        }
+    }
+    let description = NodeDescription {
+        hostname: settings.hostname.clone(),
+        addr: settings.advertise_addr.clone(),
+        engine_version: settings.runtime.clone(),
+        resources: machine_resources(),
+        labels: settings.labels.iter().cloned().collect(),
+    };
+    let worker = WorkerActor::new(description, managers, transport_actor.recipient(), heartbeat).start();
+    node_address.do_send(AttachWorker(worker));
+    Ok(RunningNode {
+        settings,
+        transport,
+        raft,
+    })
+}
+
+/// Waits for SIGINT or SIGTERM, then shuts the node down cleanly: a leader hands leadership
+/// over first, and the endpoint tells its peers it is going.
+pub async fn wait_for_shutdown(node: RunningNode) {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    if let Some(raft) = &node.raft {
+        if let Ok(status) = raft.send(GetStatus).await {
+            if status.leadership.is_leader && status.voters.len() > 1 {
+                raft.do_send(TransferLeadership { to: None });
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    match raft.send(GetStatus).await {
+                        Ok(status) if !status.leadership.is_leader => break,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+    node.transport.shutdown().await;
+}
