@@ -138,6 +138,10 @@ async fn starts_with_spec_name_and_labels_and_detects_rm_f() {
     let found = runtime.find(&task_id).await.expect("find").expect("found");
     assert!(found.running);
     assert_eq!(found.runtime_id, handle.runtime_id);
+    // A wait that is dropped (timed out) leaves nothing behind; the next one still works.
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), runtime.wait(&handle.runtime_id)).await;
+    assert!(abandoned.is_err(), "still running");
 
     let waiter = tokio::spawn({
         let runtime_id = handle.runtime_id.clone();
@@ -186,7 +190,10 @@ async fn exit_codes_are_reported_even_when_waiting_late() {
         ))
         .await
         .expect("starts");
-    let status = runtime.wait(&handle.runtime_id).await.expect("wait");
+    let status = tokio::time::timeout(Duration::from_secs(10), runtime.wait(&handle.runtime_id))
+        .await
+        .expect("exit detected")
+        .expect("wait");
     assert_eq!(status.exit_code, Some(3));
     // Waiting again after the exit answers from the container's state.
     let again = runtime.wait(&handle.runtime_id).await.expect("wait");

@@ -165,6 +165,11 @@ async fn runs_finds_lists_and_reports_an_external_kill() {
         Err(RuntimeError::AlreadyRunning { .. })
     ));
 
+    // A wait that is dropped (timed out) leaves nothing behind; the next one still works.
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), runtime.wait(&handle.runtime_id)).await;
+    assert!(abandoned.is_err(), "still running");
+
     let waiter = runtime.wait(&handle.runtime_id);
     // SAFETY: plain syscall; the PID is the live child this test just started.
     assert_eq!(
@@ -182,6 +187,17 @@ async fn runs_finds_lists_and_reports_an_external_kill() {
     );
     assert_eq!(status.exit_code, Some(137));
     assert_eq!(status.message, "killed by signal 9");
+    // sh forked `sleep`; like a container's other processes when PID 1 dies, it is gone too.
+    // Killed members linger as zombies until init reaps them, so allow a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    // SAFETY: signal 0 only checks whether the group exists.
+    while unsafe { libc::killpg(pid_of(&handle.runtime_id), 0) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the task's process group outlived its leader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let found = runtime
         .find(&task_id)

@@ -60,6 +60,13 @@ pub struct ProcessRecord {
     pub labels: BTreeMap<String, String>,
 }
 
+impl ProcessRecord {
+    /// The exit board's key: the PID alone could name a later process after reuse.
+    fn board_key(&self) -> String {
+        format!("{}@{}", self.pid, self.start_time_ticks)
+    }
+}
+
 /// Runs tasks as host processes; see the module docs.
 pub struct ProcessRuntime {
     node_id: String,
@@ -168,8 +175,12 @@ impl ProcessRuntime {
             .into_iter()
             .filter(|record| record.pid == pid)
             .collect();
+        // Live first, then one this instance tracks (our exited child), then the rest.
         candidates.sort_by_key(|record| {
-            !procfs::is_same_live_process(record.pid, record.start_time_ticks)
+            (
+                !procfs::is_same_live_process(record.pid, record.start_time_ticks),
+                self.board.status(&record.board_key()).is_none(),
+            )
         });
         Ok(candidates.into_iter().next())
     }
@@ -196,8 +207,8 @@ impl ProcessRuntime {
     /// Make sure an exit watcher follows `record`'s process and report what is known now.
     /// Adopts (pidfd watcher) a live process started by an earlier instance of this node.
     fn watch(&self, record: &ProcessRecord) -> Liveness {
-        let runtime_id = record.pid.to_string();
-        if let Some(status) = self.board.status(&runtime_id) {
+        let key = record.board_key();
+        if let Some(status) = self.board.status(&key) {
             return match status {
                 Some(status) => Liveness::Ended(status),
                 None => Liveness::Running,
@@ -212,11 +223,12 @@ impl ProcessRuntime {
                  down); exit code unknown",
             ));
         }
-        let (_receiver, created) = self.board.subscribe(&runtime_id);
+        let (_receiver, created) = self.board.subscribe(&key);
         if !created {
             return Liveness::Running;
         }
         let board = Arc::clone(&self.board);
+        let (pid, start_time_ticks) = (record.pid, record.start_time_ticks);
         match pidfd {
             Ok(pidfd) => {
                 tokio::spawn(async move {
@@ -228,20 +240,21 @@ impl ProcessRuntime {
                             ExitStatus::unknown(format!("lost track of process: {error}"))
                         }
                     };
-                    board.publish(&runtime_id, status);
+                    procfs::kill_group_leftovers(pid, start_time_ticks);
+                    board.publish(&key, status);
                 });
             }
             Err(error) => {
                 // Kernels before 5.3 have no pidfd_open: poll /proc instead.
                 tracing::info!(%error, pid = record.pid, "no pidfd; polling /proc for exit");
-                let (pid, start_time_ticks) = (record.pid, record.start_time_ticks);
                 tokio::spawn(async move {
                     const ADOPTED_POLL_MS: u64 = 200;
                     while procfs::is_same_live_process(pid, start_time_ticks) {
                         tokio::time::sleep(Duration::from_millis(ADOPTED_POLL_MS)).await;
                     }
+                    procfs::kill_group_leftovers(pid, start_time_ticks);
                     board.publish(
-                        &runtime_id,
+                        &key,
                         ExitStatus::unknown(
                             "exited; exit code unknown (process adopted after a node restart)",
                         ),
@@ -329,18 +342,32 @@ impl ProcessRuntime {
         };
         let runtime_id = pid.to_string();
         // Track before anything can fail so the waiter below always has a slot to publish to.
-        self.board.forget(&runtime_id);
-        self.board.track(&runtime_id);
+        let key = record.board_key();
+        self.board.forget(&key);
+        self.board.track(&key);
         let board = Arc::clone(&self.board);
-        let watched_id = runtime_id.clone();
+        // Until `child.wait()` reaps it, the exited leader stays a zombie that keeps its PID
+        // (and so its group ID) reserved: learn of the exit through a pidfd first, kill what it
+        // left in its group while no other process can have that ID, then reap.
+        let pidfd = PidFd::open(pid);
         tokio::spawn(async move {
+            let leftovers_killed = match &pidfd {
+                Ok(pidfd) => pidfd.exited().await.is_ok(),
+                Err(_) => false,
+            };
+            if leftovers_killed {
+                procfs::kill_group_leftovers(pid, start_time_ticks);
+            }
             let status = match child.wait().await {
                 Ok(status) => exit_status_of(status),
                 Err(error) => {
                     ExitStatus::unknown(format!("waiting for the process failed: {error}"))
                 }
             };
-            board.publish(&watched_id, status);
+            if !leftovers_killed {
+                procfs::kill_group_leftovers(pid, start_time_ticks);
+            }
+            board.publish(&key, status);
         });
         if let Err(error) = self.write_record(&record) {
             // Without a record the process could never be adopted or cleaned up: do not run it.
@@ -350,9 +377,10 @@ impl ProcessRuntime {
         Ok(RuntimeHandle { runtime_id })
     }
 
-    /// Wait for `runtime_id`'s exit with a deadline; `None` if the deadline passed first.
-    async fn wait_until(&self, runtime_id: &str, timeout_ms: u64) -> Option<ExitStatus> {
-        let mut receiver = self.board.subscribe_existing(runtime_id)?;
+    /// Wait for the exit of the process under board `key` with a deadline; `None` if the
+    /// deadline passed first.
+    async fn wait_until(&self, key: &str, timeout_ms: u64) -> Option<ExitStatus> {
+        let mut receiver = self.board.subscribe_existing(key)?;
         tokio::time::timeout(
             Duration::from_millis(timeout_ms),
             next_status(&mut receiver),
@@ -363,18 +391,16 @@ impl ProcessRuntime {
     }
 
     async fn wait_process(&self, runtime_id: &str) -> Result<ExitStatus, RuntimeError> {
-        if self.board.status(runtime_id).is_none() {
-            let record = self.known_record(runtime_id)?;
-            if let Liveness::Ended(status) = self.watch(&record) {
-                return Ok(status);
-            }
+        let record = self.known_record(runtime_id)?;
+        if let Liveness::Ended(status) = self.watch(&record) {
+            return Ok(status);
         }
-        let mut receiver =
-            self.board
-                .subscribe_existing(runtime_id)
-                .ok_or_else(|| RuntimeError::NotFound {
-                    runtime_id: runtime_id.to_string(),
-                })?;
+        let mut receiver = self
+            .board
+            .subscribe_existing(&record.board_key())
+            .ok_or_else(|| RuntimeError::NotFound {
+                runtime_id: runtime_id.to_string(),
+            })?;
         Ok(next_status(&mut receiver)
             .await
             .unwrap_or_else(|| ExitStatus::unknown("removed")))
@@ -389,24 +415,27 @@ impl ProcessRuntime {
 
     async fn stop_process(&self, runtime_id: &str, grace_ms: u64) -> Result<(), RuntimeError> {
         let record = self.known_record(runtime_id)?;
-        if let Liveness::Ended(_) = self.watch(&record) {
+        self.stop_record(&record, grace_ms).await
+    }
+
+    async fn stop_record(&self, record: &ProcessRecord, grace_ms: u64) -> Result<(), RuntimeError> {
+        if let Liveness::Ended(_) = self.watch(record) {
+            // Never signal a PID that no longer names the recorded process.
             return Ok(());
         }
         let pgid = record.pid;
+        let key = record.board_key();
         if grace_ms > 0
             && signal(pgid, libc::SIGTERM)?
-            && self.wait_until(runtime_id, grace_ms).await.is_some()
+            && self.wait_until(&key, grace_ms).await.is_some()
         {
             // The leader is gone; take down anything it left in its group too.
             signal(pgid, libc::SIGKILL)?;
             return Ok(());
         }
         signal(pgid, libc::SIGKILL)?;
-        if self
-            .wait_until(runtime_id, KILL_WAIT_MS_MAX)
-            .await
-            .is_none()
-            && self.board.status(runtime_id) == Some(None)
+        if self.wait_until(&key, KILL_WAIT_MS_MAX).await.is_none()
+            && self.board.status(&key) == Some(None)
         {
             tracing::warn!(
                 pid = pgid,
@@ -418,10 +447,9 @@ impl ProcessRuntime {
 
     async fn remove_process(&self, runtime_id: &str) -> Result<(), RuntimeError> {
         let Some(record) = self.record_by_runtime_id(runtime_id)? else {
-            self.board.forget(runtime_id);
             return Ok(());
         };
-        self.stop_process(runtime_id, 0).await?;
+        self.stop_record(&record, 0).await?;
         for path in [
             self.record_path(&record.task_id),
             self.stdout_path(&record.task_id),
@@ -439,7 +467,7 @@ impl ProcessRuntime {
                 }
             }
         }
-        self.board.forget(runtime_id);
+        self.board.forget(&record.board_key());
         Ok(())
     }
 }

@@ -99,6 +99,19 @@ pub(crate) fn signal_group(pgid: i32, signal: i32) -> io::Result<bool> {
     }
 }
 
+/// After the leader `pid` of a task's process group exited, SIGKILL whatever it left in its
+/// group, as Docker kills a container's other processes when its PID 1 ends. Skipped when the
+/// PID already names another process (reused), so the signal can only reach the old group.
+/// Best effort: a group that is already empty is the normal case.
+pub(crate) fn kill_group_leftovers(pid: i32, start_time_ticks: u64) {
+    if read_stat(pid).is_some_and(|stat| stat.start_time_ticks != start_time_ticks) {
+        return;
+    }
+    if let Err(error) = signal_group(pid, libc::SIGKILL) {
+        tracing::warn!(%error, pid, "could not kill the leftovers of a task's process group");
+    }
+}
+
 /// The kernel release, for `version()`.
 pub(crate) fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
