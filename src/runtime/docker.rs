@@ -2,39 +2,35 @@
 //!
 //! Exit detection does not poll: each runtime instance keeps one `docker events` subscription
 //! filtered to `type=container`, `event=die` and `label=com.flotilla.node.id=<its node>`, and
-//! fans each `die` out to the waiters of that container through an [`ExitBoard`]. A waiter
+//! fans each `die` out to the waiters of that container through an exit board. A waiter
 //! subscribes before it inspects the container, and the subscription replays events from just
 //! before it connected (`since`), so an exit can neither slip between the two nor be lost while
 //! the stream reconnects. See `docs/runtime.md`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, HostConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tokio::task::JoinHandle;
 
+use super::docker_events;
 use super::exit_board::{next_status, ExitBoard};
 use super::{
     check_spec, ContainerRuntime, ContainerSpec, ExitStatus, RunningInfo, RuntimeError,
     RuntimeHandle, RuntimeKind, LABEL_NODE_ID, LABEL_TASK_ID,
 };
 
-/// Pause before re-subscribing to `docker events` after the stream broke, in ms.
-const EVENTS_RECONNECT_DELAY_MS: u64 = 500;
-/// How far back the first events subscription replays, in seconds (the API's resolution),
-/// so a container that died while the subscription was being set up is not missed.
-const EVENTS_REPLAY_S: i64 = 1;
 /// Upper bound on waiting for a SIGKILLed container to be reported dead, in ms.
 const KILL_WAIT_MS_MAX: u64 = 10_000;
 
@@ -76,7 +72,7 @@ impl DockerRuntime {
             }
         }
         let board = Arc::new(ExitBoard::default());
-        let events_task = tokio::spawn(follow_events(
+        let events_task = tokio::spawn(docker_events::follow_events(
             docker.clone(),
             node_id.to_string(),
             Arc::clone(&board),
@@ -382,79 +378,8 @@ impl Drop for Waiter<'_> {
     }
 }
 
-/// Follow `die` events of this node's containers for as long as the runtime lives, publishing
-/// each to the board. Reconnects after errors, replaying from the last event seen.
-async fn follow_events(docker: Docker, node_id: String, board: Arc<ExitBoard>) {
-    let mut since_s = unix_now_s() - EVENTS_REPLAY_S;
-    let mut reconnecting = false;
-    loop {
-        let mut filters = HashMap::new();
-        filters.insert("type", vec!["container".to_string()]);
-        filters.insert("event", vec!["die".to_string()]);
-        filters.insert("label", vec![format!("{LABEL_NODE_ID}={node_id}")]);
-        let options = EventsOptionsBuilder::default()
-            .since(&since_s.to_string())
-            .filters(&filters)
-            .build();
-        let mut events = docker.events(Some(options));
-        if reconnecting {
-            // The replay covers the gap, unless the engine itself restarted and lost it:
-            // settle every waiter whose container no longer runs.
-            settle_pending(&docker, &board).await;
-        }
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(message) => {
-                    if let Some(time_s) = message.time {
-                        since_s = since_s.max(time_s);
-                    }
-                    let Some(actor) = message.actor else { continue };
-                    let Some(container_id) = actor.id else {
-                        continue;
-                    };
-                    let exit_code = actor
-                        .attributes
-                        .as_ref()
-                        .and_then(|attributes| attributes.get("exitCode"))
-                        .and_then(|code| code.parse::<i64>().ok());
-                    let status = match exit_code {
-                        Some(code) => ExitStatus::from_code(code),
-                        None => ExitStatus::unknown("died; exit code not reported"),
-                    };
-                    board.publish(&container_id, status);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "docker events stream failed; reconnecting");
-                    break;
-                }
-            }
-        }
-        reconnecting = true;
-        tokio::time::sleep(Duration::from_millis(EVENTS_RECONNECT_DELAY_MS)).await;
-    }
-}
-
-async fn settle_pending(docker: &Docker, board: &ExitBoard) {
-    for runtime_id in board.pending_ids() {
-        match docker.inspect_container(&runtime_id, None).await {
-            Ok(response) => {
-                if let Some(status) = ended_status(&response) {
-                    board.publish(&runtime_id, status);
-                }
-            }
-            Err(error) if status_code(&error) == Some(404) => {
-                board.publish(
-                    &runtime_id,
-                    ExitStatus::unknown("container no longer exists"),
-                );
-            }
-            Err(error) => tracing::warn!(%error, runtime_id, "inspect after reconnect failed"),
-        }
-    }
-}
-
 /// How the container ended, or `None` while it runs (or has not started yet).
-fn ended_status(response: &ContainerInspectResponse) -> Option<ExitStatus> {
+pub(crate) fn ended_status(response: &ContainerInspectResponse) -> Option<ExitStatus> {
     let state = response.state.as_ref()?;
     if state.running == Some(true) {
         return None;
@@ -470,7 +395,7 @@ fn ended_status(response: &ContainerInspectResponse) -> Option<ExitStatus> {
     Some(status)
 }
 
-fn status_code(error: &BollardError) -> Option<u16> {
+pub(crate) fn status_code(error: &BollardError) -> Option<u16> {
     match error {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -485,13 +410,6 @@ fn optional_i64(value: Option<u64>, field: &str) -> Result<Option<i64>, RuntimeE
             })
         })
         .transpose()
-}
-
-fn unix_now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl ContainerRuntime for DockerRuntime {

@@ -18,9 +18,11 @@
 //! and can be held as `Arc<dyn ContainerRuntime>` without the `async-trait` crate.
 
 pub mod docker;
+mod docker_events;
 mod error;
 mod exit_board;
 pub mod process;
+mod process_record;
 mod procfs;
 pub mod sim;
 

@@ -7,7 +7,6 @@
 //!
 //! The runtime ID is the OS process ID, which is also the process group ID.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,10 +14,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use super::exit_board::{next_status, ExitBoard};
+pub use super::process_record::ProcessRecord;
+use super::process_record::{check_task_file_name, RecordStore};
 use super::procfs::{self, PidFd};
 use super::{
     check_spec, ContainerRuntime, ContainerSpec, ExitStatus, RunningInfo, RuntimeError,
@@ -39,39 +39,10 @@ const ENV_FROM_LABEL: [(&str, &str); 5] = [
     ("FLOTILLA_NODE_ID", LABEL_NODE_ID),
 ];
 
-/// What is kept on disk about one started process.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProcessRecord {
-    /// The task ID; also the record's file name.
-    pub task_id: String,
-    /// The node that started it.
-    pub node_id: String,
-    /// Container name from the spec.
-    pub name: String,
-    /// Image from the spec (recorded, not used).
-    pub image: String,
-    /// The command and its arguments.
-    pub command: Vec<String>,
-    /// OS process ID, also its process group ID.
-    pub pid: i32,
-    /// Field 22 of `/proc/<pid>/stat` when started: tells a reused PID apart.
-    pub start_time_ticks: u64,
-    /// The spec's labels.
-    pub labels: BTreeMap<String, String>,
-}
-
-impl ProcessRecord {
-    /// The exit board's key: the PID alone could name a later process after reuse.
-    fn board_key(&self) -> String {
-        format!("{}@{}", self.pid, self.start_time_ticks)
-    }
-}
-
 /// Runs tasks as host processes; see the module docs.
 pub struct ProcessRuntime {
     node_id: String,
-    records_dir: PathBuf,
-    logs_dir: PathBuf,
+    store: RecordStore,
     board: Arc<ExitBoard>,
 }
 
@@ -86,79 +57,21 @@ enum Liveness {
 impl ProcessRuntime {
     /// A process runtime for `node_id` keeping records and logs under `state_dir`.
     pub fn new(node_id: &str, state_dir: &Path) -> Result<Self, RuntimeError> {
-        let runtime = Self {
+        Ok(Self {
             node_id: node_id.to_string(),
-            records_dir: state_dir.join("processes"),
-            logs_dir: state_dir.join("tasks"),
+            store: RecordStore::open(node_id, state_dir)?,
             board: Arc::new(ExitBoard::default()),
-        };
-        for dir in [&runtime.records_dir, &runtime.logs_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
-                action: "create directory",
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        Ok(runtime)
+        })
     }
 
     /// Path of the stdout log of `task_id`.
     pub fn stdout_path(&self, task_id: &str) -> PathBuf {
-        self.logs_dir.join(format!("{task_id}.out"))
+        self.store.stdout_path(task_id)
     }
 
     /// Path of the stderr log of `task_id`.
     pub fn stderr_path(&self, task_id: &str) -> PathBuf {
-        self.logs_dir.join(format!("{task_id}.err"))
-    }
-
-    fn record_path(&self, task_id: &str) -> PathBuf {
-        self.records_dir.join(format!("{task_id}.json"))
-    }
-
-    /// Read the record of `task_id`, if there is one for this node.
-    fn read_record(&self, task_id: &str) -> Result<Option<ProcessRecord>, RuntimeError> {
-        let path = self.record_path(task_id);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(RuntimeError::Io {
-                    action: "read process record",
-                    path,
-                    source,
-                })
-            }
-        };
-        let record: ProcessRecord = serde_json::from_slice(&bytes)
-            .map_err(|source| RuntimeError::Record { path, source })?;
-        Ok((record.node_id == self.node_id).then_some(record))
-    }
-
-    /// Every readable record of this node. Unreadable ones are logged and skipped so one
-    /// corrupt file cannot block orphan clean-up of the rest.
-    fn read_records(&self) -> Result<Vec<ProcessRecord>, RuntimeError> {
-        let entries = std::fs::read_dir(&self.records_dir).map_err(|source| RuntimeError::Io {
-            action: "list process records",
-            path: self.records_dir.clone(),
-            source,
-        })?;
-        let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(task_id) = file_name
-                .to_str()
-                .and_then(|name| name.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            match self.read_record(task_id) {
-                Ok(Some(record)) => records.push(record),
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "skipping unreadable process record"),
-            }
-        }
-        Ok(records)
+        self.store.stderr_path(task_id)
     }
 
     /// The record whose process is `runtime_id`, preferring one that still runs (a stale record
@@ -171,7 +84,8 @@ impl ProcessRuntime {
             return Ok(None);
         };
         let mut candidates: Vec<ProcessRecord> = self
-            .read_records()?
+            .store
+            .read_all()?
             .into_iter()
             .filter(|record| record.pid == pid)
             .collect();
@@ -183,25 +97,6 @@ impl ProcessRuntime {
             )
         });
         Ok(candidates.into_iter().next())
-    }
-
-    fn write_record(&self, record: &ProcessRecord) -> Result<(), RuntimeError> {
-        let path = self.record_path(&record.task_id);
-        let temporary = self
-            .records_dir
-            .join(format!(".{}.json.tmp", record.task_id));
-        let bytes = serde_json::to_vec_pretty(record).map_err(|source| RuntimeError::Record {
-            path: path.clone(),
-            source,
-        })?;
-        // Write then rename so a crash never leaves a half-written record to adopt from.
-        std::fs::write(&temporary, bytes)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|source| RuntimeError::Io {
-                action: "write process record",
-                path,
-                source,
-            })
     }
 
     /// Make sure an exit watcher follows `record`'s process and report what is known now.
@@ -281,13 +176,13 @@ impl ProcessRuntime {
 
     async fn start_process(&self, spec: &ContainerSpec) -> Result<RuntimeHandle, RuntimeError> {
         check_spec(spec, &self.node_id)?;
-        check_file_name(&spec.task_id)?;
+        check_task_file_name(&spec.task_id)?;
         let Some((program, args)) = spec.command.split_first() else {
             return Err(RuntimeError::InvalidSpec {
                 reason: "the process runtime needs a command".to_string(),
             });
         };
-        if let Some(existing) = self.read_record(&spec.task_id)? {
+        if let Some(existing) = self.store.read(&spec.task_id)? {
             if let Liveness::Running = self.watch(&existing) {
                 return Err(RuntimeError::AlreadyRunning {
                     task_id: spec.task_id.clone(),
@@ -296,8 +191,7 @@ impl ProcessRuntime {
             }
         }
         let labels = spec.effective_labels();
-        let stdout = create_log(&self.stdout_path(&spec.task_id))?;
-        let stderr = create_log(&self.stderr_path(&spec.task_id))?;
+        let (stdout, stderr) = self.store.create_logs(&spec.task_id)?;
         let mut command = Command::new(program);
         command
             .args(args)
@@ -369,7 +263,7 @@ impl ProcessRuntime {
             }
             board.publish(&key, status);
         });
-        if let Err(error) = self.write_record(&record) {
+        if let Err(error) = self.store.write(&record) {
             // Without a record the process could never be adopted or cleaned up: do not run it.
             let _ = procfs::signal_group(pid, libc::SIGKILL);
             return Err(error);
@@ -450,23 +344,7 @@ impl ProcessRuntime {
             return Ok(());
         };
         self.stop_record(&record, 0).await?;
-        for path in [
-            self.record_path(&record.task_id),
-            self.stdout_path(&record.task_id),
-            self.stderr_path(&record.task_id),
-        ] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(RuntimeError::Io {
-                        action: "remove",
-                        path,
-                        source,
-                    })
-                }
-            }
-        }
+        self.store.remove(&record.task_id)?;
         self.board.forget(&record.board_key());
         Ok(())
     }
@@ -477,30 +355,6 @@ fn signal(pgid: i32, signal_number: i32) -> Result<bool, RuntimeError> {
     procfs::signal_group(pgid, signal_number).map_err(|source| RuntimeError::Signal {
         signal: signal_number,
         pgid,
-        source,
-    })
-}
-
-/// Task IDs become file names: refuse anything that could escape the state directory.
-fn check_file_name(task_id: &str) -> Result<(), RuntimeError> {
-    let safe = !task_id.is_empty()
-        && !task_id.starts_with('.')
-        && task_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if safe {
-        Ok(())
-    } else {
-        Err(RuntimeError::InvalidSpec {
-            reason: format!("task ID {task_id:?} is not a safe file name"),
-        })
-    }
-}
-
-fn create_log(path: &Path) -> Result<std::fs::File, RuntimeError> {
-    std::fs::File::create(path).map_err(|source| RuntimeError::Io {
-        action: "create log",
-        path: path.to_path_buf(),
         source,
     })
 }
@@ -555,10 +409,10 @@ impl ContainerRuntime for ProcessRuntime {
         task_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<RunningInfo>, RuntimeError>> {
         async move {
-            if check_file_name(task_id).is_err() {
+            if check_task_file_name(task_id).is_err() {
                 return Ok(None);
             }
-            Ok(self.read_record(task_id)?.map(|record| self.info(&record)))
+            Ok(self.store.read(task_id)?.map(|record| self.info(&record)))
         }
         .boxed()
     }
@@ -578,24 +432,12 @@ impl ContainerRuntime for ProcessRuntime {
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunningInfo>, RuntimeError>> {
         async move {
             Ok(self
-                .read_records()?
+                .store
+                .read_all()?
                 .iter()
                 .map(|record| self.info(record))
                 .collect())
         }
         .boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn task_ids_that_could_escape_are_refused() {
-        assert!(check_file_name("abc-123_x.y").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "..", "a b"] {
-            assert!(check_file_name(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }
