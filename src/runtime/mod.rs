@@ -5,9 +5,11 @@
 //! - this file: the runtime-level [`ContainerSpec`], [`ExitStatus`], [`RunningInfo`], the
 //!   [`ContainerRuntime`] trait, [`RuntimeError`] and [`select`] for `--runtime auto|docker|process`.
 //! - [`docker`]: the Docker Engine through bollard; exit detection from one `docker events`
-//!   subscription per runtime instance.
-//! - [`process`]: plain OS processes, one process group per task, records on disk so a restarted
-//!   node adopts what still runs.
+//!   subscription per runtime instance (`docker_events.rs`).
+//! - [`process`]: plain OS processes, one process group per task, records on disk
+//!   (`process_record.rs`) so a restarted node adopts what still runs; `procfs.rs` holds the
+//!   Linux bits (process identity from `/proc/<pid>/stat`, pidfds, `killpg`).
+//! - `exit_board.rs`: exit statuses fanned out to any number of cancel-safe waiters.
 //! - [`sim`]: starts nothing; for hollow nodes and the in-process cluster harness.
 //!
 //! A runtime instance belongs to one node: it only starts, lists, stops and removes containers
@@ -71,7 +73,8 @@ pub struct ContainerSpec {
     pub memory_limit_bytes: Option<u64>,
     /// CPU limit in billionths of a CPU, if any.
     pub nano_cpus_limit: Option<u64>,
-    /// Grace period between SIGTERM and SIGKILL when the task is stopped, in milliseconds.
+    /// Grace period between SIGTERM and SIGKILL when the task is stopped, in milliseconds;
+    /// the caller passes it to [`ContainerRuntime::stop`].
     pub stop_grace_ms: u64,
 }
 
@@ -143,7 +146,8 @@ pub struct RunningInfo {
     pub task_id: String,
     /// True while the container or process runs.
     pub running: bool,
-    /// How it ended, when it no longer runs and the runtime knows.
+    /// How it ended, when it no longer runs and the runtime knows (docker fills it in `find`
+    /// and `inspect`, not in `list`, which would cost one inspect per container).
     pub exit: Option<ExitStatus>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
