@@ -338,3 +338,59 @@ async fn a_node_only_lists_and_touches_its_own_containers() {
         .expect("found");
     assert!(still_there.running);
 }
+
+#[tokio::test]
+async fn a_restarted_node_finds_its_container_and_sees_it_exit() {
+    let Some((before_restart, guard)) = docker_node("node").await else {
+        return;
+    };
+    let task_id = unique("task");
+    let handle = before_restart
+        .start(&spec(&guard.node_id, &task_id, &["sleep", "30"]))
+        .await
+        .expect("starts");
+    drop(before_restart);
+
+    let after_restart = DockerRuntime::connect(&guard.node_id, Duration::from_secs(1))
+        .await
+        .expect("engine still answers");
+    let found = after_restart
+        .find(&task_id)
+        .await
+        .expect("find")
+        .expect("adopted");
+    assert!(found.running);
+    assert_eq!(found.runtime_id, handle.runtime_id);
+    assert_eq!(found.task_id, task_id);
+    let listed = after_restart.list().await.expect("list");
+    assert_eq!(listed.len(), 1);
+
+    let waiter = after_restart.wait(&handle.runtime_id);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let options = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        after_restart
+            .client()
+            .kill_container(&handle.runtime_id, Some(options))
+            .await
+            .expect("docker kill");
+        Instant::now()
+    };
+    let (status, killed_at) =
+        tokio::join!(tokio::time::timeout(Duration::from_secs(5), waiter), killer);
+    let status = status.expect("exit detected within 5 s").expect("wait");
+    println!(
+        "docker kill to exit detected (adopted): {} ms",
+        killed_at.elapsed().as_millis()
+    );
+    assert_eq!(status.exit_code, Some(137));
+    let found = after_restart
+        .find(&task_id)
+        .await
+        .expect("find")
+        .expect("still there");
+    assert!(!found.running);
+    assert_eq!(found.exit.and_then(|exit| exit.exit_code), Some(137));
+}
