@@ -15,12 +15,12 @@ use crate::linearizability::{check_register, HistoryOp};
 use crate::network::{Network, NetworkFaults};
 
 /// Steps with faults and clients, then steps of healed quiet for convergence.
-pub const CHAOS_STEPS: u64 = 300;
+pub const CHAOS_STEPS: u64 = 500;
 pub const QUIET_STEPS: u64 = 150;
 const KEYS: Key = 2;
-const CLIENTS: usize = 3;
+const CLIENTS: usize = 4;
 /// Recorded client operations per run, all keys together (the checker takes 128 per key).
-const HISTORY_OPS_MAX: usize = 80;
+const HISTORY_OPS_MAX: usize = 100;
 const CLIENT_TIMEOUT_STEPS: u64 = 40;
 
 /// Counters summed over runs, to show the faults really happen.
@@ -57,8 +57,9 @@ struct SimNode {
     journal: Journal,
     replica: Option<RaftReplica<KvStore>>,
     restart_at_step: u64,
-    /// Crash right after the next Ready, throwing its output away: writes done, nothing sent.
-    crash_after_next_ready: bool,
+    /// Crash right after the next Ready: its writes are done; with `Some(false)` nothing it
+    /// produced leaves the node, with `Some(true)` its messages are sent first.
+    crash_after_next_ready: Option<bool>,
     pending_proposals: BTreeSet<u64>,
     pending_reads: BTreeSet<u64>,
     /// Index of the last command this node's state machine applied (or restored up to).
@@ -149,7 +150,7 @@ impl Simulation {
             .collect();
         let mut simulation = Self {
             election_timeout_ticks,
-            crash_per_mille: rng.random_range(0..8),
+            crash_per_mille: rng.random_range(0..20),
             partition_per_mille: rng.random_range(0..15),
             rng,
             step: 0,
@@ -194,7 +195,7 @@ impl Simulation {
                 journal,
                 replica: Some(replica),
                 restart_at_step: 0,
-                crash_after_next_ready: false,
+                crash_after_next_ready: None,
                 pending_proposals: BTreeSet::new(),
                 pending_reads: BTreeSet::new(),
                 last_command_index: 0,
@@ -283,9 +284,9 @@ impl Simulation {
             let alive = self.alive_ids();
             if !alive.is_empty() {
                 let victim = alive[self.rng.random_range(0..alive.len())];
-                if self.rng.random_bool(0.5) {
+                if self.rng.random_range(0..3) > 0 {
                     let position = self.position(victim);
-                    self.nodes[position].crash_after_next_ready = true;
+                    self.nodes[position].crash_after_next_ready = Some(self.rng.random_bool(0.5));
                 } else {
                     self.crash(victim);
                 }
@@ -346,12 +347,17 @@ impl Simulation {
     fn crash(&mut self, id: u64) {
         self.stats.crashes += 1;
         trace!(self.step, "node {id} crashed");
-        let down_steps = self.rng.random_range(5..50);
+        // Quick reboots matter: a node back within an election can vote again in that term.
+        let down_steps = if self.rng.random_bool(0.4) {
+            self.rng.random_range(1..4)
+        } else {
+            self.rng.random_range(5..50)
+        };
         let position = self.position(id);
         let node = &mut self.nodes[position];
         node.disk.crash();
         node.replica = None;
-        node.crash_after_next_ready = false;
+        node.crash_after_next_ready = None;
         node.restart_at_step = self.step + down_steps;
         node.journal.borrow_mut().clear();
         let proposals: Vec<u64> = std::mem::take(&mut node.pending_proposals).into_iter().collect();
@@ -392,7 +398,7 @@ impl Simulation {
         self.network.faults.drop_per_mille = 0;
         for node in &mut self.nodes {
             node.restart_at_step = node.restart_at_step.min(self.step);
-            node.crash_after_next_ready = false;
+            node.crash_after_next_ready = None;
         }
         Ok(())
     }
@@ -490,7 +496,7 @@ impl Simulation {
                 ));
             }
         }
-        if self.nodes[position].crash_after_next_ready {
+        if self.nodes[position].crash_after_next_ready == Some(false) {
             // Crash after the Ready's writes but before anything it produced leaves the node.
             self.crash(id);
             return Ok(());
@@ -510,6 +516,11 @@ impl Simulation {
                     replica.report_snapshot(message.to, false);
                 }
             }
+        }
+        if self.nodes[position].crash_after_next_ready == Some(true) {
+            // Crash after the Ready's writes and sends, before the results reach clients.
+            self.crash(id);
+            return Ok(());
         }
         for applied in output.applied {
             if !self.nodes[position]
@@ -672,17 +683,20 @@ impl Simulation {
             if alive.is_empty() {
                 return Ok(());
             }
-            let believed = self.clients[client].believed_leader;
-            let node = if alive.contains(&believed) && self.rng.random_bool(0.8) {
-                believed
-            } else {
-                alive[self.rng.random_range(0..alive.len())]
-            };
             let op_id = self.next_op_id;
             self.next_op_id += 1;
             let key = self.rng.random_range(0..KEYS);
             let roll = self.rng.random_range(0..100);
             let via_read_index = roll >= 70;
+            // Reads through read_index go to any node half of the time: followers must wait
+            // until they applied what the leader had committed.
+            let believed = self.clients[client].believed_leader;
+            let leader_odds = if via_read_index { 0.5 } else { 0.8 };
+            let node = if alive.contains(&believed) && self.rng.random_bool(leader_odds) {
+                believed
+            } else {
+                alive[self.rng.random_range(0..alive.len())]
+            };
             let command = match roll {
                 0..35 => KvCommand::Put { key, value: op_id },
                 35..55 => {
