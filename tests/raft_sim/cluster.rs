@@ -330,6 +330,12 @@ impl Simulation {
             }
         }
         self.network.isolate(&minority, &all);
+        for node in &self.nodes {
+            if let Some(replica) = &node.replica {
+                let last_index = raft::Storage::last_index(replica.storage()).unwrap_or(0);
+                self.max_last_index_seen = self.max_last_index_seen.max(last_index);
+            }
+        }
         trace!(self.step, "partition: {minority:?} isolated, bound {}", self.max_last_index_seen);
         // The bound only holds when every node is a voter (join mode grows membership).
         let full_membership = self.nodes.iter().any(|node| {
