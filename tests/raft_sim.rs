@@ -30,7 +30,9 @@ fn run_seed(seed: u64) -> Stats {
     let outcome = catch_unwind(AssertUnwindSafe(|| Simulation::new(seed)?.run()));
     match outcome {
         Ok(Ok(stats)) => stats,
-        Ok(Err(failure)) => panic!("seed {seed} failed: {failure}\nreplay with FLOTILLA_SEED={seed}"),
+        Ok(Err(failure)) => {
+            panic!("seed {seed} failed: {failure}\nreplay with FLOTILLA_SEED={seed}")
+        }
         Err(_) => panic!("seed {seed} panicked (see above)\nreplay with FLOTILLA_SEED={seed}"),
     }
 }

@@ -54,6 +54,14 @@ pub enum ReplicaError {
     /// A peer message did not parse as a Raft protobuf message.
     #[error("malformed raft message: {0}")]
     MalformedMessage(protobuf::ProtobufError),
+    /// A peer message addressed to another replica (a routing bug in the caller).
+    #[error("raft message for {to} delivered to {id}")]
+    MisaddressedMessage {
+        /// The message's recipient.
+        to: u64,
+        /// This replica.
+        id: u64,
+    },
     /// A message could not be encoded for sending.
     #[error("cannot encode raft message: {0}")]
     EncodeMessage(protobuf::ProtobufError),
@@ -170,7 +178,8 @@ pub struct ReadyOutput<O> {
     /// Read requests (ids given to `read_index`) that may now be served from the state machine:
     /// it has applied everything committed when the read was confirmed by a quorum.
     pub reads_ready: Vec<u64>,
-    /// Set when the leader, the term or this replica's leadership changed. When `is_leader`
+    /// Set by the first call and whenever the leader, the term or this replica's leadership
+    /// changed. When `is_leader`
     /// turns false, fail every pending proposal with "leadership lost": it may still commit.
     pub leadership_change: Option<LeadershipState>,
 }

@@ -170,11 +170,18 @@ impl<S: StateMachine> RaftReplica<S> {
         self.raw_node.tick();
     }
 
-    /// Feeds a protobuf-encoded message from a peer. A malformed message is an error, as is
-    /// one raft refuses (such as a response from an unknown peer); neither harms the replica.
+    /// Feeds a protobuf-encoded message from a peer. A malformed or misaddressed message is an
+    /// error, as is one raft refuses (such as a response from an unknown peer); none harms the
+    /// replica.
     pub fn step(&mut self, message_bytes: &[u8]) -> Result<(), ReplicaError> {
         let message =
             Message::parse_from_bytes(message_bytes).map_err(ReplicaError::MalformedMessage)?;
+        if message.to != self.config.id {
+            return Err(ReplicaError::MisaddressedMessage {
+                to: message.to,
+                id: self.config.id,
+            });
+        }
         self.raw_node.step(message)?;
         Ok(())
     }
@@ -482,3 +489,7 @@ fn membership_change(change_type: ConfChangeType, node_id: u64) -> MembershipCha
 fn decode_read_request(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;

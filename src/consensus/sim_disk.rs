@@ -60,7 +60,9 @@ impl SimDisk {
     fn lock(&self) -> MutexGuard<'_, DiskImage> {
         // A poisoned lock only means a test thread panicked; the bytes are still consistent
         // because every mutation below is a single non-panicking step.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -75,7 +77,9 @@ impl SimDiskBackend {
     fn image(&self) -> io::Result<MutexGuard<'_, DiskImage>> {
         let image = self.disk.lock();
         if image.generation != self.generation {
-            return Err(io::Error::other("simulated disk crashed under this database"));
+            return Err(io::Error::other(
+                "simulated disk crashed under this database",
+            ));
         }
         Ok(image)
     }

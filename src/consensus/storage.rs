@@ -18,8 +18,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
-    TableDefinition,
-    WriteTransaction,
+    TableDefinition, WriteTransaction,
 };
 
 /// Log entries: index -> protobuf-encoded `Entry`.
@@ -71,7 +70,9 @@ pub enum StorageError {
         last_index: u64,
     },
     /// Compaction would drop entries that no stored snapshot covers.
-    #[error("cannot compact log up to {upto}: the stored snapshot only covers up to {snapshot_index}")]
+    #[error(
+        "cannot compact log up to {upto}: the stored snapshot only covers up to {snapshot_index}"
+    )]
     CompactBeyondSnapshot {
         /// The index compaction was asked to reach.
         upto: u64,
@@ -178,7 +179,10 @@ impl RedbStorage {
         let read = database.begin_read().map_err(db_error)?;
         let meta = read.open_table(META_TABLE).map_err(db_error)?;
         let get = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
-            Ok(meta.get(key).map_err(db_error)?.map(|value| value.value().to_vec()))
+            Ok(meta
+                .get(key)
+                .map_err(db_error)?
+                .map(|value| value.value().to_vec()))
         };
         let hard_state = match get(KEY_HARD_STATE)? {
             Some(bytes) => decode("hard state", &bytes)?,
@@ -199,7 +203,10 @@ impl RedbStorage {
         let boot_epoch = match get(KEY_BOOT_EPOCH)? {
             Some(bytes) => {
                 let array: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                    corrupt("boot epoch", format!("expected 8 bytes, found {}", bytes.len()))
+                    corrupt(
+                        "boot epoch",
+                        format!("expected 8 bytes, found {}", bytes.len()),
+                    )
                 })?;
                 u64::from_le_bytes(array)
             }
@@ -353,7 +360,8 @@ impl RedbStorage {
                 }
                 for entry in entries {
                     let bytes = entry.write_to_bytes()?;
-                    log.insert(entry.index, bytes.as_slice()).map_err(db_error)?;
+                    log.insert(entry.index, bytes.as_slice())
+                        .map_err(db_error)?;
                 }
             }
             if let Some(hard_state) = hard_state {
@@ -442,8 +450,8 @@ impl RedbStorage {
         }
         let term = self.term_of(index)?;
         let mut metadata = SnapshotMetadata::default();
-        metadata.index = index;
-        metadata.term = term;
+        metadata.set_index(index);
+        metadata.set_term(term);
         metadata.set_conf_state(conf_state.clone());
         let transaction = begin_durable_write(&self.database)?;
         {
@@ -537,8 +545,7 @@ impl RedbStorage {
         let log = read.open_table(LOG_TABLE).map_err(db_error)?;
         let mut entries = Vec::with_capacity((range.end - range.start) as usize);
         let mut size_bytes = 0u64;
-        let mut expected = range.start;
-        for item in log.range(range.clone()).map_err(db_error)? {
+        for (expected, item) in (range.start..).zip(log.range(range.clone()).map_err(db_error)?) {
             let (key, value) = item.map_err(db_error)?;
             let bytes = value.value();
             let entry: Entry = decode("log entry", bytes)?;
@@ -559,7 +566,6 @@ impl RedbStorage {
                 }
             }
             entries.push(entry);
-            expected += 1;
         }
         if entries.is_empty() && !range.is_empty() {
             return Err(corrupt("log", format!("entries {range:?} missing")));

@@ -144,10 +144,7 @@ impl Simulation {
         let snapshot_every_entries = [3, 10, 10_000][rng.random_range(0..3)];
         let join_mode = rng.random_bool(0.3);
         let node_ids: Vec<u64> = (1..=node_count).collect();
-        let election_timeout_ticks = node_ids
-            .iter()
-            .map(|_| rng.random_range(10..20))
-            .collect();
+        let election_timeout_ticks = node_ids.iter().map(|_| rng.random_range(10..20)).collect();
         let mut simulation = Self {
             election_timeout_ticks,
             crash_per_mille: rng.random_range(0..20),
@@ -178,7 +175,8 @@ impl Simulation {
         for &id in &node_ids {
             let disk = SimDisk::new();
             let journal = Journal::default();
-            let storage = RedbStorage::open_with_backend(disk.backend()).map_err(|e| e.to_string())?;
+            let storage =
+                RedbStorage::open_with_backend(disk.backend()).map_err(|e| e.to_string())?;
             let config = simulation.replica_config(id);
             let store = KvStore::new(journal.clone());
             let replica = if !join_mode {
@@ -336,7 +334,11 @@ impl Simulation {
                 self.max_last_index_seen = self.max_last_index_seen.max(last_index);
             }
         }
-        trace!(self.step, "partition: {minority:?} isolated, bound {}", self.max_last_index_seen);
+        trace!(
+            self.step,
+            "partition: {minority:?} isolated, bound {}",
+            self.max_last_index_seen
+        );
         // The bound only holds when every node is a voter (join mode grows membership).
         let full_membership = self.nodes.iter().any(|node| {
             node.replica
@@ -366,8 +368,12 @@ impl Simulation {
         node.crash_after_next_ready = None;
         node.restart_at_step = self.step + down_steps;
         node.journal.borrow_mut().clear();
-        let proposals: Vec<u64> = std::mem::take(&mut node.pending_proposals).into_iter().collect();
-        let reads: Vec<u64> = std::mem::take(&mut node.pending_reads).into_iter().collect();
+        let proposals: Vec<u64> = std::mem::take(&mut node.pending_proposals)
+            .into_iter()
+            .collect();
+        let reads: Vec<u64> = std::mem::take(&mut node.pending_reads)
+            .into_iter()
+            .collect();
         for op_id in proposals {
             self.complete_unknown(op_id);
         }
@@ -445,7 +451,8 @@ impl Simulation {
             }
             if tracing_enabled() {
                 let message: raft::prelude::Message =
-                    protobuf::Message::parse_from_bytes(&delivery.bytes).map_err(|e| e.to_string())?;
+                    protobuf::Message::parse_from_bytes(&delivery.bytes)
+                        .map_err(|e| e.to_string())?;
                 trace!(
                     self.step,
                     "{} -> {}: {:?} term {} index {} commit {} reject {}",
@@ -573,7 +580,9 @@ impl Simulation {
                 self.stats.leaders_elected += 1;
             } else {
                 // Leadership lost: pending proposals may or may not commit.
-                let pending: Vec<u64> = std::mem::take(&mut self.nodes[position].pending_proposals).into_iter().collect();
+                let pending: Vec<u64> = std::mem::take(&mut self.nodes[position].pending_proposals)
+                    .into_iter()
+                    .collect();
                 for op_id in pending {
                     self.complete_unknown(op_id);
                 }
@@ -584,7 +593,11 @@ impl Simulation {
 
     /// Checks what the node's state machine just did against the global log.
     fn drain_journal(&mut self, position: usize) -> SimResult {
-        let events: Vec<JournalEvent> = self.nodes[position].journal.borrow_mut().drain(..).collect();
+        let events: Vec<JournalEvent> = self.nodes[position]
+            .journal
+            .borrow_mut()
+            .drain(..)
+            .collect();
         let id = self.nodes[position].id;
         for event in events {
             match event {
@@ -634,7 +647,11 @@ impl Simulation {
 
     fn reference_state(&self, through: u64) -> BTreeMap<Key, Value> {
         let mut values = BTreeMap::new();
-        for command in self.global_log.range(..=through).map(|(_, command)| command) {
+        for command in self
+            .global_log
+            .range(..=through)
+            .map(|(_, command)| command)
+        {
             apply_to(&mut values, command);
         }
         values
@@ -711,7 +728,11 @@ impl Simulation {
                     } else {
                         Some(self.recent_values[self.rng.random_range(0..self.recent_values.len())])
                     };
-                    KvCommand::Cas { key, expected, new: op_id }
+                    KvCommand::Cas {
+                        key,
+                        expected,
+                        new: op_id,
+                    }
                 }
                 _ => KvCommand::Get { key },
             };

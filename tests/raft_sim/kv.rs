@@ -12,16 +12,27 @@ pub type Value = u64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
-    Put { key: Key, value: Value },
-    Cas { key: Key, expected: Option<Value>, new: Value },
+    Put {
+        key: Key,
+        value: Value,
+    },
+    Cas {
+        key: Key,
+        expected: Option<Value>,
+        new: Value,
+    },
     /// A read that goes through the log.
-    Get { key: Key },
+    Get {
+        key: Key,
+    },
 }
 
 impl KvCommand {
     pub fn key(&self) -> Key {
         match self {
-            KvCommand::Put { key, .. } | KvCommand::Cas { key, .. } | KvCommand::Get { key } => *key,
+            KvCommand::Put { key, .. } | KvCommand::Cas { key, .. } | KvCommand::Get { key } => {
+                *key
+            }
         }
     }
 }
@@ -55,8 +66,14 @@ pub fn apply_to(values: &mut BTreeMap<Key, Value>, command: &KvCommand) -> KvOut
 /// What a node's state machine did, in order, for the invariant checks.
 #[derive(Clone, Debug)]
 pub enum JournalEvent {
-    Applied { index: u64, command: KvCommand },
-    Restored { applied_through: u64, values: BTreeMap<Key, Value> },
+    Applied {
+        index: u64,
+        command: KvCommand,
+    },
+    Restored {
+        applied_through: u64,
+        values: BTreeMap<Key, Value>,
+    },
 }
 
 pub type Journal = Rc<RefCell<Vec<JournalEvent>>>;

@@ -77,7 +77,13 @@ fn search(
             }
         }
         let next_value = values.get(&key).copied();
-        if search(ops, done | (1 << position), next_value, must_complete, visited) {
+        if search(
+            ops,
+            done | (1 << position),
+            next_value,
+            must_complete,
+            visited,
+        ) {
             return true;
         }
     }
