@@ -98,8 +98,8 @@ fn malformed_and_misaddressed_messages_are_errors() {
         Err(ReplicaError::MalformedMessage(_))
     ));
     let mut message = Message::default();
-    message.to = 7;
-    message.from = 2;
+    message.set_to(7);
+    message.set_from(2);
     let bytes = message.write_to_bytes().expect("encodes");
     assert!(matches!(
         replica.step(&bytes),
