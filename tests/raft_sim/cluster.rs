@@ -30,6 +30,7 @@ pub struct Stats {
     pub leaders_elected: u64,
     pub crashes: u64,
     pub partitions: u64,
+    pub transfers: u64,
     pub snapshots_restored: u64,
     pub ops_ok: u64,
     pub ops_unknown: u64,
@@ -43,6 +44,7 @@ impl Stats {
         self.leaders_elected += other.leaders_elected;
         self.crashes += other.crashes;
         self.partitions += other.partitions;
+        self.transfers += other.transfers;
         self.snapshots_restored += other.snapshots_restored;
         self.ops_ok += other.ops_ok;
         self.ops_unknown += other.ops_unknown;
@@ -277,6 +279,20 @@ impl Simulation {
             }
         } else if self.rng.random_range(0..1000) < self.partition_per_mille {
             self.start_partition();
+        }
+        if self.rng.random_range(0..1000) < 4 {
+            // Leadership transfer to a random member; proposals meanwhile are dropped.
+            if let Some(leader) = self.known_leader() {
+                let to = self.node_ids[self.rng.random_range(0..self.node_ids.len())];
+                let position = self.position(leader);
+                if let Some(replica) = self.nodes[position].replica.as_mut() {
+                    if to != leader && replica.voters().contains(&to) {
+                        trace!(self.step, "leader {leader} transfers to {to}");
+                        replica.transfer_leader(to);
+                        self.stats.transfers += 1;
+                    }
+                }
+            }
         }
         if self.rng.random_range(0..1000) < self.crash_per_mille {
             let alive = self.alive_ids();
