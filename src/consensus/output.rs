@@ -9,6 +9,10 @@ pub struct ReplicaConfig {
     pub id: u64,
     /// Ticks without a leader before a follower starts an election (randomized up to twice).
     pub election_ticks: usize,
+    /// Range the randomized election timeout is drawn from; `None` means raft's default
+    /// `[election_ticks, 2 × election_ticks)`. raft-rs draws it with its own thread-local RNG,
+    /// so a deterministic simulation pins a one-value range per replica.
+    pub election_timeout_ticks: Option<std::ops::Range<usize>>,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
     /// Applied entries between two state machine snapshots (which also compact the log).
@@ -25,6 +29,7 @@ impl ReplicaConfig {
         Self {
             id,
             election_ticks: 10,
+            election_timeout_ticks: None,
             heartbeat_ticks: 1,
             snapshot_every_entries: 10_000,
             max_message_bytes: 1 << 20,
@@ -49,6 +54,14 @@ pub enum ReplicaError {
     /// A peer message did not parse as a Raft protobuf message.
     #[error("malformed raft message: {0}")]
     MalformedMessage(protobuf::ProtobufError),
+    /// A peer message addressed to another replica (a routing bug in the caller).
+    #[error("raft message for {to} delivered to {id}")]
+    MisaddressedMessage {
+        /// The message's recipient.
+        to: u64,
+        /// This replica.
+        id: u64,
+    },
     /// A message could not be encoded for sending.
     #[error("cannot encode raft message: {0}")]
     EncodeMessage(protobuf::ProtobufError),
@@ -98,6 +111,9 @@ pub struct OutgoingMessage {
     pub to: u64,
     /// `raft::prelude::Message` in protobuf encoding; the receiver passes it to `step`.
     pub bytes: Vec<u8>,
+    /// The message carries a snapshot. The leader stops replicating to `to` until the caller
+    /// reports the transfer's end with `report_snapshot`, delivered or not.
+    pub carries_snapshot: bool,
 }
 
 /// Why a committed entry produced no output.
@@ -162,7 +178,8 @@ pub struct ReadyOutput<O> {
     /// Read requests (ids given to `read_index`) that may now be served from the state machine:
     /// it has applied everything committed when the read was confirmed by a quorum.
     pub reads_ready: Vec<u64>,
-    /// Set when the leader, the term or this replica's leadership changed. When `is_leader`
+    /// Set by the first call and whenever the leader, the term or this replica's leadership
+    /// changed. When `is_leader`
     /// turns false, fail every pending proposal with "leadership lost": it may still commit.
     pub leadership_change: Option<LeadershipState>,
 }

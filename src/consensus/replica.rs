@@ -6,9 +6,10 @@
 
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
+    ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType,
+    Snapshot,
 };
-use raft::{RawNode, StateRole};
+use raft::{RawNode, SnapshotStatus, StateRole};
 
 use super::output::{
     AppliedConfChange, AppliedProposal, ApplyError, LeadershipState, MembershipChange,
@@ -92,7 +93,13 @@ impl<S: StateMachine> RaftReplica<S> {
                 .map_err(|error| ReplicaError::RestoreSnapshot(Box::new(error)))?;
         }
         let applied_conf_state = snapshot.get_metadata().get_conf_state().clone();
+        let (min_election_tick, max_election_tick) = match &config.election_timeout_ticks {
+            Some(range) => (range.start, range.end),
+            None => (0, 0),
+        };
         let raft_config = raft::Config {
+            min_election_tick,
+            max_election_tick,
             id: config.id,
             election_tick: config.election_ticks,
             heartbeat_tick: config.heartbeat_ticks,
@@ -163,11 +170,18 @@ impl<S: StateMachine> RaftReplica<S> {
         self.raw_node.tick();
     }
 
-    /// Feeds a protobuf-encoded message from a peer. A malformed message is an error, as is
-    /// one raft refuses (such as a response from an unknown peer); neither harms the replica.
+    /// Feeds a protobuf-encoded message from a peer. A malformed or misaddressed message is an
+    /// error, as is one raft refuses (such as a response from an unknown peer); none harms the
+    /// replica.
     pub fn step(&mut self, message_bytes: &[u8]) -> Result<(), ReplicaError> {
         let message =
             Message::parse_from_bytes(message_bytes).map_err(ReplicaError::MalformedMessage)?;
+        if message.to != self.config.id {
+            return Err(ReplicaError::MisaddressedMessage {
+                to: message.to,
+                id: self.config.id,
+            });
+        }
         self.raw_node.step(message)?;
         Ok(())
     }
@@ -215,6 +229,24 @@ impl<S: StateMachine> RaftReplica<S> {
     /// silently, so the caller must time reads out.
     pub fn read_index(&mut self, request_id: u64) {
         self.raw_node.read_index(request_id.to_le_bytes().to_vec());
+    }
+
+    /// Reports the end of a snapshot transfer to `to` (see
+    /// [`OutgoingMessage::carries_snapshot`]). Until then the leader sends `to` nothing new;
+    /// after a failure it retries.
+    pub fn report_snapshot(&mut self, to: u64, delivered: bool) {
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.raw_node.report_snapshot(to, status);
+    }
+
+    /// Reports that a message to `to` could not be sent (connection down): the leader falls
+    /// back to probing that follower instead of streaming to it.
+    pub fn report_unreachable(&mut self, to: u64) {
+        self.raw_node.report_unreachable(to);
     }
 
     fn check_leader(&self) -> Result<(), ReplicaError> {
@@ -284,8 +316,8 @@ impl<S: StateMachine> RaftReplica<S> {
             Self::encode_messages(light.take_messages(), &mut output)?;
             self.apply_entries(light.take_committed_entries(), &mut output)?;
             self.raw_node.advance_apply();
-            self.maybe_snapshot()?;
         }
+        self.maybe_snapshot()?;
         self.release_reads(&mut output);
         let leadership = self.leadership();
         if self.reported_leadership != Some(leadership) {
@@ -306,6 +338,7 @@ impl<S: StateMachine> RaftReplica<S> {
             output.messages.push(OutgoingMessage {
                 to: message.to,
                 bytes,
+                carries_snapshot: message.get_msg_type() == MessageType::MsgSnapshot,
             });
         }
         Ok(())
@@ -417,8 +450,11 @@ impl<S: StateMachine> RaftReplica<S> {
 
     /// Every `snapshot_every_entries` applied entries: store a snapshot of the state machine
     /// and drop the log it covers. Lagging or new members then catch up from the snapshot.
+    /// Also on demand, when raft needed a newer snapshot than the stored one for a follower.
     fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
-        if self.applied_index < self.snapshot_index + self.config.snapshot_every_entries {
+        let wanted = self.raw_node.store().take_snapshot_wanted();
+        let due = self.applied_index >= self.snapshot_index + self.config.snapshot_every_entries;
+        if !(due || wanted) || self.applied_index <= self.snapshot_index {
             return Ok(());
         }
         let data = self.state_machine.snapshot();
@@ -453,3 +489,7 @@ fn membership_change(change_type: ConfChangeType, node_id: u64) -> MembershipCha
 fn decode_read_request(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;

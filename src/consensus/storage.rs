@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
@@ -135,6 +136,9 @@ pub struct RedbStorage {
     compacted_term: u64,
     last_index: u64,
     boot_epoch: u64,
+    /// Set when raft asked for a snapshot the stored one cannot serve (too old, or made before
+    /// the recipient joined); the replica then makes a fresh one.
+    snapshot_wanted: AtomicBool,
 }
 
 impl std::fmt::Debug for RedbStorage {
@@ -242,6 +246,7 @@ impl RedbStorage {
             compacted_term,
             last_index,
             boot_epoch,
+            snapshot_wanted: AtomicBool::new(false),
         })
     }
 
@@ -271,6 +276,11 @@ impl RedbStorage {
     /// How many times a replica started from this storage (see [`Self::next_boot_epoch`]).
     pub fn boot_epoch(&self) -> u64 {
         self.boot_epoch
+    }
+
+    /// Whether raft asked for a newer snapshot than the stored one since the last call.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.swap(false, Ordering::Relaxed)
     }
 
     /// Reads the stored snapshot, data included.
@@ -440,8 +450,8 @@ impl RedbStorage {
         }
         let term = self.term_of(index)?;
         let mut metadata = SnapshotMetadata::default();
-        metadata.index = index;
-        metadata.term = term;
+        metadata.set_index(index);
+        metadata.set_term(term);
         metadata.set_conf_state(conf_state.clone());
         let transaction = begin_durable_write(&self.database)?;
         {
@@ -535,8 +545,7 @@ impl RedbStorage {
         let log = read.open_table(LOG_TABLE).map_err(db_error)?;
         let mut entries = Vec::with_capacity((range.end - range.start) as usize);
         let mut size_bytes = 0u64;
-        let mut expected = range.start;
-        for item in log.range(range.clone()).map_err(db_error)? {
+        for (expected, item) in (range.start..).zip(log.range(range.clone()).map_err(db_error)?) {
             let (key, value) = item.map_err(db_error)?;
             let bytes = value.value();
             let entry: Entry = decode("log entry", bytes)?;
@@ -557,7 +566,6 @@ impl RedbStorage {
                 }
             }
             entries.push(entry);
-            expected += 1;
         }
         if entries.is_empty() && !range.is_empty() {
             return Err(corrupt("log", format!("entries {range:?} missing")));
@@ -622,10 +630,14 @@ impl raft::Storage for RedbStorage {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are made as the state machine applies; a request for a newer one than we
-        // hold is answered later, when raft asks again.
-        if self.snapshot_metadata.index < request_index {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // Snapshots are made as the state machine applies. When the stored one is too old, or
+        // predates the configuration that added the recipient (which would refuse it), ask the
+        // replica for a fresh one; raft retries on the follower's next heartbeat response.
+        let members = self.snapshot_metadata.get_conf_state();
+        let includes_recipient = members.voters.contains(&to) || members.learners.contains(&to);
+        if self.snapshot_metadata.index < request_index || !includes_recipient {
+            self.snapshot_wanted.store(true, Ordering::Relaxed);
             return Err(raft::Error::Store(
                 raft::StorageError::SnapshotTemporarilyUnavailable,
             ));

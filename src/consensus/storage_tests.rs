@@ -1,5 +1,8 @@
 //! Unit tests of [`RedbStorage`](super::RedbStorage).
 
+// rust-protobuf structs have private bookkeeping fields, so struct literals are not an option.
+#![allow(clippy::field_reassign_with_default)]
+
 use super::*;
 use crate::consensus::SimDisk;
 use raft::Storage as _;
@@ -130,7 +133,17 @@ fn snapshot_then_compaction_drops_the_covered_log() {
             .map(|_| ()),
         Err(raft::Error::Store(raft::StorageError::Compacted))
     );
-    let snapshot = storage.snapshot(0, 2).expect("snapshot");
+    // A recipient the snapshot's configuration does not know would refuse it: ask for a
+    // fresh one instead.
+    assert_eq!(
+        storage.snapshot(0, 2).map(|_| ()),
+        Err(raft::Error::Store(
+            raft::StorageError::SnapshotTemporarilyUnavailable
+        ))
+    );
+    assert!(storage.take_snapshot_wanted());
+    assert!(!storage.take_snapshot_wanted());
+    let snapshot = storage.snapshot(0, 1).expect("snapshot");
     assert_eq!(snapshot.get_metadata().index, 4);
     assert_eq!(snapshot.get_metadata().term, 2);
     assert_eq!(snapshot.get_metadata().get_conf_state(), &conf_state);
