@@ -20,7 +20,9 @@ use crate::core::spec::ServiceMode;
 use crate::core::store::{Command, NodeSpecUpdate, Store};
 use crate::core::{ids, CoreError};
 use crate::net::control::{ControlReply, ControlRequest, NodeView, ServiceView, TaskView};
-use crate::net::message::{ErrorKind, JoinAccepted, JoinRequest, Message as WireMessage, WireError};
+use crate::net::message::{
+    ErrorKind, JoinAccepted, JoinRequest, Message as WireMessage, WireError,
+};
 use crate::net::tls::{certificate_digest, ClusterCa, Role};
 use crate::net::token::{self, JoinToken};
 use crate::node::machine::{raft_id_of, SharedStore};
@@ -50,7 +52,7 @@ pub struct ControlActor {
     store: SharedStore,
     raft: Addr<RaftActor>,
     transport: Recipient<Request>,
-    leadership: Option<LeadershipChanged>,
+    leadership: tokio::sync::watch::Sender<Option<LeadershipChanged>>,
 }
 
 impl ControlActor {
@@ -66,19 +68,87 @@ impl ControlActor {
             store,
             raft,
             transport,
-            leadership: None,
+            leadership: tokio::sync::watch::channel(None).0,
         }
     }
 
-    fn is_leader(&self) -> bool {
-        self.leadership.as_ref().is_some_and(|l| l.is_leader)
+    fn context(&self) -> RequestContext {
+        RequestContext {
+            node_id: self.node_id.clone(),
+            store: self.store.clone(),
+            raft: self.raft.clone(),
+            transport: self.transport.clone(),
+            leadership: self.leadership.subscribe(),
+        }
+    }
+}
+
+/// What one request needs, detached from the actor so it can wait without blocking it.
+struct RequestContext {
+    node_id: String,
+    store: SharedStore,
+    raft: Addr<RaftActor>,
+    transport: Recipient<Request>,
+    leadership: tokio::sync::watch::Receiver<Option<LeadershipChanged>>,
+}
+
+/// Where a request must go now.
+enum Route {
+    Local,
+    Leader(SocketAddr),
+    Nowhere,
+}
+
+impl RequestContext {
+    /// The route as of the current leadership, marking it seen on `watch` so that
+    /// `watch.changed()` waits for the next change.
+    fn route(watch: &mut tokio::sync::watch::Receiver<Option<LeadershipChanged>>) -> Route {
+        match &*watch.borrow_and_update() {
+            Some(leadership) if leadership.is_leader => Route::Local,
+            Some(leadership) => match leadership.leader_addr.as_deref().map(str::parse) {
+                Some(Ok(addr)) => Route::Leader(addr),
+                _ => Route::Nowhere,
+            },
+            None => Route::Nowhere,
+        }
     }
 
-    fn leader_addr(&self) -> Option<SocketAddr> {
-        self.leadership
-            .as_ref()
-            .and_then(|l| l.leader_addr.as_deref())
-            .and_then(|addr| addr.parse().ok())
+    /// Runs `local` on the leader, or forwards with `forward` to it. A forward is abandoned
+    /// as soon as leadership moves (the old leader may be dead), and the request goes to the
+    /// new leader; without any leader it waits up to the quorum timeout.
+    async fn on_leader<T, L, F>(self, local: L, forward: F) -> Result<T, WireError>
+    where
+        L: AsyncFnOnce(&RequestContext) -> Result<T, WireError>,
+        F: AsyncFn(&RequestContext, SocketAddr) -> Result<T, WireError>,
+    {
+        let deadline = tokio::time::Instant::now() + crate::actors::raft::QUORUM_TIMEOUT;
+        loop {
+            let mut watch = self.leadership.clone();
+            match Self::route(&mut watch) {
+                Route::Local => return local(&self).await,
+                Route::Leader(addr) => {
+                    tokio::select! {
+                        reply = forward(&self, addr) => return reply,
+                        changed = watch.changed() => {
+                            if changed.is_err() {
+                                return Err(no_leader());
+                            }
+                        }
+                    }
+                }
+                Route::Nowhere => {
+                    if tokio::time::timeout_at(deadline, watch.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(no_leader());
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(no_leader());
+            }
+        }
     }
 }
 
@@ -97,7 +167,7 @@ impl Handler<LeadershipChanged> for ControlActor {
     type Result = ();
 
     fn handle(&mut self, leadership: LeadershipChanged, _: &mut Context<Self>) {
-        self.leadership = Some(leadership);
+        self.leadership.send_replace(Some(leadership));
     }
 }
 
@@ -126,20 +196,25 @@ fn core(error: CoreError) -> WireError {
 fn no_leader() -> WireError {
     WireError::new(
         ErrorKind::NoQuorum,
-        format!(
-            "no quorum: no manager is leader right now (are a majority of managers up and reachable?)"
-        ),
+        "no quorum: no manager is leader right now (are a majority of managers up and reachable?)",
     )
 }
 
 /// A read-only command answered from the store.
-fn answer_read(store: &Store, node_id: &str, request: &ControlRequest, now_leader: &str) -> Result<ControlReply, WireError> {
+fn answer_read(
+    store: &Store,
+    node_id: &str,
+    request: &ControlRequest,
+    now_leader: &str,
+) -> Result<ControlReply, WireError> {
     match request {
         ControlRequest::NodeList => Ok(ControlReply::Nodes(
             store
                 .nodes()
                 .values()
-                .map(|node| NodeView::of(node, manager_status(node, now_leader), node.id == node_id))
+                .map(|node| {
+                    NodeView::of(node, manager_status(node, now_leader), node.id == node_id)
+                })
                 .collect(),
         )),
         ControlRequest::NodeInspect { nodes } => nodes
@@ -186,7 +261,10 @@ fn answer_read(store: &Store, node_id: &str, request: &ControlRequest, now_leade
             }
             Ok(ControlReply::Tasks(rows))
         }
-        ControlRequest::JoinToken { role, rotate: false } => join_token(store, *role).map(ControlReply::Token),
+        ControlRequest::JoinToken {
+            role,
+            rotate: false,
+        } => join_token(store, *role).map(ControlReply::Token),
         _ => Err(WireError::new(ErrorKind::Internal, "not a read")),
     }
 }
@@ -220,7 +298,9 @@ fn service_view(store: &Store, service: &Service) -> ServiceView {
 
 /// The join token for `role`, from the cluster record.
 pub fn join_token(store: &Store, role: NodeRole) -> Result<String, WireError> {
-    let cluster = store.cluster().ok_or_else(|| core(CoreError::NotInitialized))?;
+    let cluster = store
+        .cluster()
+        .ok_or_else(|| core(CoreError::NotInitialized))?;
     let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(cluster.ca_cert_pem.as_bytes())
         .map_err(|e| WireError::new(ErrorKind::Internal, format!("CA certificate: {e}")))?;
     let secret = match role {
@@ -233,7 +313,10 @@ pub fn join_token(store: &Store, role: NodeRole) -> Result<String, WireError> {
 use rustls::pki_types::pem::PemObject;
 
 /// The commands a write request turns into (validated against the store as it is now).
-fn plan_write(store: &Store, request: &ControlRequest) -> Result<(Vec<Command>, Vec<String>), WireError> {
+fn plan_write(
+    store: &Store,
+    request: &ControlRequest,
+) -> Result<(Vec<Command>, Vec<String>), WireError> {
     let mut rng = rand::rng();
     match request {
         ControlRequest::ServiceCreate { spec } => {
@@ -254,11 +337,16 @@ fn plan_write(store: &Store, request: &ControlRequest) -> Result<(Vec<Command>, 
                 let ServiceMode::Replicated { .. } = service.spec.mode else {
                     return Err(WireError::new(
                         ErrorKind::BadRequest,
-                        format!("{}: scale can only be used with replicated mode", service.spec.name),
+                        format!(
+                            "{}: scale can only be used with replicated mode",
+                            service.spec.name
+                        ),
                     ));
                 };
                 let mut spec = service.spec.clone();
-                spec.mode = ServiceMode::Replicated { replicas: *replicas };
+                spec.mode = ServiceMode::Replicated {
+                    replicas: *replicas,
+                };
                 commands.push(Command::UpdateService {
                     service_id: service.id.clone(),
                     spec,
@@ -322,7 +410,13 @@ fn plan_write(store: &Store, request: &ControlRequest) -> Result<(Vec<Command>, 
         ControlRequest::JoinToken { role, rotate: true } => {
             let secret = token::generate_secret()
                 .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
-            Ok((vec![Command::RotateJoinSecret { role: *role, secret }], vec![]))
+            Ok((
+                vec![Command::RotateJoinSecret {
+                    role: *role,
+                    secret,
+                }],
+                vec![],
+            ))
         }
         ControlRequest::NodeSetRole { .. } => Err(WireError::new(
             ErrorKind::BadRequest,
@@ -350,44 +444,59 @@ impl Handler<Control> for ControlActor {
 
     fn handle(&mut self, control: Control, _: &mut Context<Self>) -> Self::Result {
         let request = control.request;
-        if !self.is_leader() {
-            let transport = self.transport.clone();
-            let leader = self.leader_addr();
-            let own_id = self.node_id.clone();
-            return Box::pin(async move { forward(transport, leader, own_id, request).await });
-        }
-        let store = self.store.clone();
-        let raft = self.raft.clone();
-        let node_id = self.node_id.clone();
+        let context = self.context();
         Box::pin(async move {
-            if is_read(&request) {
-                raft.send(LinearizableRead).await.map_err(mailbox)?.map_err(wire_error)?;
-                let store = store.read();
-                return answer_read(&store, &node_id, &request, &node_id);
-            }
-            let (commands, ids) = plan_write(&store.read(), &request)?;
-            for command in commands {
-                raft.send(Propose { command }).await.map_err(mailbox)?.map_err(wire_error)?;
-            }
-            if let ControlRequest::JoinToken { role, .. } = request {
-                return join_token(&store.read(), role).map(ControlReply::Token);
-            }
-            Ok(ControlReply::Done(ids))
+            context
+                .on_leader(
+                    async |context: &RequestContext| control_on_leader(context, &request).await,
+                    async |context: &RequestContext, leader| {
+                        forward(context, leader, request.clone()).await
+                    },
+                )
+                .await
         })
     }
 }
 
+async fn control_on_leader(
+    context: &RequestContext,
+    request: &ControlRequest,
+) -> Result<ControlReply, WireError> {
+    let (store, raft, node_id) = (&context.store, &context.raft, &context.node_id);
+    if is_read(request) {
+        raft.send(LinearizableRead)
+            .await
+            .map_err(mailbox)?
+            .map_err(wire_error)?;
+        let store = store.read();
+        return answer_read(&store, node_id, request, node_id);
+    }
+    let (commands, ids) = plan_write(&store.read(), request)?;
+    for command in commands {
+        raft.send(Propose { command })
+            .await
+            .map_err(mailbox)?
+            .map_err(wire_error)?;
+    }
+    if let ControlRequest::JoinToken { role, .. } = request {
+        return join_token(&store.read(), *role).map(ControlReply::Token);
+    }
+    Ok(ControlReply::Done(ids))
+}
+
 fn mailbox(error: MailboxError) -> WireError {
-    WireError::new(ErrorKind::Internal, format!("manager actor unavailable: {error}"))
+    WireError::new(
+        ErrorKind::Internal,
+        format!("manager actor unavailable: {error}"),
+    )
 }
 
 async fn forward(
-    transport: Recipient<Request>,
-    leader: Option<SocketAddr>,
-    own_id: String,
+    context: &RequestContext,
+    leader: SocketAddr,
     mut request: ControlRequest,
 ) -> Result<ControlReply, WireError> {
-    let leader = leader.ok_or_else(no_leader)?;
+    let (transport, own_id) = (&context.transport, &context.node_id);
     if let ControlRequest::NodeTasks { node: node @ None } = &mut request {
         // "node ps" without a node means the node addressed, which is this one.
         *node = Some(own_id.clone());
@@ -403,7 +512,7 @@ async fn forward(
     match reply {
         Ok(WireMessage::ControlReply(ControlReply::Nodes(mut nodes))) => {
             for node in &mut nodes {
-                node.is_self = node.id == own_id;
+                node.is_self = node.id == *own_id;
             }
             Ok(ControlReply::Nodes(nodes))
         }
@@ -424,34 +533,44 @@ impl Handler<Admit> for ControlActor {
     type Result = ResponseFuture<Result<JoinAccepted, WireError>>;
 
     fn handle(&mut self, admit: Admit, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
-        let raft = self.raft.clone();
-        let is_leader = self.is_leader();
-        let transport = self.transport.clone();
-        let leader = self.leader_addr();
+        let context = self.context();
+        let request = admit.request;
         Box::pin(async move {
-            if !is_leader {
-                // Only the leader can add the node; it sees the join as if it came directly.
-                let leader = leader.ok_or_else(no_leader)?;
-                let reply = transport
-                    .send(Request {
-                        to: leader,
-                        message: WireMessage::Join(admit.request),
-                        timeout: FORWARD_TIMEOUT,
-                    })
-                    .await
-                    .map_err(mailbox)?;
-                return match reply {
-                    Ok(WireMessage::JoinAccepted(accepted)) => Ok(accepted),
-                    Ok(other) => Err(WireError::new(
-                        ErrorKind::Internal,
-                        format!("unexpected {} from the leader", other.kind_name()),
-                    )),
-                    Err(crate::net::transport::TransportError::Remote(error)) => Err(error),
-                    Err(error) => Err(WireError::new(ErrorKind::NoQuorum, error.to_string())),
-                };
-            }
-            admit_on_leader(store, raft, admit.request).await
+            context
+                .on_leader(
+                    async |context: &RequestContext| {
+                        admit_on_leader(
+                            context.store.clone(),
+                            context.raft.clone(),
+                            request.clone(),
+                        )
+                        .await
+                    },
+                    async |context: &RequestContext, leader| {
+                        // Only the leader can add the node; it sees the join as if direct.
+                        let reply = context
+                            .transport
+                            .send(Request {
+                                to: leader,
+                                message: WireMessage::Join(request.clone()),
+                                timeout: FORWARD_TIMEOUT,
+                            })
+                            .await
+                            .map_err(mailbox)?;
+                        match reply {
+                            Ok(WireMessage::JoinAccepted(accepted)) => Ok(accepted),
+                            Ok(other) => Err(WireError::new(
+                                ErrorKind::Internal,
+                                format!("unexpected {} from the leader", other.kind_name()),
+                            )),
+                            Err(crate::net::transport::TransportError::Remote(error)) => Err(error),
+                            Err(error) => {
+                                Err(WireError::new(ErrorKind::NoQuorum, error.to_string()))
+                            }
+                        }
+                    },
+                )
+                .await
         })
     }
 }
@@ -461,10 +580,15 @@ async fn admit_on_leader(
     raft: Addr<RaftActor>,
     request: JoinRequest,
 ) -> Result<JoinAccepted, WireError> {
-    raft.send(LinearizableRead).await.map_err(mailbox)?.map_err(wire_error)?;
+    raft.send(LinearizableRead)
+        .await
+        .map_err(mailbox)?
+        .map_err(wire_error)?;
     let (role, ca, managers) = {
         let store = store.read();
-        let cluster = store.cluster().ok_or_else(|| core(CoreError::NotInitialized))?;
+        let cluster = store
+            .cluster()
+            .ok_or_else(|| core(CoreError::NotInitialized))?;
         let role = token::role_for_secret(
             &request.secret,
             &cluster.worker_join_secret,
@@ -484,7 +608,10 @@ async fn admit_on_leader(
     let addr: SocketAddr = request.advertise_addr.parse().map_err(|_| {
         WireError::new(
             ErrorKind::BadRequest,
-            format!("advertise address {:?} is not host:port", request.advertise_addr),
+            format!(
+                "advertise address {:?} is not host:port",
+                request.advertise_addr
+            ),
         )
     })?;
     let node_id = ids::new_id(&mut rand::rng());

@@ -111,7 +111,9 @@ impl DispatcherActor {
                 actor.proposing.remove(&node_id);
                 match result {
                     Ok(Ok(_)) => {}
-                    Ok(Err(error)) => tracing::debug!(node = %node_id, %error, "node update not applied"),
+                    Ok(Err(error)) => {
+                        tracing::debug!(node = %node_id, %error, "node update not applied")
+                    }
                     Err(error) => tracing::warn!(%error, "raft actor unavailable"),
                 }
             })
@@ -235,9 +237,9 @@ impl Handler<NodeTaskStatuses> for DispatcherActor {
                 .updates
                 .into_iter()
                 .filter(|update| {
-                    store
-                        .task(&update.task_id)
-                        .is_some_and(|task| task.node_id.as_deref() == Some(report.node_id.as_str()))
+                    store.task(&update.task_id).is_some_and(|task| {
+                        task.node_id.as_deref() == Some(report.node_id.as_str())
+                    })
                 })
                 .collect()
         };
@@ -246,7 +248,12 @@ impl Handler<NodeTaskStatuses> for DispatcherActor {
             if updates.is_empty() {
                 return Ok(());
             }
-            match raft.send(Propose { command: Command::UpdateTaskStatuses(updates) }).await {
+            match raft
+                .send(Propose {
+                    command: Command::UpdateTaskStatuses(updates),
+                })
+                .await
+            {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(error)) => Err(crate::actors::control::wire_error(error)),
                 Err(error) => Err(WireError::new(ErrorKind::Internal, error.to_string())),

@@ -63,7 +63,11 @@ pub struct AttachTransport {
 
 impl NodeActor {
     /// A node actor; `manager` is `None` on workers.
-    pub fn new(manager: Option<ManagerParts>, heartbeat_period: Duration, chaos_enabled: bool) -> Self {
+    pub fn new(
+        manager: Option<ManagerParts>,
+        heartbeat_period: Duration,
+        chaos_enabled: bool,
+    ) -> Self {
         Self {
             manager,
             worker: None,
@@ -92,16 +96,22 @@ impl NodeActor {
         };
         let from = inbound.from.clone();
         let remote = inbound.remote;
+        let expects_reply = inbound.expects_reply;
         match inbound.message {
-            WireMessage::Ping { nonce, payload } => ready(Some(WireMessage::Pong { nonce, payload })),
+            WireMessage::Ping { nonce, payload } => {
+                ready(Some(WireMessage::Pong { nonce, payload }))
+            }
             WireMessage::Raft(envelope) => {
-                if let Some(manager) = &self.manager {
-                    manager.raft.do_send(StepRaft {
-                        envelope,
-                        remote,
-                    });
-                }
-                ready(None)
+                let Some(manager) = &self.manager else {
+                    return error(ErrorKind::NotManager, NOT_A_MANAGER);
+                };
+                // Snapshots come as requests (the sender must learn they arrived); the step
+                // itself is queued behind any earlier messages from the same peer.
+                let raft = manager.raft.clone();
+                Box::pin(async move {
+                    let stepped = raft.send(StepRaft { envelope, remote }).await.is_ok();
+                    (expects_reply && stepped).then_some(WireMessage::Ack)
+                })
             }
             WireMessage::Control(request) | WireMessage::Forwarded(request) => {
                 let Some(manager) = &self.manager else {
@@ -112,7 +122,9 @@ impl NodeActor {
                     Some(match control.send(Control { request }).await {
                         Ok(Ok(reply)) => WireMessage::ControlReply(reply),
                         Ok(Err(error)) => WireMessage::Error(error),
-                        Err(e) => WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string())),
+                        Err(e) => {
+                            WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string()))
+                        }
                     })
                 })
             }
@@ -125,7 +137,9 @@ impl NodeActor {
                     Some(match control.send(Admit { request }).await {
                         Ok(Ok(accepted)) => WireMessage::JoinAccepted(accepted),
                         Ok(Err(error)) => WireMessage::Error(error),
-                        Err(e) => WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string())),
+                        Err(e) => {
+                            WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string()))
+                        }
                     })
                 })
             }
@@ -133,10 +147,18 @@ impl NodeActor {
                 let (Some(dispatcher), Some(peer)) = (&self.dispatcher, from) else {
                     return ready(Some(self.not_leader()));
                 };
-                let role = if peer.role == Role::Manager { NodeRole::Manager } else { NodeRole::Worker };
+                let role = if peer.role == Role::Manager {
+                    NodeRole::Manager
+                } else {
+                    NodeRole::Worker
+                };
                 let dispatcher = dispatcher.clone();
                 Box::pin(async move {
-                    let beat = NodeHeartbeat { node_id: peer.node_id, role, heartbeat };
+                    let beat = NodeHeartbeat {
+                        node_id: peer.node_id,
+                        role,
+                        heartbeat,
+                    };
                     Some(match dispatcher.send(beat).await {
                         Ok(Ok(ack)) => WireMessage::HeartbeatAck(ack),
                         Ok(Err(error)) => WireMessage::Error(error),
@@ -150,7 +172,10 @@ impl NodeActor {
                 };
                 let dispatcher = dispatcher.clone();
                 Box::pin(async move {
-                    let report = NodeTaskStatuses { node_id: peer.node_id, updates };
+                    let report = NodeTaskStatuses {
+                        node_id: peer.node_id,
+                        updates,
+                    };
                     Some(match dispatcher.send(report).await {
                         Ok(Ok(())) => WireMessage::Ack,
                         Ok(Err(error)) => WireMessage::Error(error),

@@ -15,13 +15,16 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::actors::transport::SendMessage;
+use crate::actors::transport::{Request, SendMessage};
 use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
 use crate::core::model::NodeRole;
 use crate::core::store::{Command, Event};
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
 use crate::node::machine::{raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine};
+
+/// How long sending a snapshot to a follower may take.
+pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a proposal or read may wait for a quorum before failing (SPEC: within 5 s).
 pub const QUORUM_TIMEOUT: Duration = Duration::from_millis(4_500);
@@ -151,6 +154,7 @@ pub struct RaftActor {
     store: SharedStore,
     events: EventQueue,
     transport: Recipient<SendMessage>,
+    requests: Recipient<Request>,
     tick_period: Duration,
     now_ms: fn() -> u64,
     peer_addrs: HashMap<u64, SocketAddr>,
@@ -179,6 +183,7 @@ impl RaftActor {
         store: SharedStore,
         events: EventQueue,
         transport: Recipient<SendMessage>,
+        requests: Recipient<Request>,
         tick_period: Duration,
         peers: HashMap<u64, SocketAddr>,
     ) -> Self {
@@ -187,6 +192,7 @@ impl RaftActor {
             store,
             events,
             transport,
+            requests,
             tick_period,
             now_ms: system_now_ms,
             peer_addrs: peers,
@@ -232,7 +238,7 @@ impl RaftActor {
             Ok(output) => output,
             Err(error) => return self.fatal(ctx, error),
         };
-        self.act_on(output);
+        self.act_on(ctx, output);
         let events = self.replica_events();
         if !events.is_empty() {
             for subscriber in &self.event_subscribers {
@@ -248,9 +254,17 @@ impl RaftActor {
         self.events.take()
     }
 
-    fn act_on(&mut self, output: ReadyOutput<Result<Vec<Event>, CoreError>>) {
+    fn act_on(
+        &mut self,
+        ctx: &mut Context<Self>,
+        output: ReadyOutput<Result<Vec<Event>, CoreError>>,
+    ) {
         for message in output.messages {
-            self.send_to_peer(message.to, message.bytes);
+            if message.carries_snapshot {
+                self.send_snapshot(ctx, message.to, message.bytes);
+            } else {
+                self.send_to_peer(message.to, message.bytes);
+            }
         }
         for applied in output.applied {
             if let Some(reply) = self.proposals.remove(&applied.proposal_id) {
@@ -344,6 +358,33 @@ impl RaftActor {
             to: addr,
             message: WireMessage::Raft(envelope),
         });
+    }
+
+    /// A snapshot goes as a request so its delivery is known: raft sends the follower nothing
+    /// new until it hears how the snapshot fared.
+    fn send_snapshot(&mut self, ctx: &mut Context<Self>, to: u64, bytes: Vec<u8>) {
+        let Some(addr) = self.peer_addr(to) else {
+            self.replica.report_snapshot(to, false);
+            return;
+        };
+        let request = Request {
+            to: addr,
+            message: WireMessage::Raft(RaftEnvelope {
+                from: self.replica.id(),
+                to,
+                bytes,
+            }),
+            timeout: SNAPSHOT_SEND_TIMEOUT,
+        };
+        self.requests
+            .send(request)
+            .into_actor(self)
+            .map(move |result, actor, ctx| {
+                let delivered = matches!(result, Ok(Ok(WireMessage::Ack)));
+                actor.replica.report_snapshot(to, delivered);
+                actor.schedule_drive(ctx);
+            })
+            .spawn(ctx);
     }
 
     fn fatal(&mut self, ctx: &mut Context<Self>, error: ReplicaError) {

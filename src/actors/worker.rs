@@ -86,7 +86,9 @@ impl WorkerActor {
     }
 
     fn current_manager(&self) -> Option<SocketAddr> {
-        self.managers.get(self.target % self.managers.len().max(1)).copied()
+        self.managers
+            .get(self.target % self.managers.len().max(1))
+            .copied()
     }
 
     fn try_next_manager(&mut self) {

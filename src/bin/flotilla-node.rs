@@ -6,10 +6,16 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use flotilla::core::spec::parse_key_value;
-use flotilla::node::daemon::{self, NodeOptions, DEFAULT_HEARTBEAT_MS, DEFAULT_LISTEN, DEFAULT_RAFT_TICK_MS};
+use flotilla::node::daemon::{
+    self, NodeOptions, DEFAULT_HEARTBEAT_MS, DEFAULT_LISTEN, DEFAULT_RAFT_TICK_MS,
+};
 
 #[derive(Parser)]
-#[command(name = "flotilla-node", version, about = "The Flotilla node daemon (manager or worker)")]
+#[command(
+    name = "flotilla-node",
+    version,
+    about = "The Flotilla node daemon (manager or worker)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -143,10 +149,7 @@ fn main() -> anyhow::Result<()> {
                 let running = daemon::join(node.options(), &token, manager_addr)
                     .await
                     .context("join failed")?;
-                println!(
-                    "This node joined a swarm as a {}.",
-                    running.settings.role
-                );
+                println!("This node joined a swarm as a {}.", running.settings.role);
                 running
             }
             Command::Start {

@@ -261,7 +261,9 @@ fn service_spec(args: &CreateArgs) -> Result<ServiceSpec, String> {
     spec.env = args.env.iter().cloned().collect::<BTreeMap<_, _>>();
     spec.labels = args.label.iter().cloned().collect::<BTreeMap<_, _>>();
     spec.mode = match (args.mode.as_str(), args.replicas) {
-        ("global", Some(_)) => return Err("--replicas can only be used with replicated mode".into()),
+        ("global", Some(_)) => {
+            return Err("--replicas can only be used with replicated mode".into())
+        }
         ("global", None) => ServiceMode::Global,
         (_, replicas) => ServiceMode::Replicated {
             replicas: replicas.unwrap_or(1),
@@ -344,9 +346,20 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     let client = Client::load(&config, cli.host.as_deref())?;
     match cli.command {
         Command::Node(command) => node(&client, command).await,
-        Command::Swarm(SwarmCommand::JoinToken { rotate, quiet, role }) => {
-            let role = if role == "manager" { NodeRole::Manager } else { NodeRole::Worker };
-            let token = match client.control(ControlRequest::JoinToken { role, rotate }).await? {
+        Command::Swarm(SwarmCommand::JoinToken {
+            rotate,
+            quiet,
+            role,
+        }) => {
+            let role = if role == "manager" {
+                NodeRole::Manager
+            } else {
+                NodeRole::Worker
+            };
+            let token = match client
+                .control(ControlRequest::JoinToken { role, rotate })
+                .await?
+            {
                 ControlReply::Token(token) => token,
                 other => return Err(unexpected(other)),
             };
@@ -388,8 +401,8 @@ fn client_host(host: &Option<String>, config: &std::path::Path) -> Result<String
     if let Some(host) = host {
         return Ok(host.clone());
     }
-    let config: flotilla::node::state::ClientConfig = flotilla::node::state::read_toml(config)
-        .map_err(|e| ClientError::Remote(e.to_string()))?;
+    let config: flotilla::node::state::ClientConfig =
+        flotilla::node::state::read_toml(config).map_err(|e| ClientError::Remote(e.to_string()))?;
     config.managers.first().cloned().ok_or(ClientError::NoHost)
 }
 
@@ -399,15 +412,30 @@ async fn node(client: &Client, command: NodeCommand) -> Result<(), ClientError> 
             ControlReply::Nodes(nodes) => print!("{}", render::nodes(&nodes, format.into())),
             other => return Err(unexpected(other)),
         },
-        NodeCommand::Ps { node, format, no_trunc } => match client.control(ControlRequest::NodeTasks { node }).await? {
-            ControlReply::Tasks(tasks) => print!("{}", render::tasks(&tasks, format.into(), no_trunc, now_ms())),
+        NodeCommand::Ps {
+            node,
+            format,
+            no_trunc,
+        } => match client.control(ControlRequest::NodeTasks { node }).await? {
+            ControlReply::Tasks(tasks) => print!(
+                "{}",
+                render::tasks(&tasks, format.into(), no_trunc, now_ms())
+            ),
             other => return Err(unexpected(other)),
         },
-        NodeCommand::Inspect { nodes } => match client.control(ControlRequest::NodeInspect { nodes }).await? {
+        NodeCommand::Inspect { nodes } => match client
+            .control(ControlRequest::NodeInspect { nodes })
+            .await?
+        {
             ControlReply::NodeDetails(nodes) => println!("{}", render::json(&nodes)),
             other => return Err(unexpected(other)),
         },
-        NodeCommand::Update { availability, label_add, label_rm, node } => {
+        NodeCommand::Update {
+            availability,
+            label_add,
+            label_rm,
+            node,
+        } => {
             let request = ControlRequest::NodeUpdate {
                 node: node.clone(),
                 availability,
@@ -419,19 +447,34 @@ async fn node(client: &Client, command: NodeCommand) -> Result<(), ClientError> 
         }
         NodeCommand::Promote { nodes } | NodeCommand::Demote { nodes } if nodes.is_empty() => {}
         NodeCommand::Promote { nodes } => {
-            client.control(ControlRequest::NodeSetRole { nodes: nodes.clone(), role: NodeRole::Manager }).await?;
+            client
+                .control(ControlRequest::NodeSetRole {
+                    nodes: nodes.clone(),
+                    role: NodeRole::Manager,
+                })
+                .await?;
             for node in nodes {
                 println!("Node {node} promoted to a manager in the swarm.");
             }
         }
         NodeCommand::Demote { nodes } => {
-            client.control(ControlRequest::NodeSetRole { nodes: nodes.clone(), role: NodeRole::Worker }).await?;
+            client
+                .control(ControlRequest::NodeSetRole {
+                    nodes: nodes.clone(),
+                    role: NodeRole::Worker,
+                })
+                .await?;
             for node in nodes {
                 println!("Manager {node} demoted in the swarm.");
             }
         }
         NodeCommand::Rm { force, nodes } => {
-            client.control(ControlRequest::NodeRemove { nodes: nodes.clone(), force }).await?;
+            client
+                .control(ControlRequest::NodeRemove {
+                    nodes: nodes.clone(),
+                    force,
+                })
+                .await?;
             for node in nodes {
                 println!("{node}");
             }
@@ -449,7 +492,10 @@ async fn service(client: &Client, command: ServiceCommand) -> Result<(), ClientE
                 ServiceMode::Global => None,
             };
             let name = spec.name.clone();
-            let id = match client.control(ControlRequest::ServiceCreate { spec }).await? {
+            let id = match client
+                .control(ControlRequest::ServiceCreate { spec })
+                .await?
+            {
                 ControlReply::Done(ids) => ids.into_iter().next().unwrap_or_default(),
                 other => return Err(unexpected(other)),
             };
@@ -459,23 +505,42 @@ async fn service(client: &Client, command: ServiceCommand) -> Result<(), ClientE
             }
         }
         ServiceCommand::Ls { format } => match client.control(ControlRequest::ServiceList).await? {
-            ControlReply::Services(services) => print!("{}", render::services(&services, format.into())),
+            ControlReply::Services(services) => {
+                print!("{}", render::services(&services, format.into()))
+            }
             other => return Err(unexpected(other)),
         },
-        ServiceCommand::Ps { format, no_trunc, services } => {
-            match client.control(ControlRequest::ServiceTasks { services }).await? {
-                ControlReply::Tasks(tasks) => print!("{}", render::tasks(&tasks, format.into(), no_trunc, now_ms())),
+        ServiceCommand::Ps {
+            format,
+            no_trunc,
+            services,
+        } => {
+            match client
+                .control(ControlRequest::ServiceTasks { services })
+                .await?
+            {
+                ControlReply::Tasks(tasks) => print!(
+                    "{}",
+                    render::tasks(&tasks, format.into(), no_trunc, now_ms())
+                ),
                 other => return Err(unexpected(other)),
             }
         }
         ServiceCommand::Inspect { services } => {
-            match client.control(ControlRequest::ServiceInspect { services }).await? {
+            match client
+                .control(ControlRequest::ServiceInspect { services })
+                .await?
+            {
                 ControlReply::ServiceDetails(services) => println!("{}", render::json(&services)),
                 other => return Err(unexpected(other)),
             }
         }
         ServiceCommand::Scale { detach, targets } => {
-            client.control(ControlRequest::ServiceScale { targets: targets.clone() }).await?;
+            client
+                .control(ControlRequest::ServiceScale {
+                    targets: targets.clone(),
+                })
+                .await?;
             for (service, replicas) in &targets {
                 println!("{service} scaled to {replicas}");
             }
@@ -486,7 +551,11 @@ async fn service(client: &Client, command: ServiceCommand) -> Result<(), ClientE
             }
         }
         ServiceCommand::Rm { services } => {
-            client.control(ControlRequest::ServiceRemove { services: services.clone() }).await?;
+            client
+                .control(ControlRequest::ServiceRemove {
+                    services: services.clone(),
+                })
+                .await?;
             for service in services {
                 println!("{service}");
             }

@@ -64,18 +64,25 @@ pub fn default_config_path() -> PathBuf {
 impl Client {
     /// Loads `config_path` and picks `host` (default: the first manager in the file).
     pub fn load(config_path: &Path, host: Option<&str>) -> Result<Self, ClientError> {
-        let config: ClientConfig = state::read_toml(config_path).map_err(|e| ClientError::Config {
-            path: config_path.to_path_buf(),
-            reason: match e {
-                state::StateError::Io { source, .. } => source.to_string(),
-                state::StateError::Corrupt { reason, .. } => reason,
-            },
-        })?;
+        let config: ClientConfig =
+            state::read_toml(config_path).map_err(|e| ClientError::Config {
+                path: config_path.to_path_buf(),
+                reason: match e {
+                    state::StateError::Io { source, .. } => source.to_string(),
+                    state::StateError::Corrupt { reason, .. } => reason,
+                },
+            })?;
         let host = match host {
             Some(host) => host.to_string(),
-            None => config.managers.first().cloned().ok_or(ClientError::NoHost)?,
+            None => config
+                .managers
+                .first()
+                .cloned()
+                .ok_or(ClientError::NoHost)?,
         };
-        let host = host.parse().map_err(|_| ClientError::BadHost(host.clone()))?;
+        let host = host
+            .parse()
+            .map_err(|_| ClientError::BadHost(host.clone()))?;
         Ok(Self { config, host })
     }
 

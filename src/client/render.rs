@@ -45,13 +45,23 @@ pub fn nodes(rows: &[NodeView], format: OutputFormat) -> String {
                 node.hostname.clone(),
                 capitalized(&node.status),
                 capitalized(&node.availability),
-                node.manager_status.as_deref().map(capitalized).unwrap_or_default(),
+                node.manager_status
+                    .as_deref()
+                    .map(capitalized)
+                    .unwrap_or_default(),
                 node.engine_version.clone(),
             ]
         })
         .collect();
     table(
-        &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"],
+        &[
+            "ID",
+            "HOSTNAME",
+            "STATUS",
+            "AVAILABILITY",
+            "MANAGER STATUS",
+            "ENGINE VERSION",
+        ],
         &body,
     )
 }
@@ -93,7 +103,11 @@ pub fn tasks(rows: &[TaskView], format: OutputFormat, no_trunc: bool, now_ms: u6
             } else {
                 task.name.clone()
             };
-            let id = if no_trunc { task.id.clone() } else { short_id(&task.id).to_string() };
+            let id = if no_trunc {
+                task.id.clone()
+            } else {
+                short_id(&task.id).to_string()
+            };
             let error = task.error.clone().unwrap_or_default();
             let error = if no_trunc || error.chars().count() <= 30 {
                 error
@@ -113,7 +127,16 @@ pub fn tasks(rows: &[TaskView], format: OutputFormat, no_trunc: bool, now_ms: u6
         })
         .collect();
     table(
-        &["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"],
+        &[
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+            "PORTS",
+        ],
         &body,
     )
 }

@@ -102,7 +102,9 @@ fn machine_hostname() -> String {
 }
 
 fn machine_resources() -> Resources {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
     let memory_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
@@ -118,7 +120,12 @@ fn machine_resources() -> Resources {
     }
 }
 
-fn settings_from(options: &NodeOptions, node_id: String, role: Role, managers: Vec<String>) -> NodeSettings {
+fn settings_from(
+    options: &NodeOptions,
+    node_id: String,
+    role: Role,
+    managers: Vec<String>,
+) -> NodeSettings {
     let advertise = options.advertise_addr.unwrap_or(options.listen);
     NodeSettings {
         node_id,
@@ -166,7 +173,10 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
     };
     let worker_token = JoinToken::new(ca.digest(), cluster.worker_join_secret.clone()).to_string();
     std::fs::create_dir_all(&options.state_dir).map_err(|e| {
-        DaemonError::StateDir(format!("cannot create {}: {e}", options.state_dir.display()))
+        DaemonError::StateDir(format!(
+            "cannot create {}: {e}",
+            options.state_dir.display()
+        ))
     })?;
     state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
     state::write_toml(
@@ -189,7 +199,12 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
     .map_err(|e| DaemonError::Raft(e.to_string()))?;
     // node.toml last: its presence means "initialized".
     state::write_toml(&options.state_dir.join(NODE_FILE), &settings)?;
-    let running = run(settings.clone(), credentials, Some((replica, store, events)), options.enable_chaos)?;
+    let running = run(
+        settings.clone(),
+        credentials,
+        Some((replica, store, events)),
+        options.enable_chaos,
+    )?;
     let manager = running
         .raft
         .clone()
@@ -207,7 +222,10 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
         resources: Resources::default(),
         meta: Default::default(),
     };
-    for command in [Command::InitCluster(cluster), Command::UpsertNode(self_node)] {
+    for command in [
+        Command::InitCluster(cluster),
+        Command::UpsertNode(self_node),
+    ] {
         manager
             .send(Propose { command })
             .await
@@ -235,7 +253,9 @@ async fn wait_for_leadership(raft: &Addr<RaftActor>) -> Result<(), DaemonError> 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(DaemonError::Raft("this manager did not become leader within 10 s".into()))
+    Err(DaemonError::Raft(
+        "this manager did not become leader within 10 s".into(),
+    ))
 }
 
 fn replica_config(raft_id: u64) -> ReplicaConfig {
@@ -243,7 +263,11 @@ fn replica_config(raft_id: u64) -> ReplicaConfig {
 }
 
 /// Joins the cluster at `manager` with `token_text`, writes the state directory, and starts.
-pub async fn join(options: NodeOptions, token_text: &str, manager: SocketAddr) -> Result<RunningNode, DaemonError> {
+pub async fn join(
+    options: NodeOptions,
+    token_text: &str,
+    manager: SocketAddr,
+) -> Result<RunningNode, DaemonError> {
     refuse_existing(&options.state_dir)?;
     let token = JoinToken::parse(token_text)?;
     let (key_pem, csr_der) = tls::generate_request()?;
@@ -257,7 +281,14 @@ pub async fn join(options: NodeOptions, token_text: &str, manager: SocketAddr) -
         advertise_addr: advertise.to_string(),
     });
     let bind: SocketAddr = SocketAddr::new(options.listen.ip(), 0);
-    let reply = transport::request_with(bind, client_config, manager, request, Duration::from_secs(10)).await;
+    let reply = transport::request_with(
+        bind,
+        client_config,
+        manager,
+        request,
+        Duration::from_secs(10),
+    )
+    .await;
     if verifier.saw_mismatch() {
         return Err(token::TokenError::CaMismatch.into());
     }
@@ -269,7 +300,9 @@ pub async fn join(options: NodeOptions, token_text: &str, manager: SocketAddr) -
                 other.kind_name()
             )))
         }
-        Err(transport::TransportError::Remote(error)) => return Err(DaemonError::Cluster(error.message)),
+        Err(transport::TransportError::Remote(error)) => {
+            return Err(DaemonError::Cluster(error.message))
+        }
         Err(error) => return Err(error.into()),
     };
     let credentials = Credentials {
@@ -279,7 +312,9 @@ pub async fn join(options: NodeOptions, token_text: &str, manager: SocketAddr) -
     };
     let identity = credentials.identity()?;
     if identity.node_id != accepted.node_id || identity.role != accepted.role {
-        return Err(DaemonError::Cluster("the certificate does not match the join answer".into()));
+        return Err(DaemonError::Cluster(
+            "the certificate does not match the join answer".into(),
+        ));
     }
     let mut managers = accepted.manager_addrs;
     if !managers.contains(&manager.to_string()) {
@@ -287,7 +322,10 @@ pub async fn join(options: NodeOptions, token_text: &str, manager: SocketAddr) -
     }
     let settings = settings_from(&options, accepted.node_id, accepted.role, managers);
     std::fs::create_dir_all(&options.state_dir).map_err(|e| {
-        DaemonError::StateDir(format!("cannot create {}: {e}", options.state_dir.display()))
+        DaemonError::StateDir(format!(
+            "cannot create {}: {e}",
+            options.state_dir.display()
+        ))
     })?;
     state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
     let manager_parts = if accepted.role == Role::Manager {
@@ -320,7 +358,8 @@ pub fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, Daemon
     let settings: NodeSettings = state::read_toml(&state_dir.join(NODE_FILE))?;
     let credentials: Credentials = state::read_toml(&state_dir.join(CREDENTIALS_FILE))?;
     let manager_parts = if settings.role == Role::Manager {
-        let storage = RedbStorage::open(state_dir.join(RAFT_FILE)).map_err(|e| DaemonError::Raft(e.to_string()))?;
+        let storage = RedbStorage::open(state_dir.join(RAFT_FILE))
+            .map_err(|e| DaemonError::Raft(e.to_string()))?;
         let store = SharedStore::default();
         let events = EventQueue::default();
         let replica = RaftReplica::restart(
@@ -354,10 +393,12 @@ fn run(
     manager: Option<ManagerStart>,
     enable_chaos: bool,
 ) -> Result<RunningNode, DaemonError> {
-    let listen: SocketAddr = settings
-        .listen
-        .parse()
-        .map_err(|_| DaemonError::StateDir(format!("listen address {:?} is not host:port", settings.listen)))?;
+    let listen: SocketAddr = settings.listen.parse().map_err(|_| {
+        DaemonError::StateDir(format!(
+            "listen address {:?} is not host:port",
+            settings.listen
+        ))
+    })?;
     let heartbeat = Duration::from_millis(settings.heartbeat_ms.max(10));
     // The node actor must exist before the endpoint (which delivers to it), and the endpoint
     // before the actors that send: create the context first, start the actor last.
@@ -381,6 +422,7 @@ fn run(
                 replica,
                 store.clone(),
                 events,
+                transport_actor.clone().recipient(),
                 transport_actor.clone().recipient(),
                 Duration::from_millis(settings.raft_tick_ms.max(1)),
                 peers,
@@ -409,7 +451,11 @@ fn run(
         transport: transport.clone(),
         sender: transport_actor.clone().recipient(),
     });
-    let mut managers: Vec<SocketAddr> = settings.manager_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    let mut managers: Vec<SocketAddr> = settings
+        .manager_addrs
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
     if settings.role == Role::Manager {
         if let Ok(own) = settings.advertise_addr.parse() {
             managers.insert(0, own);
@@ -422,7 +468,13 @@ fn run(
         resources: machine_resources(),
         labels: settings.labels.iter().cloned().collect(),
     };
-    let worker = WorkerActor::new(description, managers, transport_actor.recipient(), heartbeat).start();
+    let worker = WorkerActor::new(
+        description,
+        managers,
+        transport_actor.recipient(),
+        heartbeat,
+    )
+    .start();
     node_address.do_send(AttachWorker(worker));
     Ok(RunningNode {
         settings,
@@ -434,13 +486,14 @@ fn run(
 /// Waits for SIGINT or SIGTERM, then shuts the node down cleanly: a leader hands leadership
 /// over first, and the endpoint tells its peers it is going.
 pub async fn wait_for_shutdown(node: RunningNode) {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM");
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
