@@ -174,9 +174,11 @@ impl Handler<LeadershipChanged> for ControlActor {
 /// The error a caller sees for a failed proposal or read.
 pub fn wire_error(error: RaftError) -> WireError {
     let kind = match &error {
-        RaftError::NoQuorum | RaftError::NotLeader { .. } => ErrorKind::NoQuorum,
+        RaftError::NoQuorum | RaftError::NotLeader { .. } | RaftError::LeadershipLost => {
+            ErrorKind::NoQuorum
+        }
         RaftError::Rejected(core) => core_error_kind(core),
-        RaftError::LeadershipLost | RaftError::Internal(_) => ErrorKind::Internal,
+        RaftError::Internal(_) => ErrorKind::Internal,
     };
     WireError::new(kind, error.to_string())
 }

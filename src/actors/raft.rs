@@ -42,9 +42,7 @@ pub enum RaftError {
     #[error("{0}")]
     Rejected(CoreError),
     /// Leadership changed while the proposal waited; it may or may not have committed.
-    #[error(
-        "leadership lost while the request was in flight; it may or may not have been applied"
-    )]
+    #[error("no quorum: leadership was lost while the request was in flight (it may or may not have been applied); are a majority of managers up and reachable?")]
     LeadershipLost,
     /// No quorum answered in time.
     #[error("no quorum: the managers could not agree within {} ms (are a majority of managers up and reachable?)", QUORUM_TIMEOUT.as_millis())]

@@ -1,0 +1,121 @@
+//! Three managers over real QUIC: the leader is killed with SIGKILL, a new one is elected and
+//! acknowledges a write, and the old leader comes back from disk with everything.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+
+fn service_names(cluster: &Cluster, host: usize) -> Option<Vec<String>> {
+    let output = cluster.cli(Some(host), &["service", "ls", "--format", "json"]);
+    if !output.status.success() {
+        return None;
+    }
+    let services: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
+    let mut names: Vec<String> = services
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+#[test]
+fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_data() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    cluster.join("manager");
+    cluster.join("manager");
+    cluster.wait_until(
+        "three managers, all reachable",
+        Duration::from_secs(20),
+        || {
+            cluster.nodes_json(None).is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n["manager_status"] == "reachable")
+                    .count()
+                    == 2
+            })
+        },
+    );
+    let before_kill = [
+        "service", "create", "-d", "--name", "before", "busybox", "sleep", "1",
+    ];
+    cluster.cli_ok(None, &before_kill);
+    let leader = cluster.leader().expect("a leader");
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let survivor = (0..3).find(|i| *i != leader).expect("a survivor");
+    let after_kill = [
+        "service", "create", "-d", "--name", "after", "busybox", "sleep", "1",
+    ];
+    cluster.wait_until("a write is acknowledged", Duration::from_secs(15), || {
+        cluster.cli(Some(survivor), &after_kill).status.success()
+    });
+    eprintln!(
+        "leader SIGKILL -> acknowledged write: {:?}",
+        killed.elapsed()
+    );
+    let new_leader = cluster.leader().expect("a new leader");
+    assert_ne!(new_leader, leader);
+
+    cluster.restart(leader);
+    cluster.wait_until(
+        "the old leader serves all data",
+        Duration::from_secs(20),
+        || {
+            service_names(&cluster, leader).as_deref()
+                == Some(&["after".to_string(), "before".to_string()][..])
+        },
+    );
+    let nodes = cluster.nodes_json(Some(leader)).expect("node ls");
+    let me = nodes.iter().find(|n| n["self"] == true).expect("self row");
+    assert_eq!(
+        me["manager_status"], "reachable",
+        "the old leader is a follower: {me}"
+    );
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|n| n["manager_status"] == "leader")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn without_quorum_commands_fail_within_five_seconds_and_the_cluster_recovers() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    cluster.join("manager");
+    cluster.join("manager");
+    cluster.cli_ok(
+        None,
+        &[
+            "service", "create", "-d", "--name", "kept", "busybox", "sleep", "1",
+        ],
+    );
+    cluster.kill(1);
+    cluster.kill(2);
+    let started = Instant::now();
+    let output = cluster.cli(
+        Some(0),
+        &[
+            "service", "create", "-d", "--name", "lost", "busybox", "true",
+        ],
+    );
+    let elapsed = started.elapsed();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no quorum"), "{stderr}");
+    assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
+    cluster.restart(1);
+    cluster.restart(2);
+    cluster.wait_until(
+        "the cluster recovers with its data",
+        Duration::from_secs(20),
+        || service_names(&cluster, 0).is_some_and(|names| names.contains(&"kept".to_string())),
+    );
+}

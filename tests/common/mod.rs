@@ -1,0 +1,291 @@
+//! Multi-process test harness: real `flotilla-node` processes on loopback addresses
+//! (127.0.0.1, .2, ...) with temporary state directories, driven through the real `flotilla`
+//! CLI. Every process is killed when the cluster is dropped (and, through PR_SET_PDEATHSIG,
+//! if the test process dies); a failing test prints the tail of every node's log.
+
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_flotilla-node");
+pub const CLI_BIN: &str = env!("CARGO_BIN_EXE_flotilla");
+
+/// One node process.
+pub struct NodeProcess {
+    pub ip: String,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// A cluster of node processes sharing one UDP port on different loopback addresses.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub nodes: Vec<NodeProcess>,
+    pub extra_args: Vec<String>,
+}
+
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
+    socket.local_addr().expect("probe address").port()
+}
+
+fn kill_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+impl Cluster {
+    /// An empty cluster; `extra_args` go to every init/join (e.g. faster heartbeats).
+    pub fn new(extra_args: &[&str]) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            port: free_udp_port(),
+            nodes: Vec::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn addr(&self, index: usize) -> String {
+        format!("{}:{}", self.nodes[index].ip, self.port)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.nodes[0].state_dir.join("client.toml")
+    }
+
+    fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        let ip = format!("127.0.0.{}", index + 1);
+        let state_dir = self.dir.path().join(format!("node{}", index + 1));
+        let log = self.dir.path().join(format!("node{}.log", index + 1));
+        self.nodes.push(NodeProcess {
+            ip,
+            state_dir,
+            log,
+            child: None,
+        });
+        index
+    }
+
+    fn spawn(&mut self, index: usize, args: Vec<String>) {
+        let node = &mut self.nodes[index];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let mut command = Command::new(NODE_BIN);
+        command
+            .args(&args)
+            .env("RUST_LOG", "flotilla=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        kill_with_parent(&mut command);
+        node.child = Some(command.spawn().expect("spawn flotilla-node"));
+    }
+
+    fn node_args(&self, index: usize) -> Vec<String> {
+        let mut args = vec![
+            "--listen".to_string(),
+            self.addr(index),
+            "--state-dir".to_string(),
+            self.nodes[index].state_dir.display().to_string(),
+            "--hostname".to_string(),
+            format!("node{}", index + 1),
+            "--runtime".to_string(),
+            "process".to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Starts the first manager and waits until the CLI can list nodes.
+    pub fn init(&mut self) -> usize {
+        let index = self.add_node();
+        let mut args = vec!["init".to_string()];
+        args.extend(self.node_args(index));
+        self.spawn(index, args);
+        let config = self.nodes[index].state_dir.join("client.toml");
+        self.wait_until("the first manager answers", Duration::from_secs(20), || {
+            config.exists() && self.cli(Some(index), &["node", "ls"]).status.success()
+        });
+        index
+    }
+
+    /// The join token for `role` ("worker" or "manager").
+    pub fn token(&self, role: &str) -> String {
+        self.cli_ok(None, &["swarm", "join-token", "-q", role])
+            .trim()
+            .to_string()
+    }
+
+    /// Runs `flotilla-node join` for a new node and returns its index without waiting.
+    pub fn spawn_join(&mut self, token: &str, manager: usize) -> usize {
+        let index = self.add_node();
+        let mut args = vec!["join".to_string(), "--token".to_string(), token.to_string()];
+        args.extend(self.node_args(index));
+        args.push(self.addr(manager));
+        self.spawn(index, args);
+        index
+    }
+
+    /// Joins a node with `role` and waits until the cluster lists it as ready.
+    pub fn join(&mut self, role: &str) -> usize {
+        let token = self.token(role);
+        let before = self.ready_count();
+        let index = self.spawn_join(&token, 0);
+        self.wait_until("the joined node is ready", Duration::from_secs(20), || {
+            self.ready_count() > before
+        });
+        index
+    }
+
+    /// Runs `flotilla-node join` to completion expecting it to fail; returns its output.
+    pub fn join_expecting_failure(&self, token: &str, ip_index: usize) -> Output {
+        let state_dir = self.dir.path().join(format!("refused{ip_index}"));
+        let mut command = Command::new(NODE_BIN);
+        command.args([
+            "join",
+            "--token",
+            token,
+            "--listen",
+            &format!("127.0.0.{}:{}", ip_index + 1, self.port),
+            "--state-dir",
+            &state_dir.display().to_string(),
+            &self.addr(0),
+        ]);
+        kill_with_parent(&mut command);
+        let output = command.output().expect("run join");
+        assert!(!output.status.success(), "join should have been refused");
+        assert!(
+            !state_dir.join("node.toml").exists(),
+            "a refused join must not leave a node behind"
+        );
+        output
+    }
+
+    /// Runs the CLI against node `host` (default: the config's first manager).
+    pub fn cli(&self, host: Option<usize>, args: &[&str]) -> Output {
+        let mut command = Command::new(CLI_BIN);
+        command.arg("--config").arg(self.config());
+        if let Some(host) = host {
+            command.arg("--host").arg(self.addr(host));
+        }
+        command
+            .args(args)
+            .env_remove("FLOTILLA_HOST")
+            .env_remove("FLOTILLA_CONFIG");
+        command.output().expect("run flotilla")
+    }
+
+    /// Runs the CLI and returns stdout, failing the test with stderr if it fails.
+    pub fn cli_ok(&self, host: Option<usize>, args: &[&str]) -> String {
+        let output = self.cli(host, args);
+        assert!(
+            output.status.success(),
+            "flotilla {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `node ls --format json` as seen from `host`, or `None` if it fails.
+    pub fn nodes_json(&self, host: Option<usize>) -> Option<Vec<Value>> {
+        let output = self.cli(host, &["node", "ls", "--format", "json"]);
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    pub fn ready_count(&self) -> usize {
+        self.nodes_json(None)
+            .map(|nodes| nodes.iter().filter(|n| n["status"] == "ready").count())
+            .unwrap_or(0)
+    }
+
+    /// Index of the node whose advertised address is the leader's, as seen from any node.
+    pub fn leader(&self) -> Option<usize> {
+        for host in 0..self.nodes.len() {
+            if self.nodes[host].child.is_none() {
+                continue;
+            }
+            if let Some(nodes) = self.nodes_json(Some(host)) {
+                let addr = nodes
+                    .iter()
+                    .find(|n| n["manager_status"] == "leader")
+                    .and_then(|n| n["addr"].as_str().map(str::to_string))?;
+                return (0..self.nodes.len()).find(|i| self.addr(*i) == addr);
+            }
+        }
+        None
+    }
+
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `flotilla-node start` on an existing state directory.
+    pub fn restart(&mut self, index: usize) {
+        let args = vec![
+            "start".to_string(),
+            "--state-dir".to_string(),
+            self.nodes[index].state_dir.display().to_string(),
+        ];
+        self.spawn(index, args);
+    }
+
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if condition() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {timeout:?} waiting until {what}");
+    }
+
+    pub fn node_id(&self, index: usize) -> String {
+        let text = std::fs::read_to_string(self.nodes[index].state_dir.join("node.toml"))
+            .expect("node.toml");
+        let settings: toml::Value = toml::from_str(&text).expect("node.toml parses");
+        settings["node_id"].as_str().expect("node_id").to_string()
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill(index);
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!("----- {} ({}) -----", node.log.display(), node.ip);
+                eprintln!("{}", tail(&node.log, 40));
+            }
+        }
+    }
+}
