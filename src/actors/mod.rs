@@ -3,6 +3,10 @@
 pub mod control;
 pub mod dispatcher;
 pub mod node;
+pub mod orchestrator;
 pub mod raft;
+pub mod replica;
+pub mod scheduler;
+pub mod service;
 pub mod transport;
 pub mod worker;

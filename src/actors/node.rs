@@ -8,7 +8,9 @@ use actix::prelude::*;
 
 use crate::actors::control::{Admit, Control, ControlActor};
 use crate::actors::dispatcher::{DispatcherActor, NodeHeartbeat, NodeTaskStatuses, StopDispatcher};
+use crate::actors::orchestrator::{CrashService, OrchestratorActor, StopOrchestrator};
 use crate::actors::raft::{LeadershipChanged, RaftActor, StepRaft, Subscribe};
+use crate::actors::scheduler::{SchedulerActor, StopScheduler};
 use crate::actors::transport::SendMessage;
 use crate::actors::worker::{ApplyAssignments, WorkerActor};
 use crate::core::model::NodeRole;
@@ -44,6 +46,8 @@ pub struct NodeActor {
     manager: Option<ManagerParts>,
     worker: Option<Addr<WorkerActor>>,
     dispatcher: Option<Addr<DispatcherActor>>,
+    orchestrator: Option<Addr<OrchestratorActor>>,
+    scheduler: Option<Addr<SchedulerActor>>,
     leadership: Option<LeadershipChanged>,
     transport: Option<Transport>,
     transport_actor: Option<Recipient<SendMessage>>,
@@ -72,6 +76,8 @@ impl NodeActor {
             manager,
             worker: None,
             dispatcher: None,
+            orchestrator: None,
+            scheduler: None,
             leadership: None,
             transport: None,
             transport_actor: None,
@@ -210,25 +216,54 @@ impl NodeActor {
                 }
                 WireMessage::Ack
             }
-            ChaosRequest::KillActor { kind, id } => {
-                let stopped = match kind.as_str() {
-                    "dispatcher" => self.dispatcher.take().map(|dispatcher| {
-                        // The crash; the node starts a fresh one, as a supervisor would, and
-                        // the new one reconciles from the store.
-                        dispatcher.do_send(StopDispatcher);
-                        self.start_leader_components();
-                    }),
-                    _ => None,
-                };
-                match stopped {
-                    Some(()) => WireMessage::Ack,
-                    None => WireMessage::Error(WireError::new(
-                        ErrorKind::BadRequest,
-                        format!("cannot kill actor {kind} {}", id.unwrap_or_default()),
-                    )),
-                }
-            }
+            ChaosRequest::KillActor { kind, id } => self.kill_actor(&kind, id),
         }
+    }
+
+    /// Stops one actor as if it had crashed. Leader-only components are started again at
+    /// once, as a supervisor would, and reconcile from the store when they start.
+    fn kill_actor(&mut self, kind: &str, id: Option<String>) -> WireMessage {
+        let refused =
+            |text: String| WireMessage::Error(WireError::new(ErrorKind::BadRequest, text));
+        let leader_only = |what: &str| {
+            refused(format!(
+                "no {what} runs on this node (it runs on the leader only)"
+            ))
+        };
+        match kind {
+            "dispatcher" => match self.dispatcher.take() {
+                Some(actor) => actor.do_send(StopDispatcher),
+                None => return leader_only("dispatcher"),
+            },
+            "scheduler" => match self.scheduler.take() {
+                Some(actor) => actor.do_send(StopScheduler),
+                None => return leader_only("scheduler"),
+            },
+            "orchestrator" => match self.orchestrator.take() {
+                Some(actor) => actor.do_send(StopOrchestrator),
+                None => return leader_only("orchestrator"),
+            },
+            "service" => {
+                let (Some(orchestrator), Some(service)) = (&self.orchestrator, id) else {
+                    return leader_only("service actor (or no service given)");
+                };
+                orchestrator.do_send(CrashService(service));
+                return WireMessage::Ack;
+            }
+            "replica" | "worker" => {
+                let Some(worker) = &self.worker else {
+                    return refused("no worker runs on this node".into());
+                };
+                worker.do_send(crate::actors::worker::CrashActor {
+                    kind: kind.to_string(),
+                    id,
+                });
+                return WireMessage::Ack;
+            }
+            other => return refused(format!("cannot kill actor kind {other:?}")),
+        }
+        self.start_leader_components();
+        WireMessage::Ack
     }
 
     fn start_leader_components(&mut self) {
@@ -246,11 +281,25 @@ impl NodeActor {
                 .start(),
             );
         }
+        if self.scheduler.is_none() {
+            self.scheduler =
+                Some(SchedulerActor::new(manager.store.clone(), manager.raft.clone()).start());
+        }
+        if self.orchestrator.is_none() {
+            self.orchestrator =
+                Some(OrchestratorActor::new(manager.store.clone(), manager.raft.clone()).start());
+        }
     }
 
     fn stop_leader_components(&mut self) {
         if let Some(dispatcher) = self.dispatcher.take() {
             dispatcher.do_send(StopDispatcher);
+        }
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.do_send(StopScheduler);
+        }
+        if let Some(orchestrator) = self.orchestrator.take() {
+            orchestrator.do_send(StopOrchestrator);
         }
     }
 }

@@ -239,12 +239,18 @@ impl RaftActor {
         self.act_on(ctx, output);
         let events = self.replica_events();
         if !events.is_empty() {
-            for subscriber in &self.event_subscribers {
-                // Bounded by the subscriber's mailbox; a slow watcher reconciles fully later.
-                if subscriber.try_send(StoreEvents(events.clone())).is_err() {
-                    tracing::warn!("a store watcher is behind; events dropped for it");
+            // Bounded by each watcher's mailbox; a slow watcher reconciles fully when it
+            // restarts. Watchers that stopped (leadership lost, chaos) are dropped here.
+            self.event_subscribers.retain(|subscriber| {
+                match subscriber.try_send(StoreEvents(events.clone())) {
+                    Ok(()) => true,
+                    Err(SendError::Full(_)) => {
+                        tracing::warn!("a store watcher is behind; events dropped for it");
+                        true
+                    }
+                    Err(SendError::Closed(_)) => false,
                 }
-            }
+            });
         }
     }
 
@@ -318,9 +324,9 @@ impl RaftActor {
             }
         }
         tracing::info!(leader = ?state.leader_id, term = state.term, is_leader = state.is_leader, "leadership");
-        for subscriber in &self.leadership_subscribers {
-            let _ = subscriber.try_send(self.leadership.clone());
-        }
+        let leadership = self.leadership.clone();
+        self.leadership_subscribers
+            .retain(|subscriber| subscriber.try_send(leadership.clone()).is_ok());
     }
 
     /// The address of a manager: known peers first, then the managers in the store.

@@ -6,16 +6,21 @@
 //! manager it knows. Task replicas are reconciled from the assignment set by the replica
 //! supervisor (see `replica.rs`), which the worker feeds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::replica::{CrashReplica, ReplicaActor, Retire, STOP_GRACE_MS};
 use crate::actors::transport::Request;
+use crate::core::model::TaskState;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::message::{AssignmentSet, Heartbeat, Message as WireMessage, NodeDescription};
 use crate::net::transport::TransportError;
+use crate::runtime::ContainerRuntime;
 
 /// A new assignment set arrived (pushed by the leader or in a heartbeat answer).
 #[derive(Debug, Message)]
@@ -27,10 +32,20 @@ pub struct ApplyAssignments(pub AssignmentSet);
 #[rtype(result = "()")]
 pub struct ReportStatus(pub TaskStatusUpdate);
 
-/// Where the worker hands assignment sets for reconciling (the replica supervisor).
+/// Chaos: crash the worker actor itself (`worker`) or one replica actor (`replica`, by task ID).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CrashActor {
+    /// `worker` or `replica`.
+    pub kind: String,
+    /// The task ID, for `replica`.
+    pub id: Option<String>,
+}
+
+/// The runtime is ready (selecting it may take a Docker ping); replicas start from now on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetAssignmentSink(pub Recipient<ApplyAssignments>);
+pub struct AttachRuntime(pub Arc<dyn ContainerRuntime>);
 
 /// Ask for the latest assignment set (for `node ps` style checks and tests).
 #[derive(Message)]
@@ -53,7 +68,11 @@ pub struct WorkerActor {
     transport: Recipient<Request>,
     period: Duration,
     assignments: AssignmentSet,
-    sink: Option<Recipient<ApplyAssignments>>,
+    /// Whether `assignments` came from the leader (not only from the state directory).
+    authoritative: bool,
+    state_dir: PathBuf,
+    runtime: Option<Arc<dyn ContainerRuntime>>,
+    replicas: HashMap<String, Addr<ReplicaActor>>,
     beat_in_flight: bool,
     /// Latest unsent status per task: bounded by the number of tasks on the node.
     unsent: HashMap<String, TaskStatusUpdate>,
@@ -67,18 +86,24 @@ impl WorkerActor {
         managers: Vec<SocketAddr>,
         transport: Recipient<Request>,
         period: Duration,
+        state_dir: PathBuf,
     ) -> Self {
+        // The last set the leader sent survives restarts, so replicas re-attach at once.
+        let assignments = load_assignments(&state_dir).unwrap_or(AssignmentSet {
+            version: 0,
+            tasks: Vec::new(),
+        });
         Self {
             description,
             managers,
             target: 0,
             transport,
             period,
-            assignments: AssignmentSet {
-                version: 0,
-                tasks: Vec::new(),
-            },
-            sink: None,
+            assignments,
+            authoritative: false,
+            state_dir,
+            runtime: None,
+            replicas: HashMap::new(),
             beat_in_flight: false,
             unsent: HashMap::new(),
             flush_in_flight: false,
@@ -122,18 +147,96 @@ impl WorkerActor {
             .unwrap_or(0);
     }
 
-    fn apply(&mut self, set: AssignmentSet) {
-        if set.version == self.assignments.version {
+    fn apply(&mut self, ctx: &mut Context<Self>, set: AssignmentSet) {
+        let changed = set.version != self.assignments.version;
+        self.authoritative = true;
+        if !changed {
             return;
         }
-        self.assignments = set.clone();
-        if let Some(sink) = &self.sink {
-            if sink.try_send(ApplyAssignments(set)).is_err() {
-                // The supervisor is busy or restarting; the next heartbeat resends the set.
-                self.assignments.version = 0;
+        self.assignments = set;
+        if let Err(error) = save_assignments(&self.state_dir, &self.assignments) {
+            tracing::warn!(%error, "cannot save the assignment set");
+        }
+        self.reconcile(ctx);
+    }
+
+    /// Starts replicas for assigned tasks, retires those no longer wanted, and (once the set
+    /// is the leader's) removes containers of tasks this node no longer has.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let mut wanted = HashSet::new();
+        for task in &self.assignments.tasks {
+            if task.desired_state != TaskState::Running || task.status.state.is_terminal() {
+                continue;
+            }
+            wanted.insert(task.id.clone());
+            if !self.replicas.contains_key(&task.id) {
+                let (task, runtime) = (task.clone(), runtime.clone());
+                let task_id = task.id.clone();
+                let reports = ctx.address().recipient();
+                let replica = Supervisor::start(move |_| ReplicaActor::new(task, runtime, reports));
+                self.replicas.insert(task_id, replica);
             }
         }
+        let retired: Vec<String> = self
+            .replicas
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
+        for task_id in retired {
+            if let Some(replica) = self.replicas.remove(&task_id) {
+                // With the worker's address gone, the supervisor lets it end for good.
+                replica.do_send(Retire);
+            }
+        }
+        if self.authoritative {
+            self.remove_orphans(ctx, runtime, wanted);
+        }
     }
+
+    fn remove_orphans(
+        &mut self,
+        ctx: &mut Context<Self>,
+        runtime: Arc<dyn ContainerRuntime>,
+        wanted: HashSet<String>,
+    ) {
+        async move {
+            let Ok(found) = runtime.list().await else {
+                return;
+            };
+            for info in found.into_iter().filter(|info| !wanted.contains(&info.task_id)) {
+                tracing::info!(task = %info.task_id, "removing a container of a task this node no longer has");
+                if info.running {
+                    let _ = runtime.stop(&info.runtime_id, STOP_GRACE_MS).await;
+                }
+                let _ = runtime.remove(&info.runtime_id).await;
+            }
+        }
+        .into_actor(self)
+        .spawn(ctx);
+    }
+}
+
+const ASSIGNMENTS_FILE: &str = "assignments.json";
+
+fn load_assignments(state_dir: &std::path::Path) -> Option<AssignmentSet> {
+    let text = std::fs::read(state_dir.join(ASSIGNMENTS_FILE)).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(set) => Some(set),
+        Err(error) => {
+            tracing::warn!(%error, "ignoring an unreadable assignment set");
+            None
+        }
+    }
+}
+
+fn save_assignments(state_dir: &std::path::Path, set: &AssignmentSet) -> Result<(), String> {
+    let bytes = serde_json::to_vec(set).map_err(|e| e.to_string())?;
+    crate::node::state::write_private(&state_dir.join(ASSIGNMENTS_FILE), &bytes)
+        .map_err(|e| e.to_string())
 }
 
 impl Actor for WorkerActor {
@@ -143,6 +246,16 @@ impl Actor for WorkerActor {
         ctx.set_mailbox_capacity(4096);
         ctx.notify(Beat);
         ctx.run_interval(self.period, |_, ctx| ctx.notify(Beat));
+    }
+}
+
+impl Supervised for WorkerActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Replica actors live on under their own supervisors; the restarted worker adopts them
+        // again from the assignment set (their addresses are kept) and resumes heartbeats.
+        tracing::info!("worker actor restarting");
+        self.beat_in_flight = false;
+        self.flush_in_flight = false;
     }
 }
 
@@ -173,8 +286,14 @@ impl Handler<Beat> for WorkerActor {
                 match result {
                     Ok(Ok(WireMessage::HeartbeatAck(ack))) => {
                         actor.learn_managers(&ack.manager_addrs);
-                        if let Some(set) = ack.assignments {
-                            actor.apply(set);
+                        match ack.assignments {
+                            Some(set) => actor.apply(ctx, set),
+                            // The leader confirmed our version: it is authoritative.
+                            None if !actor.authoritative => {
+                                actor.authoritative = true;
+                                actor.reconcile(ctx);
+                            }
+                            None => {}
                         }
                         if !actor.unsent.is_empty() {
                             ctx.notify(FlushStatuses);
@@ -205,17 +324,32 @@ impl Handler<Beat> for WorkerActor {
 impl Handler<ApplyAssignments> for WorkerActor {
     type Result = ();
 
-    fn handle(&mut self, ApplyAssignments(set): ApplyAssignments, _: &mut Context<Self>) {
-        self.apply(set);
+    fn handle(&mut self, ApplyAssignments(set): ApplyAssignments, ctx: &mut Context<Self>) {
+        self.apply(ctx, set);
     }
 }
 
-impl Handler<SetAssignmentSink> for WorkerActor {
+impl Handler<AttachRuntime> for WorkerActor {
     type Result = ();
 
-    fn handle(&mut self, SetAssignmentSink(sink): SetAssignmentSink, _: &mut Context<Self>) {
-        let _ = sink.try_send(ApplyAssignments(self.assignments.clone()));
-        self.sink = Some(sink);
+    fn handle(&mut self, AttachRuntime(runtime): AttachRuntime, ctx: &mut Context<Self>) {
+        self.runtime = Some(runtime);
+        self.reconcile(ctx);
+    }
+}
+
+impl Handler<CrashActor> for WorkerActor {
+    type Result = ();
+
+    fn handle(&mut self, crash: CrashActor, ctx: &mut Context<Self>) {
+        match (crash.kind.as_str(), crash.id) {
+            ("replica", Some(task_id)) => match self.replicas.get(&task_id) {
+                Some(replica) => replica.do_send(CrashReplica),
+                None => tracing::warn!(task = %task_id, "chaos: no replica actor for that task"),
+            },
+            ("worker", _) => ctx.stop(),
+            (kind, id) => tracing::warn!(kind, ?id, "chaos: nothing to crash"),
+        }
     }
 }
 

@@ -155,11 +155,15 @@ fn main() -> anyhow::Result<()> {
             Command::Start {
                 state_dir,
                 enable_chaos,
-            } => daemon::start(&state_dir, enable_chaos).context("start failed")?,
+            } => daemon::start(&state_dir, enable_chaos)
+                .await
+                .context("start failed")?,
             Command::Dev { state_dir } => {
                 if state_dir.join("node.toml").exists() {
                     println!("Restarting the dev node in {}.", state_dir.display());
-                    daemon::start(&state_dir, true).context("start failed")?
+                    daemon::start(&state_dir, true)
+                        .await
+                        .context("start failed")?
                 } else {
                     let options = NodeOptions {
                         listen: DEFAULT_LISTEN.parse()?,

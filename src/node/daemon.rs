@@ -12,7 +12,7 @@ use crate::actors::control::ControlActor;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{GetStatus, Propose, RaftActor, TransferLeadership};
 use crate::actors::transport::TransportActor;
-use crate::actors::worker::WorkerActor;
+use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
 use crate::core::ids;
 use crate::core::model::{Availability, ClusterInfo, Node, NodeRole, NodeStatus, Resources};
@@ -25,6 +25,7 @@ use crate::node::machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
 use crate::node::state::{
     self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE, RAFT_FILE,
 };
+use crate::runtime::RuntimeChoice;
 
 /// Default UDP address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4240";
@@ -201,10 +202,12 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
     state::write_toml(&options.state_dir.join(NODE_FILE), &settings)?;
     let running = run(
         settings.clone(),
+        &options.state_dir,
         credentials,
         Some((replica, store, events)),
         options.enable_chaos,
-    )?;
+    )
+    .await?;
     let manager = running
         .raft
         .clone()
@@ -344,11 +347,18 @@ pub async fn join(
         None
     };
     state::write_toml(&options.state_dir.join(NODE_FILE), &settings)?;
-    run(settings, credentials, manager_parts, options.enable_chaos)
+    run(
+        settings,
+        &options.state_dir,
+        credentials,
+        manager_parts,
+        options.enable_chaos,
+    )
+    .await
 }
 
 /// Starts a node that `init` or `join` created, from its state directory.
-pub fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, DaemonError> {
+pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, DaemonError> {
     if !state_dir.join(NODE_FILE).exists() {
         return Err(DaemonError::StateDir(format!(
             "{} holds no node; create one with `flotilla-node init` or `join`",
@@ -372,7 +382,14 @@ pub fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, Daemon
     } else {
         None
     };
-    run(settings, credentials, manager_parts, enable_chaos)
+    run(
+        settings,
+        state_dir,
+        credentials,
+        manager_parts,
+        enable_chaos,
+    )
+    .await
 }
 
 /// A started node's actors.
@@ -387,12 +404,24 @@ pub struct RunningNode {
 
 type ManagerStart = (RaftReplica<StoreMachine>, SharedStore, EventQueue);
 
-fn run(
+async fn run(
     settings: NodeSettings,
+    state_dir: &Path,
     credentials: Credentials,
     manager: Option<ManagerStart>,
     enable_chaos: bool,
 ) -> Result<RunningNode, DaemonError> {
+    let choice: RuntimeChoice = settings
+        .runtime
+        .parse()
+        .map_err(|e: crate::runtime::RuntimeError| DaemonError::StateDir(e.to_string()))?;
+    let runtime = crate::runtime::select(choice, &settings.node_id, state_dir)
+        .await
+        .map_err(|e| DaemonError::Cluster(format!("container runtime: {e}")))?;
+    let engine_version = match runtime.version().await {
+        Ok(version) => version,
+        Err(_) => runtime.kind().to_string(),
+    };
     let listen: SocketAddr = settings.listen.parse().map_err(|_| {
         DaemonError::StateDir(format!(
             "listen address {:?} is not host:port",
@@ -464,17 +493,16 @@ fn run(
     let description = NodeDescription {
         hostname: settings.hostname.clone(),
         addr: settings.advertise_addr.clone(),
-        engine_version: settings.runtime.clone(),
+        engine_version,
         resources: machine_resources(),
         labels: settings.labels.iter().cloned().collect(),
     };
-    let worker = WorkerActor::new(
-        description,
-        managers,
-        transport_actor.recipient(),
-        heartbeat,
-    )
-    .start();
+    let requests = transport_actor.recipient();
+    let worker_state = state_dir.to_path_buf();
+    let worker = Supervisor::start(move |_| {
+        WorkerActor::new(description, managers, requests, heartbeat, worker_state)
+    });
+    worker.do_send(AttachRuntime(runtime));
     node_address.do_send(AttachWorker(worker));
     Ok(RunningNode {
         settings,

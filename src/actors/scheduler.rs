@@ -1,0 +1,139 @@
+//! The scheduler (leader only): places unassigned tasks on nodes.
+//!
+//! It is a thin shell over `core::scheduler`, which decides over a read view of the store and
+//! returns a plan. Runs are coalesced: events that arrive while a plan is being proposed cause
+//! one more run afterwards. Pending reasons are only proposed when they change, so a task that
+//! fits nowhere does not make the scheduler wake itself forever.
+
+use actix::prelude::*;
+
+use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
+use crate::core::model::TaskState;
+use crate::core::scheduler::schedule_unassigned;
+use crate::core::store::Event;
+use crate::node::machine::SharedStore;
+
+/// Tasks placed per proposal; bigger backlogs take several rounds.
+pub const SCHEDULE_BATCH_MAX: usize = 10_000;
+
+/// Stop the scheduler (leadership lost, or chaos).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopScheduler;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Run;
+
+/// The scheduler actor. See the module documentation.
+pub struct SchedulerActor {
+    store: SharedStore,
+    raft: Addr<RaftActor>,
+    in_flight: bool,
+    dirty: bool,
+}
+
+impl SchedulerActor {
+    /// A scheduler over `store`, proposing through `raft`.
+    pub fn new(store: SharedStore, raft: Addr<RaftActor>) -> Self {
+        Self {
+            store,
+            raft,
+            in_flight: false,
+            dirty: false,
+        }
+    }
+
+    fn run(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            self.dirty = true;
+            return;
+        }
+        self.dirty = false;
+        let commands = {
+            let store = self.store.read();
+            if store.unassigned_tasks().next().is_none() {
+                return;
+            }
+            let mut plan = schedule_unassigned(&store, SCHEDULE_BATCH_MAX);
+            plan.pending_reasons.retain(|(task_id, reason)| {
+                store.task(task_id).is_some_and(|task| {
+                    task.status.state < TaskState::Pending
+                        || task.status.error.as_deref() != Some(reason.as_str())
+                })
+            });
+            if plan.is_empty() {
+                return;
+            }
+            plan.into_commands()
+        };
+        self.in_flight = true;
+        let raft = self.raft.clone();
+        async move {
+            for command in commands {
+                if let Ok(Err(error)) = raft.send(Propose { command }).await {
+                    tracing::debug!(%error, "scheduling plan not applied");
+                }
+            }
+        }
+        .into_actor(self)
+        .map(|_, actor, ctx| {
+            actor.in_flight = false;
+            if actor.dirty {
+                actor.run(ctx);
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        self.raft.do_send(Subscribe {
+            events: Some(ctx.address().recipient()),
+            leadership: None,
+        });
+        tracing::info!("scheduler started");
+        self.run(ctx);
+    }
+}
+
+impl Handler<StoreEvents> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, StoreEvents(events): StoreEvents, ctx: &mut Context<Self>) {
+        let relevant = events.iter().any(|event| {
+            matches!(
+                event,
+                Event::TaskCreated(_)
+                    | Event::TaskUpdated(_)
+                    | Event::TaskRemoved(_)
+                    | Event::NodeChanged { .. }
+                    | Event::NodeRemoved { .. }
+            )
+        });
+        if relevant {
+            self.run(ctx);
+        }
+    }
+}
+
+impl Handler<Run> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Run, ctx: &mut Context<Self>) {
+        self.run(ctx);
+    }
+}
+
+impl Handler<StopScheduler> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopScheduler, ctx: &mut Context<Self>) {
+        tracing::info!("scheduler stopped");
+        ctx.stop();
+    }
+}
