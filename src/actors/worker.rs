@@ -47,6 +47,15 @@ pub struct CrashActor {
 #[rtype(result = "()")]
 pub struct AttachRuntime(pub Arc<dyn ContainerRuntime>);
 
+/// The node is shutting down cleanly: stop every task it runs (as dockerd does without
+/// live-restore). Answered when they are stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAllTasks {
+    /// Grace period per task between SIGTERM and SIGKILL.
+    pub grace_ms: u64,
+}
+
 /// Ask for the latest assignment set (for `node ps` style checks and tests).
 #[derive(Message)]
 #[rtype(result = "AssignmentSet")]
@@ -335,6 +344,37 @@ impl Handler<AttachRuntime> for WorkerActor {
     fn handle(&mut self, AttachRuntime(runtime): AttachRuntime, ctx: &mut Context<Self>) {
         self.runtime = Some(runtime);
         self.reconcile(ctx);
+    }
+}
+
+impl Handler<StopAllTasks> for WorkerActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, stop: StopAllTasks, _: &mut Context<Self>) -> Self::Result {
+        // No replica may start anything from now on.
+        self.replicas.clear();
+        let runtime = self.runtime.take();
+        Box::pin(
+            async move {
+                let Some(runtime) = runtime else {
+                    return;
+                };
+                let Ok(found) = runtime.list().await else {
+                    return;
+                };
+                let stops = found.into_iter().map(|info| {
+                    let runtime = runtime.clone();
+                    async move {
+                        if info.running {
+                            let _ = runtime.stop(&info.runtime_id, stop.grace_ms).await;
+                        }
+                        let _ = runtime.remove(&info.runtime_id).await;
+                    }
+                });
+                futures::future::join_all(stops).await;
+            }
+            .into_actor(self),
+        )
     }
 }
 

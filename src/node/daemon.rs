@@ -12,7 +12,7 @@ use crate::actors::control::ControlActor;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{GetStatus, Propose, RaftActor, TransferLeadership};
 use crate::actors::transport::TransportActor;
-use crate::actors::worker::{AttachRuntime, WorkerActor};
+use crate::actors::worker::{AttachRuntime, StopAllTasks, WorkerActor};
 use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
 use crate::core::ids;
 use crate::core::model::{Availability, ClusterInfo, Node, NodeRole, NodeStatus, Resources};
@@ -400,6 +400,8 @@ pub struct RunningNode {
     pub transport: Transport,
     /// The Raft actor, on managers.
     pub raft: Option<Addr<RaftActor>>,
+    /// The worker actor.
+    pub worker: Addr<WorkerActor>,
 }
 
 type ManagerStart = (RaftReplica<StoreMachine>, SharedStore, EventQueue);
@@ -503,11 +505,12 @@ async fn run(
         WorkerActor::new(description, managers, requests, heartbeat, worker_state)
     });
     worker.do_send(AttachRuntime(runtime));
-    node_address.do_send(AttachWorker(worker));
+    node_address.do_send(AttachWorker(worker.clone()));
     Ok(RunningNode {
         settings,
         transport,
         raft,
+        worker,
     })
 }
 
@@ -542,5 +545,20 @@ pub async fn wait_for_shutdown(node: RunningNode) {
             }
         }
     }
+    let stopping = node.worker.send(StopAllTasks {
+        grace_ms: SHUTDOWN_TASK_GRACE_MS,
+    });
+    if tokio::time::timeout(
+        Duration::from_millis(SHUTDOWN_TASK_GRACE_MS + 2_000),
+        stopping,
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("some tasks did not stop in time");
+    }
     node.transport.shutdown().await;
 }
+
+/// Grace period for each task when the node shuts down cleanly.
+pub const SHUTDOWN_TASK_GRACE_MS: u64 = 3_000;

@@ -276,10 +276,35 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Kills the process group of every task process the process runtime recorded under
+/// `state_dir`: a node killed with SIGKILL leaves its tasks running, as a real host would.
+fn kill_recorded_tasks(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("processes")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        if let Some(pid) = record["pid"].as_i64().filter(|pid| *pid > 1) {
+            // SAFETY: sending a signal has no memory effects.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for index in 0..self.nodes.len() {
             self.kill(index);
+        }
+        for node in &self.nodes {
+            kill_recorded_tasks(&node.state_dir);
         }
         if std::thread::panicking() {
             for node in &self.nodes {
