@@ -112,3 +112,83 @@ fn control_commands_on_a_worker_fail_with_the_exact_text() {
         "Error: This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.\n"
     );
 }
+
+fn role_and_status(cluster: &Cluster, node_id: &str) -> Option<(String, Option<String>, String)> {
+    let nodes = cluster.nodes_json(None)?;
+    let node = nodes.into_iter().find(|n| n["id"] == node_id)?;
+    Some((
+        node["role"].as_str()?.to_string(),
+        node["manager_status"].as_str().map(str::to_string),
+        node["status"].as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn a_worker_is_promoted_to_manager_and_demoted_back() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    let worker = cluster.join("worker");
+    let worker_id = cluster.node_id(worker);
+    let refused = cluster.cli(None, &["node", "demote", &cluster.node_id(0)]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("last manager"),
+        "the last manager cannot be demoted"
+    );
+
+    let promoted = cluster.cli_ok(None, &["node", "promote", &worker_id]);
+    assert!(promoted.contains("promoted to a manager"), "{promoted}");
+    cluster.wait_until(
+        "the node is a reachable manager",
+        Duration::from_secs(20),
+        || {
+            role_and_status(&cluster, &worker_id)
+                == Some(("manager".into(), Some("reachable".into()), "ready".into()))
+        },
+    );
+    // It restarts as a manager: it serves control commands and holds the replicated data.
+    cluster.wait_until(
+        "the promoted node serves control commands",
+        Duration::from_secs(20),
+        || cluster.cli(Some(worker), &["node", "ls"]).status.success(),
+    );
+    let seen = cluster.cli_ok(Some(worker), &["node", "ls"]);
+    assert!(
+        seen.contains("Reachable") && seen.contains("Leader"),
+        "{seen}"
+    );
+
+    cluster.cli_ok(None, &["node", "demote", &worker_id]);
+    cluster.wait_until(
+        "the node is a worker again",
+        Duration::from_secs(20),
+        || role_and_status(&cluster, &worker_id) == Some(("worker".into(), None, "ready".into())),
+    );
+    cluster.wait_until(
+        "the demoted node refuses control commands",
+        Duration::from_secs(20),
+        || {
+            let refused = cluster.cli(Some(worker), &["node", "ls"]);
+            String::from_utf8_lossy(&refused.stderr).contains("not a swarm manager")
+        },
+    );
+    cluster.cli_ok(
+        None,
+        &[
+            "service", "create", "-d", "--name", "after", "busybox", "true",
+        ],
+    );
+}
+
+#[test]
+fn removing_a_ready_node_needs_force() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    let worker = cluster.join("worker");
+    let worker_id = cluster.node_id(worker);
+    let refused = cluster.cli(None, &["node", "rm", &worker_id]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    cluster.cli_ok(None, &["node", "rm", "--force", &worker_id]);
+    let nodes = cluster.nodes_json(None).expect("node ls");
+    assert!(nodes.iter().all(|n| n["id"] != worker_id.as_str()));
+}

@@ -168,3 +168,92 @@ fn bad_specs_are_refused_and_change_nothing() {
     let listed = cluster.cli_ok(None, &["service", "ls", "--format", "json"]);
     assert_eq!(listed.trim(), "[]");
 }
+
+#[test]
+fn drain_moves_tasks_away_and_unschedulable_tasks_say_why() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    let drained = cluster.join("worker");
+    cluster.join("worker");
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "--name",
+            "demo",
+            "--replicas",
+            "6",
+            "busybox",
+            "sh",
+            "-c",
+            LOOP,
+        ],
+    );
+    let drained_id = cluster.node_id(drained);
+    assert!(running(&tasks(&cluster))
+        .iter()
+        .any(|t| t["node_id"] == drained_id.as_str()));
+    cluster.cli_ok(
+        None,
+        &["node", "update", "--availability", "drain", &drained_id],
+    );
+    cluster.wait_until(
+        "the drained node runs nothing and 6 run elsewhere",
+        Duration::from_secs(15),
+        || {
+            let now = tasks(&cluster);
+            let up = running(&now);
+            up.len() == 6 && up.iter().all(|t| t["node_id"] != drained_id.as_str())
+        },
+    );
+    let listed = cluster.cli_ok(None, &["node", "ls"]);
+    assert!(listed.contains("Drain"), "{listed}");
+
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "nowhere",
+            "--constraint",
+            "node.labels.zone==mars",
+            "busybox",
+            "true",
+        ],
+    );
+    cluster.wait_until(
+        "the task is pending with the reason",
+        Duration::from_secs(10),
+        || {
+            let text = cluster.cli_ok(None, &["service", "ps", "nowhere", "--format", "json"]);
+            let rows: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
+            rows.first().is_some_and(|t| {
+                t["current_state"] == "pending"
+                    && t["error"].as_str().is_some_and(|e| {
+                        e.starts_with("no suitable node") && e.contains("constraints")
+                    })
+            })
+        },
+    );
+    // A node that fits arrives: the pending task is placed.
+    cluster.cli_ok(
+        None,
+        &["node", "update", "--label-add", "zone=mars", &drained_id],
+    );
+    cluster.cli_ok(
+        None,
+        &["node", "update", "--availability", "active", &drained_id],
+    );
+    cluster.wait_until(
+        "the pending task is placed",
+        Duration::from_secs(10),
+        || {
+            let text = cluster.cli_ok(None, &["service", "ps", "nowhere", "--format", "json"]);
+            let rows: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
+            rows.iter().any(|t| t["node_id"] == drained_id.as_str())
+        },
+    );
+}

@@ -420,10 +420,6 @@ fn plan_write(
                 vec![],
             ))
         }
-        ControlRequest::NodeSetRole { .. } => Err(WireError::new(
-            ErrorKind::BadRequest,
-            "node promote and demote are not available yet",
-        )),
         _ => Err(WireError::new(ErrorKind::Internal, "not a write")),
     }
 }
@@ -465,6 +461,9 @@ async fn control_on_leader(
     request: &ControlRequest,
 ) -> Result<ControlReply, WireError> {
     let (store, raft, node_id) = (&context.store, &context.raft, &context.node_id);
+    if let ControlRequest::NodeSetRole { nodes, role } = request {
+        return set_roles(context, nodes, *role).await;
+    }
     if is_read(request) {
         raft.send(LinearizableRead)
             .await
@@ -491,6 +490,98 @@ fn mailbox(error: MailboxError) -> WireError {
         ErrorKind::Internal,
         format!("manager actor unavailable: {error}"),
     )
+}
+
+/// `node promote` / `node demote`. The store records the new role; the node learns it from
+/// its next heartbeat answer with new credentials and restarts in that role. A promoted node
+/// becomes a Raft voter when it first heartbeats as a manager (the dispatcher adds it); a
+/// demoted one leaves the Raft group here, right after its role changes in the store.
+async fn set_roles(
+    context: &RequestContext,
+    nodes: &[String],
+    role: NodeRole,
+) -> Result<ControlReply, WireError> {
+    let (store, raft) = (&context.store, &context.raft);
+    raft.send(LinearizableRead)
+        .await
+        .map_err(mailbox)?
+        .map_err(wire_error)?;
+    let mut changed = Vec::new();
+    for query in nodes {
+        let (node, managers, reachable_others) = {
+            let store = store.read();
+            let node = store.resolve_node(query).map_err(core)?.clone();
+            let managers: Vec<Node> = store
+                .nodes()
+                .values()
+                .filter(|n| n.role == NodeRole::Manager)
+                .cloned()
+                .collect();
+            let reachable_others = managers
+                .iter()
+                .filter(|n| n.id != node.id && n.status == NodeStatus::Ready)
+                .count();
+            (node, managers, reachable_others)
+        };
+        if node.role == role {
+            changed.push(node.id);
+            continue;
+        }
+        if role == NodeRole::Worker {
+            if managers.len() <= 1 {
+                return Err(WireError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "cannot demote {}: it is the last manager of the swarm",
+                        node.hostname
+                    ),
+                ));
+            }
+            let voters_after = managers.len() - 1;
+            if reachable_others < voters_after / 2 + 1 {
+                return Err(WireError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "cannot demote {}: the {} remaining managers would not have a quorum ({} reachable)",
+                        node.hostname, voters_after, reachable_others
+                    ),
+                ));
+            }
+            if node.id == context.node_id {
+                raft.do_send(crate::actors::raft::TransferLeadership { to: None });
+                return Err(WireError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "cannot demote {}: it is the leader; leadership is moving to another manager, run the command again in a moment",
+                        node.hostname
+                    ),
+                ));
+            }
+        }
+        // The role first: a manager whose store role is worker is never re-added as a voter.
+        let update = NodeSpecUpdate {
+            node_id: node.id.clone(),
+            role: Some(role),
+            ..NodeSpecUpdate::default()
+        };
+        raft.send(Propose {
+            command: Command::UpdateNodeSpec(update),
+        })
+        .await
+        .map_err(mailbox)?
+        .map_err(wire_error)?;
+        if role == NodeRole::Worker {
+            raft.send(ChangeMembership {
+                change: MembershipChange::RemoveMember(raft_id_of(&node.id)),
+                addr: None,
+            })
+            .await
+            .map_err(mailbox)?
+            .map_err(wire_error)?;
+        }
+        changed.push(node.id);
+    }
+    Ok(ControlReply::Done(changed))
 }
 
 async fn forward(

@@ -13,13 +13,19 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
+use crate::actors::raft::{
+    ChangeMembership, GetStatus, Propose, RaftActor, StoreEvents, Subscribe,
+};
 use crate::actors::transport::SendMessage;
+use crate::consensus::MembershipChange;
 use crate::core::model::{Node, NodeRole, NodeStatus, Task};
 use crate::core::store::{Command, Event, Store, TaskStatusUpdate};
+use crate::net::message::RoleChange;
 use crate::net::message::{
     AssignmentSet, ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError,
 };
+use crate::net::tls::{ClusterCa, Role};
+use crate::node::machine::raft_id_of;
 use crate::node::machine::SharedStore;
 
 /// Periods without a heartbeat after which a node is down (SPEC §3).
@@ -139,6 +145,60 @@ impl DispatcherActor {
     }
 }
 
+/// New credentials for a node whose role in the store differs from its certificate's.
+fn issue_role_change(store: &Store, node: &Node) -> Option<RoleChange> {
+    let cluster = store.cluster()?;
+    let ca = ClusterCa::load(&cluster.ca_cert_pem, &cluster.ca_key_pem).ok()?;
+    let role = match node.role {
+        NodeRole::Manager => Role::Manager,
+        NodeRole::Worker => Role::Worker,
+    };
+    match ca.issue(&node.id, role) {
+        Ok(credentials) => Some(RoleChange { role, credentials }),
+        Err(error) => {
+            tracing::warn!(node = %node.id, %error, "cannot issue credentials for a role change");
+            None
+        }
+    }
+}
+
+impl DispatcherActor {
+    /// A manager that heartbeats with a manager certificate but is not a Raft voter yet (it
+    /// was just promoted) becomes one.
+    fn ensure_voter(&mut self, ctx: &mut Context<Self>, node: &Node) {
+        let raft_id = raft_id_of(&node.id);
+        let Ok(addr) = node.addr.parse() else {
+            return;
+        };
+        if !self.proposing.insert(format!("voter:{}", node.id)) {
+            return;
+        }
+        let raft = self.raft.clone();
+        let key = format!("voter:{}", node.id);
+        async move {
+            let status = raft.send(GetStatus).await.ok()?;
+            if status.voters.contains(&raft_id) {
+                return Some(());
+            }
+            let change = ChangeMembership {
+                change: MembershipChange::AddVoter(raft_id),
+                addr: Some(addr),
+            };
+            match raft.send(change).await {
+                Ok(Ok(())) => tracing::info!(raft_id, "promoted manager added as a voter"),
+                Ok(Err(error)) => tracing::warn!(%error, "cannot add the promoted manager"),
+                Err(_) => {}
+            }
+            Some(())
+        }
+        .into_actor(self)
+        .map(move |_, actor, _| {
+            actor.proposing.remove(&key);
+        })
+        .spawn(ctx);
+    }
+}
+
 /// Every task a node must know of: those placed on it that have not finished. The version is a
 /// digest of the tasks and their desired states, so equal sets have equal versions on any
 /// leader.
@@ -217,11 +277,19 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
         if stale {
             self.pushed.insert(beat.node_id.clone(), set.version);
         }
-        let _ = beat.role;
+        let role_change = if beat.role == node.role {
+            if node.role == NodeRole::Manager {
+                self.ensure_voter(ctx, node);
+            }
+            None
+        } else {
+            issue_role_change(&store, node)
+        };
         Ok(HeartbeatAck {
             period_ms: self.period.as_millis() as u64,
             manager_addrs,
             assignments: stale.then_some(set),
+            role_change,
         })
     }
 }

@@ -18,7 +18,9 @@ use crate::actors::replica::{CrashReplica, ReplicaActor, Retire, STOP_GRACE_MS};
 use crate::actors::transport::Request;
 use crate::core::model::TaskState;
 use crate::core::store::TaskStatusUpdate;
-use crate::net::message::{AssignmentSet, Heartbeat, Message as WireMessage, NodeDescription};
+use crate::net::message::{
+    AssignmentSet, Heartbeat, Message as WireMessage, NodeDescription, RoleChange,
+};
 use crate::net::transport::TransportError;
 use crate::runtime::ContainerRuntime;
 
@@ -229,6 +231,18 @@ impl WorkerActor {
     }
 }
 
+impl WorkerActor {
+    /// Promoted or demoted: keep the new credentials and role, then restart this process as
+    /// `flotilla-node start` so every actor comes up in the new role. Task processes and
+    /// containers survive the restart and are adopted again.
+    fn change_role(&mut self, change: RoleChange) {
+        tracing::info!(role = %change.role, "role changed; restarting in the new role");
+        if let Err(error) = crate::node::daemon::restart_in_role(&self.state_dir, change) {
+            tracing::error!(%error, "cannot restart in the new role");
+        }
+    }
+}
+
 const ASSIGNMENTS_FILE: &str = "assignments.json";
 
 fn load_assignments(state_dir: &std::path::Path) -> Option<AssignmentSet> {
@@ -294,6 +308,10 @@ impl Handler<Beat> for WorkerActor {
                 actor.beat_in_flight = false;
                 match result {
                     Ok(Ok(WireMessage::HeartbeatAck(ack))) => {
+                        if let Some(change) = ack.role_change {
+                            actor.change_role(change);
+                            return;
+                        }
                         actor.learn_managers(&ack.manager_addrs);
                         match ack.assignments {
                             Some(set) => actor.apply(ctx, set),

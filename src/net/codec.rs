@@ -188,6 +188,7 @@ mod tests {
                     version,
                     tasks: vec![sample_task(&id)],
                 }),
+                role_change: None,
             })),
             (any::<u64>(), ".*").prop_map(|(version, id)| Message::Assignments(AssignmentSet {
                 version,

@@ -92,6 +92,26 @@ pub struct HeartbeatAck {
     pub manager_addrs: Vec<String>,
     /// The full assignment set, when the worker's version is stale.
     pub assignments: Option<AssignmentSet>,
+    /// The node was promoted or demoted: its new credentials (it restarts with them).
+    pub role_change: Option<RoleChange>,
+}
+
+/// New credentials for a node whose role changed (`node promote` / `node demote`). They travel
+/// only inside the node's own mutually authenticated connection.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleChange {
+    /// The new role.
+    pub role: crate::net::tls::Role,
+    /// A certificate for that role, its key and the CA.
+    pub credentials: crate::net::tls::Credentials,
+}
+
+impl std::fmt::Debug for RoleChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleChange")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every task a worker should know about: running ones and ones it must stop.

@@ -17,7 +17,7 @@ use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
 use crate::core::ids;
 use crate::core::model::{Availability, ClusterInfo, Node, NodeRole, NodeStatus, Resources};
 use crate::core::store::Command;
-use crate::net::message::{JoinRequest, Message as WireMessage, NodeDescription};
+use crate::net::message::{JoinRequest, Message as WireMessage, NodeDescription, RoleChange};
 use crate::net::tls::{self, ClusterCa, Credentials, Role};
 use crate::net::token::{self, JoinToken};
 use crate::net::transport::{self, Transport, TransportConfig};
@@ -562,3 +562,37 @@ pub async fn wait_for_shutdown(node: RunningNode) {
 
 /// Grace period for each task when the node shuts down cleanly.
 pub const SHUTDOWN_TASK_GRACE_MS: u64 = 3_000;
+
+/// Writes the credentials and role of a promotion or demotion into the state directory and
+/// replaces this process with `flotilla-node start` on it. Only returns on failure.
+pub fn restart_in_role(state_dir: &Path, change: RoleChange) -> Result<(), DaemonError> {
+    use std::os::unix::process::CommandExt;
+    let node_file = state_dir.join(NODE_FILE);
+    let mut settings: NodeSettings = state::read_toml(&node_file)?;
+    if change.credentials.identity()?.node_id != settings.node_id {
+        return Err(DaemonError::Cluster(
+            "new credentials name another node".into(),
+        ));
+    }
+    state::write_toml(&state_dir.join(CREDENTIALS_FILE), &change.credentials)?;
+    if change.role == Role::Worker {
+        // A demoted manager's Raft state is history; a later promotion starts afresh.
+        let raft = state_dir.join(RAFT_FILE);
+        if raft.exists() {
+            std::fs::rename(&raft, state_dir.join("raft.redb.demoted")).map_err(|e| {
+                DaemonError::StateDir(format!("cannot set aside {}: {e}", raft.display()))
+            })?;
+        }
+    }
+    settings.role = change.role;
+    state::write_toml(&node_file, &settings)?;
+    let program = std::env::current_exe()
+        .map_err(|e| DaemonError::StateDir(format!("cannot find this program: {e}")))?;
+    let mut command = std::process::Command::new(program);
+    command.arg("start").arg("--state-dir").arg(state_dir);
+    if std::env::args().any(|arg| arg == "--enable-chaos") {
+        command.arg("--enable-chaos");
+    }
+    let error = command.exec();
+    Err(DaemonError::StateDir(format!("cannot restart: {error}")))
+}
