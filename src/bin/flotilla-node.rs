@@ -66,8 +66,8 @@ struct NodeArgs {
     /// Hostname to report (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
-    /// Container runtime.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "process"])]
+    /// Container runtime (`sim` runs nothing: for tests and hollow nodes).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "process", "sim"])]
     runtime: String,
     /// A node label K=V (repeatable).
     #[arg(long = "label", value_parser = parse_label)]

@@ -25,7 +25,9 @@ use crate::node::machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
 use crate::node::state::{
     self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE, RAFT_FILE,
 };
-use crate::runtime::RuntimeChoice;
+use crate::runtime::sim::SimRuntime;
+use crate::runtime::{ContainerRuntime, RuntimeChoice};
+use std::sync::Arc;
 
 /// Default UDP address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4240";
@@ -392,6 +394,27 @@ pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, 
     .await
 }
 
+/// Start-up delay of simulated tasks (`--runtime sim`).
+pub const SIM_START_DELAY_MS: u64 = 20;
+
+async fn select_runtime(
+    settings: &NodeSettings,
+    state_dir: &Path,
+) -> Result<(Arc<dyn ContainerRuntime>, Option<Arc<SimRuntime>>), DaemonError> {
+    if settings.runtime == "sim" {
+        let sim = Arc::new(SimRuntime::new(&settings.node_id, SIM_START_DELAY_MS));
+        return Ok((sim.clone(), Some(sim)));
+    }
+    let choice: RuntimeChoice = settings
+        .runtime
+        .parse()
+        .map_err(|e: crate::runtime::RuntimeError| DaemonError::StateDir(e.to_string()))?;
+    let runtime = crate::runtime::select(choice, &settings.node_id, state_dir)
+        .await
+        .map_err(|e| DaemonError::Cluster(format!("container runtime: {e}")))?;
+    Ok((runtime, None))
+}
+
 /// A started node's actors.
 pub struct RunningNode {
     /// The settings it runs with.
@@ -402,6 +425,10 @@ pub struct RunningNode {
     pub raft: Option<Addr<RaftActor>>,
     /// The worker actor.
     pub worker: Addr<WorkerActor>,
+    /// The applied store, on managers.
+    pub store: Option<SharedStore>,
+    /// The simulated runtime, when the node runs with `--runtime sim` (tests, hollow nodes).
+    pub sim: Option<Arc<SimRuntime>>,
 }
 
 type ManagerStart = (RaftReplica<StoreMachine>, SharedStore, EventQueue);
@@ -413,13 +440,7 @@ async fn run(
     manager: Option<ManagerStart>,
     enable_chaos: bool,
 ) -> Result<RunningNode, DaemonError> {
-    let choice: RuntimeChoice = settings
-        .runtime
-        .parse()
-        .map_err(|e: crate::runtime::RuntimeError| DaemonError::StateDir(e.to_string()))?;
-    let runtime = crate::runtime::select(choice, &settings.node_id, state_dir)
-        .await
-        .map_err(|e| DaemonError::Cluster(format!("container runtime: {e}")))?;
+    let (runtime, sim) = select_runtime(&settings, state_dir).await?;
     let engine_version = match runtime.version().await {
         Ok(version) => version,
         Err(_) => runtime.kind().to_string(),
@@ -443,6 +464,7 @@ async fn run(
         node_address.clone().recipient(),
     )?;
     let transport_actor = TransportActor::new(transport.clone()).start();
+    let store_handle = manager.as_ref().map(|(_, store, _)| store.clone());
     let (manager_parts, raft) = match manager {
         Some((replica, store, events)) => {
             let mut peers = HashMap::new();
@@ -511,6 +533,8 @@ async fn run(
         transport,
         raft,
         worker,
+        store: store_handle,
+        sim,
     })
 }
 

@@ -1,0 +1,280 @@
+//! In-process cluster tests: three nodes inside one test process (one actix System), real QUIC
+//! on loopback, the simulated runtime, and transport fault injection instead of real outages.
+//! Fast and deterministic enough to check the orchestrator's reactions to failures.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flotilla::client::Client;
+use flotilla::core::model::{Task, TaskState};
+use flotilla::net::control::{ControlReply, ControlRequest};
+use flotilla::net::fault::FaultRule;
+use flotilla::node::daemon::{self, NodeOptions, RunningNode};
+
+struct InProcessCluster {
+    _dir: tempfile::TempDir,
+    nodes: Vec<RunningNode>,
+    client: Client,
+}
+
+fn options(dir: &std::path::Path, index: usize, port: u16) -> NodeOptions {
+    let listen: SocketAddr = format!("127.0.0.{}:{port}", index + 1)
+        .parse()
+        .expect("address");
+    NodeOptions {
+        listen,
+        advertise_addr: None,
+        state_dir: dir.join(format!("node{}", index + 1)),
+        hostname: Some(format!("node{}", index + 1)),
+        runtime: "sim".to_string(),
+        labels: vec![],
+        enable_chaos: true,
+        raft_tick_ms: 50,
+        heartbeat_ms: 200,
+    }
+}
+
+fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    socket.local_addr().expect("addr").port()
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {timeout:?} waiting until {what}");
+}
+
+impl InProcessCluster {
+    async fn start(workers: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let (_, manager) = daemon::init(options(dir.path(), 0, port))
+            .await
+            .expect("init");
+        let client = Client::load(&dir.path().join("node1/client.toml"), None).expect("client");
+        let mut cluster = Self {
+            _dir: dir,
+            nodes: vec![manager],
+            client,
+        };
+        let token = match cluster
+            .control(ControlRequest::JoinToken {
+                role: flotilla::core::model::NodeRole::Worker,
+                rotate: false,
+            })
+            .await
+        {
+            ControlReply::Token(token) => token,
+            other => panic!("unexpected {other:?}"),
+        };
+        let manager_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        for index in 1..=workers {
+            let node = daemon::join(
+                options(cluster._dir.path(), index, port),
+                &token,
+                manager_addr,
+            )
+            .await
+            .expect("join");
+            cluster.nodes.push(node);
+        }
+        let expected = workers + 1;
+        wait_until("every node is ready", Duration::from_secs(10), || async {
+            let store = cluster.store();
+            store.nodes().len() == expected
+                && store
+                    .nodes()
+                    .values()
+                    .all(|n| n.status == flotilla::core::model::NodeStatus::Ready)
+        })
+        .await;
+        cluster
+    }
+
+    fn store(&self) -> std::sync::RwLockReadGuard<'_, flotilla::core::store::Store> {
+        self.nodes[0].store.as_ref().expect("manager store").read()
+    }
+
+    async fn control(&self, request: ControlRequest) -> ControlReply {
+        self.client.control(request).await.expect("control command")
+    }
+
+    fn node_index(&self, node_id: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.settings.node_id == node_id)
+            .expect("known node")
+    }
+
+    fn tasks(&self, service: &str) -> Vec<Task> {
+        let store = self.store();
+        let service = store.service_by_name(service).expect("service").id.clone();
+        store
+            .tasks_of_service(&service)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    fn running(&self, service: &str) -> Vec<Task> {
+        self.tasks(service)
+            .into_iter()
+            .filter(|t| {
+                t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+            })
+            .collect()
+    }
+
+    /// Simulated containers running on each node (what the "hosts" really run).
+    fn sim_running(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| n.sim.as_ref().expect("sim runtime").running_count())
+            .collect()
+    }
+
+    async fn create(&self, name: &str, replicas: u64) {
+        let mut spec = flotilla::core::spec::ServiceSpec::new(name, "busybox");
+        spec.mode = flotilla::core::spec::ServiceMode::Replicated { replicas };
+        self.control(ControlRequest::ServiceCreate { spec }).await;
+        wait_until("the service converges", Duration::from_secs(10), || async {
+            self.running(name).len() as u64 == replicas
+        })
+        .await;
+    }
+
+    fn partition(&self, index: usize, on: bool) {
+        let manager = self.nodes[0].settings.node_id.clone();
+        let rule = on.then_some(FaultRule::Partition);
+        self.nodes[index].transport.faults().set(&manager, rule);
+    }
+}
+
+#[actix_rt::test]
+async fn a_failed_task_is_replaced_in_its_slot_with_history_kept() {
+    let cluster = InProcessCluster::start(2).await;
+    cluster.create("web", 3).await;
+    let victim = cluster.running("web")[0].clone();
+    let node = cluster.node_index(victim.node_id.as_deref().expect("placed"));
+    let runtime_id = victim.runtime_id.clone().expect("runtime id");
+    assert!(cluster.nodes[node]
+        .sim
+        .as_ref()
+        .expect("sim")
+        .exit_task(&runtime_id, 3));
+    wait_until(
+        "the slot runs a replacement",
+        Duration::from_secs(5),
+        || async {
+            cluster
+                .running("web")
+                .iter()
+                .any(|t| t.slot == victim.slot && t.id != victim.id)
+        },
+    )
+    .await;
+    let old = cluster
+        .tasks("web")
+        .into_iter()
+        .find(|t| t.id == victim.id)
+        .expect("history kept");
+    assert_eq!(old.status.state, TaskState::Failed);
+    assert_eq!(old.status.exit_code, Some(3));
+    assert_eq!(cluster.running("web").len(), 3);
+}
+
+#[actix_rt::test]
+async fn a_node_going_down_has_its_tasks_replaced_and_on_return_its_copies_stop() {
+    let cluster = InProcessCluster::start(2).await;
+    cluster.create("web", 6).await;
+    let lost = 1;
+    let lost_id = cluster.nodes[lost].settings.node_id.clone();
+    let had = cluster
+        .running("web")
+        .iter()
+        .filter(|t| t.node_id.as_deref() == Some(lost_id.as_str()))
+        .count();
+    assert!(had > 0);
+    cluster.partition(lost, true);
+    wait_until(
+        "the node is down and 6 run elsewhere",
+        Duration::from_secs(10),
+        || async {
+            let up = cluster.running("web");
+            up.len() == 6
+                && up
+                    .iter()
+                    .all(|t| t.node_id.as_deref() != Some(lost_id.as_str()))
+        },
+    )
+    .await;
+    // Cut off, the node still runs its stale copies.
+    assert_eq!(cluster.sim_running()[lost], had);
+    cluster.partition(lost, false);
+    wait_until(
+        "the returning node stops its replaced copies",
+        Duration::from_secs(10),
+        || async { cluster.sim_running()[lost] == 0 },
+    )
+    .await;
+    let total: usize = cluster.sim_running().iter().sum();
+    assert_eq!(
+        total, 6,
+        "never more running than desired after convergence"
+    );
+}
+
+#[actix_rt::test]
+async fn drain_empties_a_node_and_scale_down_leaves_exactly_the_desired_count() {
+    let cluster = InProcessCluster::start(2).await;
+    cluster.create("web", 6).await;
+    let drained_id = cluster.nodes[2].settings.node_id.clone();
+    cluster
+        .control(ControlRequest::NodeUpdate {
+            node: drained_id.clone(),
+            availability: Some(flotilla::core::model::Availability::Drain),
+            labels_add: BTreeMap::new(),
+            labels_rm: vec![],
+        })
+        .await;
+    wait_until(
+        "the drained node runs nothing",
+        Duration::from_secs(10),
+        || async { cluster.sim_running()[2] == 0 && cluster.running("web").len() == 6 },
+    )
+    .await;
+    cluster
+        .control(ControlRequest::ServiceScale {
+            targets: vec![("web".into(), 2)],
+        })
+        .await;
+    wait_until(
+        "two run, on the two active nodes",
+        Duration::from_secs(10),
+        || async {
+            cluster.running("web").len() == 2 && cluster.sim_running().iter().sum::<usize>() == 2
+        },
+    )
+    .await;
+    let slots: Vec<u64> = cluster
+        .running("web")
+        .iter()
+        .filter_map(|t| t.slot)
+        .collect();
+    assert!(
+        slots.iter().all(|slot| *slot <= 2),
+        "the highest slots go first: {slots:?}"
+    );
+}
