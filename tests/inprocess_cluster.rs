@@ -33,6 +33,7 @@ fn options(dir: &std::path::Path, index: usize, port: u16) -> NodeOptions {
         enable_chaos: true,
         raft_tick_ms: 50,
         heartbeat_ms: 200,
+        sim_task_start_ms: 10,
     }
 }
 

@@ -44,6 +44,29 @@ enum Command {
         #[arg(long)]
         enable_chaos: bool,
     },
+    /// Hollow workers: N real nodes to the managers, in this one process, running nothing.
+    Sim {
+        /// A worker join token.
+        #[arg(long)]
+        token: String,
+        /// How many hollow workers.
+        #[arg(long)]
+        workers: usize,
+        /// How long a simulated task takes to start, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        task_start_ms: u64,
+        /// Address of the first hollow worker; the others use the next ports.
+        #[arg(long, default_value = "127.0.0.1:30000")]
+        listen: SocketAddr,
+        /// Where the hollow workers keep their state (one directory each).
+        #[arg(long, default_value = "./flotilla-sim")]
+        state_dir: PathBuf,
+        /// Worker heartbeat period in milliseconds.
+        #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS)]
+        heartbeat_ms: u64,
+        /// A manager's address.
+        manager_addr: SocketAddr,
+    },
     /// A one-node swarm (manager and worker in one process) for trying Flotilla out.
     Dev {
         /// State directory (reused on the next run).
@@ -99,6 +122,7 @@ impl NodeArgs {
             enable_chaos: self.enable_chaos,
             raft_tick_ms: self.raft_tick_ms,
             heartbeat_ms: self.heartbeat_ms,
+            sim_task_start_ms: 20,
         }
     }
 }
@@ -158,6 +182,40 @@ fn main() -> anyhow::Result<()> {
             } => daemon::start(&state_dir, enable_chaos)
                 .await
                 .context("start failed")?,
+            Command::Sim {
+                token,
+                workers,
+                task_start_ms,
+                listen,
+                state_dir,
+                heartbeat_ms,
+                manager_addr,
+            } => {
+                let template = NodeOptions {
+                    listen,
+                    advertise_addr: None,
+                    state_dir,
+                    hostname: None,
+                    runtime: "sim".to_string(),
+                    labels: vec![],
+                    enable_chaos: false,
+                    raft_tick_ms: DEFAULT_RAFT_TICK_MS,
+                    heartbeat_ms,
+                    sim_task_start_ms: task_start_ms,
+                };
+                let started = std::time::Instant::now();
+                let nodes = daemon::hollow_nodes(template, &token, manager_addr, workers)
+                    .await
+                    .context("hollow workers failed to join")?;
+                println!(
+                    "{} hollow workers joined in {:.1} s",
+                    nodes.len(),
+                    started.elapsed().as_secs_f64()
+                );
+                daemon::wait_for_signal().await;
+                futures::future::join_all(nodes.iter().map(|node| node.transport.shutdown())).await;
+                return Ok(());
+            }
             Command::Dev { state_dir } => {
                 if state_dir.join("node.toml").exists() {
                     println!("Restarting the dev node in {}.", state_dir.display());
@@ -175,6 +233,7 @@ fn main() -> anyhow::Result<()> {
                         enable_chaos: true,
                         raft_tick_ms: DEFAULT_RAFT_TICK_MS,
                         heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+                        sim_task_start_ms: 20,
                     };
                     let (summary, node) = daemon::init(options).await.context("init failed")?;
                     print_init(&summary, &state_dir);

@@ -83,6 +83,8 @@ pub struct NodeOptions {
     pub raft_tick_ms: u64,
     /// Heartbeat period.
     pub heartbeat_ms: u64,
+    /// With `runtime` = `sim`: how long a simulated task takes to start.
+    pub sim_task_start_ms: u64,
 }
 
 /// What `init` prints.
@@ -141,6 +143,7 @@ fn settings_from(
         manager_addrs: managers,
         raft_tick_ms: options.raft_tick_ms,
         heartbeat_ms: options.heartbeat_ms,
+        sim_task_start_ms: options.sim_task_start_ms,
     }
 }
 
@@ -394,15 +397,15 @@ pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, 
     .await
 }
 
-/// Start-up delay of simulated tasks (`--runtime sim`).
-pub const SIM_START_DELAY_MS: u64 = 20;
-
 async fn select_runtime(
     settings: &NodeSettings,
     state_dir: &Path,
 ) -> Result<(Arc<dyn ContainerRuntime>, Option<Arc<SimRuntime>>), DaemonError> {
     if settings.runtime == "sim" {
-        let sim = Arc::new(SimRuntime::new(&settings.node_id, SIM_START_DELAY_MS));
+        let sim = Arc::new(SimRuntime::new(
+            &settings.node_id,
+            settings.sim_task_start_ms,
+        ));
         return Ok((sim.clone(), Some(sim)));
     }
     let choice: RuntimeChoice = settings
@@ -536,6 +539,57 @@ async fn run(
         store: store_handle,
         sim,
     })
+}
+
+/// Joins `count` hollow workers (`flotilla-node sim`): each is a real node to the managers,
+/// with its own identity, certificate, endpoint, heartbeats and status reports, running the
+/// sim runtime. Node `i` listens on `base.ip():base.port()+i` with state under
+/// `state_dir/hollow-i`. Joins run a few at a time.
+pub async fn hollow_nodes(
+    template: NodeOptions,
+    token: &str,
+    manager: SocketAddr,
+    count: usize,
+) -> Result<Vec<RunningNode>, DaemonError> {
+    const JOINS_IN_FLIGHT: usize = 8;
+    let mut nodes = Vec::with_capacity(count);
+    let indexes: Vec<usize> = (0..count).collect();
+    for batch in indexes.chunks(JOINS_IN_FLIGHT) {
+        let joins = batch.iter().map(|i| {
+            let port = template.listen.port().checked_add(*i as u16);
+            let mut options = template.clone();
+            options.runtime = "sim".to_string();
+            options.hostname = Some(format!("hollow-{i}"));
+            options.state_dir = template.state_dir.join(format!("hollow-{i}"));
+            async move {
+                let port = port.ok_or_else(|| {
+                    DaemonError::StateDir("not enough ports above the base port".into())
+                })?;
+                options.listen = SocketAddr::new(template.listen.ip(), port);
+                join(options, token, manager).await
+            }
+        });
+        for joined in futures::future::join_all(joins).await {
+            nodes.push(joined?);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
 
 /// Waits for SIGINT or SIGTERM, then shuts the node down cleanly: a leader hands leadership

@@ -70,6 +70,13 @@ pub struct NodeSettings {
     pub raft_tick_ms: u64,
     /// Worker heartbeat period.
     pub heartbeat_ms: u64,
+    /// With `--runtime sim`: how long a simulated task takes to start.
+    #[serde(default = "default_sim_task_start_ms")]
+    pub sim_task_start_ms: u64,
+}
+
+fn default_sim_task_start_ms() -> u64 {
+    20
 }
 
 /// The CLI's configuration file.

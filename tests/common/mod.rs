@@ -142,6 +142,35 @@ impl Cluster {
         index
     }
 
+    /// Starts `flotilla-node sim` with `workers` hollow workers on 127.0.0.200 (one port each
+    /// from the cluster's port + 1000) and waits until they are all ready.
+    pub fn spawn_hollow(&mut self, workers: usize) -> usize {
+        let token = self.token("worker");
+        let before = self.ready_count();
+        let index = self.add_node();
+        let state_dir = self.nodes[index].state_dir.display().to_string();
+        let listen = format!("127.0.0.200:{}", self.port.saturating_add(1000));
+        let args = vec![
+            "sim".to_string(),
+            "--token".to_string(),
+            token,
+            "--workers".to_string(),
+            workers.to_string(),
+            "--listen".to_string(),
+            listen,
+            "--state-dir".to_string(),
+            state_dir,
+            self.addr(0),
+        ];
+        self.spawn(index, args);
+        self.wait_until(
+            "the hollow workers are ready",
+            Duration::from_secs(60),
+            || self.ready_count() >= before + workers,
+        );
+        index
+    }
+
     /// Joins a node with `role` and waits until the cluster lists it as ready.
     pub fn join(&mut self, role: &str) -> usize {
         let token = self.token(role);
