@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use flotilla::client::progress::{convergence, Progress};
 use flotilla::client::render::{self, OutputFormat};
 use flotilla::client::{default_config_path, Client, ClientError};
 use flotilla::core::model::{Availability, NodeRole};
@@ -13,7 +14,7 @@ use flotilla::core::spec::{
     parse_cpus, parse_duration_ms, parse_key_value, parse_memory, Constraint, RestartCondition,
     ServiceMode, ServiceSpec,
 };
-use flotilla::net::control::{ControlReply, ControlRequest, TaskView};
+use flotilla::net::control::{ControlReply, ControlRequest};
 use flotilla::net::message::{ChaosRequest, Message as WireMessage};
 
 #[derive(Parser)]
@@ -292,24 +293,9 @@ fn unexpected(reply: ControlReply) -> ClientError {
     ClientError::Unexpected(format!("{reply:?}").chars().take(80).collect())
 }
 
-/// Converged: every slot 1..=replicas has a running task meant to run, and nothing else runs.
-fn progress(tasks: &[TaskView], replicas: u64) -> (u64, bool) {
-    let running_slots: std::collections::BTreeSet<u64> = tasks
-        .iter()
-        .filter(|t| t.current_state == "running" && t.desired_state == "running")
-        .filter_map(|t| t.slot)
-        .filter(|slot| (1..=replicas).contains(slot))
-        .collect();
-    let extra = tasks
-        .iter()
-        .any(|t| t.current_state == "running" && t.desired_state != "running");
-    let done = running_slots.len() as u64;
-    (done, done == replicas && !extra)
-}
-
 async fn wait_converged(client: &Client, service: &str, replicas: u64) -> Result<(), ClientError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let mut last_done = None;
+    let mut progress = Progress::new(replicas);
     loop {
         let tasks = match client
             .control(ControlRequest::ServiceTasks {
@@ -320,19 +306,12 @@ async fn wait_converged(client: &Client, service: &str, replicas: u64) -> Result
             ControlReply::Tasks(tasks) => tasks,
             other => return Err(unexpected(other)),
         };
-        let (done, converged) = progress(&tasks, replicas);
-        if last_done != Some(done) {
-            println!("overall progress: {done} out of {replicas} tasks");
-            last_done = Some(done);
-        }
-        if converged {
-            for slot in 1..=replicas {
-                println!("{slot}/{replicas}: running   [==================================================>]");
-            }
-            println!("verify: Service converged");
+        if progress.update(&tasks) {
+            progress.finish();
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
+            let (done, _) = convergence(&tasks, replicas);
             return Err(ClientError::Remote(format!(
                 "service {service} did not converge within 120 s ({done} of {replicas} running); see `flotilla service ps {service}`"
             )));
