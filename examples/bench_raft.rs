@@ -45,6 +45,7 @@ fn options(ip: u8, port: u16, state_dir: &Path) -> anyhow::Result<NodeOptions> {
         enable_chaos: false,
         raft_tick_ms: daemon::DEFAULT_RAFT_TICK_MS,
         heartbeat_ms: daemon::DEFAULT_HEARTBEAT_MS,
+        sim_task_start_ms: 20,
     })
 }
 

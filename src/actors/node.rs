@@ -111,12 +111,16 @@ impl NodeActor {
                 let Some(manager) = &self.manager else {
                     return error(ErrorKind::NotManager, NOT_A_MANAGER);
                 };
-                // Snapshots come as requests (the sender must learn they arrived); the step
-                // itself is queued behind any earlier messages from the same peer.
+                // Queued at once, in arrival order (the ordered channel's order must survive).
+                // Snapshots come as requests: the sender must learn they arrived.
                 let raft = manager.raft.clone();
+                if !expects_reply {
+                    raft.do_send(StepRaft { envelope, remote });
+                    return ready(None);
+                }
                 Box::pin(async move {
                     let stepped = raft.send(StepRaft { envelope, remote }).await.is_ok();
-                    (expects_reply && stepped).then_some(WireMessage::Ack)
+                    stepped.then_some(WireMessage::Ack)
                 })
             }
             WireMessage::Control(request) | WireMessage::Forwarded(request) => {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::actors::transport::{Request, SendMessage};
+use crate::actors::transport::Request;
+use crate::net::transport::{OrderedSender, Transport};
 use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
 use crate::core::model::NodeRole;
 use crate::core::store::{Command, Event};
@@ -151,7 +152,9 @@ pub struct RaftActor {
     replica: RaftReplica<StoreMachine>,
     store: SharedStore,
     events: EventQueue,
-    transport: Recipient<SendMessage>,
+    transport: Transport,
+    /// One ordered channel per peer: Raft messages must not overtake each other.
+    outboxes: HashMap<u64, (SocketAddr, OrderedSender)>,
     requests: Recipient<Request>,
     tick_period: Duration,
     now_ms: fn() -> u64,
@@ -180,7 +183,7 @@ impl RaftActor {
         replica: RaftReplica<StoreMachine>,
         store: SharedStore,
         events: EventQueue,
-        transport: Recipient<SendMessage>,
+        transport: Transport,
         requests: Recipient<Request>,
         tick_period: Duration,
         peers: HashMap<u64, SocketAddr>,
@@ -190,6 +193,7 @@ impl RaftActor {
             store,
             events,
             transport,
+            outboxes: HashMap::new(),
             requests,
             tick_period,
             now_ms: system_now_ms,
@@ -353,15 +357,24 @@ impl RaftActor {
             tracing::debug!(to, "no address for raft peer; message dropped");
             return;
         };
+        let stale = self
+            .outboxes
+            .get(&to)
+            .is_none_or(|(known, outbox)| *known != addr || outbox.is_closed());
+        if stale {
+            self.outboxes
+                .insert(to, (addr, self.transport.ordered_sender(addr)));
+        }
         let envelope = RaftEnvelope {
             from: self.replica.id(),
             to,
             bytes,
         };
-        self.transport.do_send(SendMessage {
-            to: addr,
-            message: WireMessage::Raft(envelope),
-        });
+        if let Some((_, outbox)) = self.outboxes.get(&to) {
+            if !outbox.send(WireMessage::Raft(envelope)) {
+                self.replica.report_unreachable(to);
+            }
+        }
     }
 
     /// A snapshot goes as a request so its delivery is known: raft sends the follower nothing

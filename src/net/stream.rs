@@ -32,6 +32,28 @@ pub async fn read_frame(recv: &mut RecvStream) -> Result<Message, StreamError> {
     Ok(codec::decode_payload(&payload)?)
 }
 
+/// Writes one frame and leaves the stream open for more (ordered channels).
+pub async fn write_frame_open(send: &mut SendStream, message: &Message) -> Result<(), StreamError> {
+    let frame = codec::encode(message)?;
+    send.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Reads the next frame of a stream that carries several; `Ok(None)` when it ended cleanly
+/// between frames.
+pub async fn read_next_frame(recv: &mut RecvStream) -> Result<Option<Message>, StreamError> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    let length_bytes = codec::decode_length(prefix)?;
+    let mut payload = vec![0u8; length_bytes];
+    recv.read_exact(&mut payload).await?;
+    Ok(Some(codec::decode_payload(&payload)?))
+}
+
 /// Writes one frame and finishes the stream.
 pub async fn write_frame(send: &mut SendStream, message: &Message) -> Result<(), StreamError> {
     let frame = codec::encode(message)?;

@@ -17,7 +17,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::net::fault::{FaultInjector, Verdict};
 use crate::net::message::{Access, ErrorKind, Message, WireError};
-use crate::net::stream::{read_frame, write_frame, StreamError};
+use crate::net::stream::{read_frame, read_next_frame, write_frame, write_frame_open, StreamError};
 use crate::net::tls::{self, Credentials, PeerIdentity, Role, TlsError};
 
 /// Default time a request may take, connection set-up included.
@@ -268,6 +268,17 @@ impl Transport {
             .map_err(|e| self.connection_failed(addr, e))
     }
 
+    /// An ordered channel to `addr`: messages sent on it arrive in the order sent, as frames
+    /// of one long-lived unidirectional stream (reopened after a failure). Raft needs this:
+    /// appends that overtake each other are rejected and stall the follower until the next
+    /// heartbeat. The queue holds [`ORDERED_QUEUE_MESSAGES`]; beyond that, messages are dropped
+    /// (Raft retransmits).
+    pub fn ordered_sender(&self, addr: SocketAddr) -> OrderedSender {
+        let (sender, receiver) = tokio::sync::mpsc::channel(ORDERED_QUEUE_MESSAGES);
+        tokio::spawn(ordered_writer(self.clone(), addr, receiver));
+        OrderedSender { sender }
+    }
+
     /// Closes every connection and waits (briefly) for the peers to be told.
     pub async fn shutdown(&self) {
         self.inner
@@ -356,6 +367,63 @@ impl Transport {
                 slot.consecutive_failures += 1;
                 slot.retry_at = Some(Instant::now() + backoff);
                 Err(TransportError::Unreachable { addr, reason })
+            }
+        }
+    }
+}
+
+/// Messages queued on one ordered channel before new ones are dropped.
+pub const ORDERED_QUEUE_MESSAGES: usize = 4096;
+
+/// The sending half of an ordered channel (see [`Transport::ordered_sender`]).
+#[derive(Clone)]
+pub struct OrderedSender {
+    sender: tokio::sync::mpsc::Sender<Message>,
+}
+
+impl OrderedSender {
+    /// Queues `message`; `false` if the queue is full or the channel is gone (dropped).
+    pub fn send(&self, message: Message) -> bool {
+        self.sender.try_send(message).is_ok()
+    }
+
+    /// Whether the writer behind the channel has ended.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+async fn ordered_writer(
+    transport: Transport,
+    addr: SocketAddr,
+    mut queue: tokio::sync::mpsc::Receiver<Message>,
+) {
+    let mut stream: Option<(Connection, quinn::SendStream)> = None;
+    while let Some(message) = queue.recv().await {
+        if stream.is_none() {
+            let opened = async {
+                let connection = transport.connection(addr).await?;
+                let send = connection
+                    .open_uni()
+                    .await
+                    .map_err(|e| transport.connection_failed(addr, e))?;
+                Ok::<_, TransportError>((connection, send))
+            };
+            match opened.await {
+                Ok(opened) => stream = Some(opened),
+                Err(error) => {
+                    tracing::debug!(%addr, %error, "ordered channel: message dropped");
+                    continue;
+                }
+            }
+        }
+        if let Some((connection, send)) = stream.as_mut() {
+            if transport.apply_outgoing_fault(addr, connection).await.is_err() {
+                continue;
+            }
+            if let Err(error) = write_frame_open(send, &message).await {
+                tracing::debug!(%addr, %error, "ordered channel: stream failed; reopening");
+                stream = None;
             }
         }
     }
@@ -549,24 +617,28 @@ async fn serve_request(
 async fn serve_uni_streams(context: Arc<ConnectionContext>) {
     while let Ok(mut recv) = context.connection.accept_uni().await {
         let context = context.clone();
+        // A unidirectional stream carries one frame (one-way messages) or many in order (an
+        // ordered channel); frames of one stream are delivered one after the other.
         tokio::spawn(async move {
-            let message =
-                match tokio::time::timeout(INBOUND_FRAME_TIMEOUT, read_frame(&mut recv)).await {
-                    Ok(Ok(message)) => message,
-                    Ok(Err(error)) => return context.close_malformed(&error),
-                    Err(_) => return,
+            loop {
+                let message = match read_next_frame(&mut recv).await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => return,
+                    Err(error) => return context.close_malformed(&error),
                 };
-            match context.admit(&message).await {
-                Ok(true) => {
-                    let _ = context.inbound.send(context.inbound(message, false)).await;
-                }
-                Ok(false) => {}
-                Err(refusal) => {
-                    tracing::debug!(%refusal, "one-way message refused");
-                    if refusal.kind == ErrorKind::Unauthenticated {
-                        context
-                            .connection
-                            .close(VarInt::from_u32(CLOSE_UNAUTHENTICATED), b"unauthenticated");
+                match context.admit(&message).await {
+                    Ok(true) => {
+                        let _ = context.inbound.send(context.inbound(message, false)).await;
+                    }
+                    Ok(false) => {}
+                    Err(refusal) => {
+                        tracing::debug!(%refusal, "one-way message refused");
+                        if refusal.kind == ErrorKind::Unauthenticated {
+                            context
+                                .connection
+                                .close(VarInt::from_u32(CLOSE_UNAUTHENTICATED), b"unauthenticated");
+                            return;
+                        }
                     }
                 }
             }

@@ -478,7 +478,7 @@ async fn run(
                 replica,
                 store.clone(),
                 events,
-                transport_actor.clone().recipient(),
+                transport.clone(),
                 transport_actor.clone().recipient(),
                 Duration::from_millis(settings.raft_tick_ms.max(1)),
                 peers,
