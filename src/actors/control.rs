@@ -228,9 +228,22 @@ fn answer_read(
             let node = store
                 .resolve_node(node.as_deref().unwrap_or(node_id))
                 .map_err(core)?;
+            let mut tasks = store.tasks_of_node(&node.id);
+            // Grouped like `service ps`: by service and slot, newest first within a slot.
+            tasks.sort_by(|a, b| {
+                (
+                    &a.service_name,
+                    a.slot,
+                    std::cmp::Reverse(a.meta.created_index),
+                )
+                    .cmp(&(
+                        &b.service_name,
+                        b.slot,
+                        std::cmp::Reverse(b.meta.created_index),
+                    ))
+            });
             Ok(ControlReply::Tasks(
-                store
-                    .tasks_of_node(&node.id)
+                tasks
                     .into_iter()
                     .map(|task| TaskView::of(task, Some(&node.hostname)))
                     .collect(),
@@ -392,6 +405,15 @@ fn plan_write(
             let mut ids = Vec::new();
             for query in nodes {
                 let node = store.resolve_node(query).map_err(core)?;
+                if node.role == NodeRole::Manager {
+                    return Err(WireError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "node {} is a manager: demote it first (`flotilla node demote {}`), then remove it",
+                            node.id, node.id
+                        ),
+                    ));
+                }
                 if node.status != NodeStatus::Down && !force {
                     return Err(WireError::new(
                         ErrorKind::Conflict,

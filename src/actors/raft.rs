@@ -16,12 +16,12 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::actors::transport::Request;
-use crate::net::transport::{OrderedSender, Transport};
 use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
 use crate::core::model::NodeRole;
 use crate::core::store::{Command, Event};
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
+use crate::net::transport::{OrderedSender, Transport};
 use crate::node::machine::{raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine};
 
 /// How long sending a snapshot to a follower may take.

@@ -85,6 +85,8 @@ pub struct WorkerActor {
     runtime: Option<Arc<dyn ContainerRuntime>>,
     replicas: HashMap<String, Addr<ReplicaActor>>,
     beat_in_flight: bool,
+    beat_timer: Option<SpawnHandle>,
+    refusals: u32,
     /// Latest unsent status per task: bounded by the number of tasks on the node.
     unsent: HashMap<String, TaskStatusUpdate>,
     flush_in_flight: bool,
@@ -116,6 +118,8 @@ impl WorkerActor {
             runtime: None,
             replicas: HashMap::new(),
             beat_in_flight: false,
+            beat_timer: None,
+            refusals: 0,
             unsent: HashMap::new(),
             flush_in_flight: false,
         }
@@ -232,6 +236,20 @@ impl WorkerActor {
 }
 
 impl WorkerActor {
+    /// The leader decides the heartbeat period (it judges liveness by it).
+    fn adopt_period(&mut self, ctx: &mut Context<Self>, period_ms: u64) {
+        let period = Duration::from_millis(period_ms.max(10));
+        if period == self.period {
+            return;
+        }
+        tracing::info!(period_ms, "heartbeat period set by the leader");
+        self.period = period;
+        if let Some(timer) = self.beat_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.beat_timer = Some(ctx.run_interval(period, |_, ctx| ctx.notify(Beat)));
+    }
+
     /// Promoted or demoted: keep the new credentials and role, then restart this process as
     /// `flotilla-node start` so every actor comes up in the new role. Task processes and
     /// containers survive the restart and are adopted again.
@@ -268,7 +286,7 @@ impl Actor for WorkerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
         ctx.notify(Beat);
-        ctx.run_interval(self.period, |_, ctx| ctx.notify(Beat));
+        self.beat_timer = Some(ctx.run_interval(self.period, |_, ctx| ctx.notify(Beat)));
     }
 }
 
@@ -308,11 +326,13 @@ impl Handler<Beat> for WorkerActor {
                 actor.beat_in_flight = false;
                 match result {
                     Ok(Ok(WireMessage::HeartbeatAck(ack))) => {
+                        actor.refusals = 0;
                         if let Some(change) = ack.role_change {
                             actor.change_role(change);
                             return;
                         }
                         actor.learn_managers(&ack.manager_addrs);
+                        actor.adopt_period(ctx, ack.period_ms);
                         match ack.assignments {
                             Some(set) => actor.apply(ctx, set),
                             // The leader confirmed our version: it is authoritative.
@@ -334,7 +354,14 @@ impl Handler<Beat> for WorkerActor {
                         tracing::debug!(reply = other.kind_name(), "unexpected heartbeat answer");
                     }
                     Ok(Err(TransportError::Remote(error))) => {
-                        tracing::warn!(%error, "heartbeat refused");
+                        // Normal for a moment after init or join, until the registration
+                        // is applied; worth a warning only if it lasts.
+                        actor.refusals += 1;
+                        if actor.refusals > 3 {
+                            tracing::warn!(%error, "heartbeat refused");
+                        } else {
+                            tracing::debug!(%error, "heartbeat refused");
+                        }
                         actor.try_next_manager();
                     }
                     Ok(Err(error)) => {

@@ -65,14 +65,18 @@ enum Command {
 enum NodeCommand {
     /// List nodes.
     Ls {
+        /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
     /// List tasks on a node (default: the node addressed).
     Ps {
+        /// Name, ID or unique ID prefix.
         node: Option<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Show full IDs and errors.
         #[arg(long)]
         no_trunc: bool,
     },
@@ -83,12 +87,16 @@ enum NodeCommand {
     },
     /// Change a node's availability or labels.
     Update {
+        /// active, pause (no new tasks) or drain (also move its tasks away).
         #[arg(long, value_parser = parse_availability)]
         availability: Option<Availability>,
+        /// Add or change a label K=V (repeatable).
         #[arg(long = "label-add", value_parser = parse_kv)]
         label_add: Vec<(String, String)>,
+        /// Remove a label by key (repeatable).
         #[arg(long = "label-rm")]
         label_rm: Vec<String>,
+        /// Name, ID or unique ID prefix.
         node: String,
     },
     /// Make workers managers.
@@ -103,6 +111,7 @@ enum NodeCommand {
     },
     /// Remove nodes from the swarm.
     Rm {
+        /// Remove a node that is not down.
         #[arg(long, short)]
         force: bool,
         #[arg(required = true)]
@@ -114,6 +123,7 @@ enum NodeCommand {
 enum SwarmCommand {
     /// Show (or rotate) a join token.
     JoinToken {
+        /// Replace the secret; the old token stops working at once.
         #[arg(long)]
         rotate: bool,
         /// Print the token only.
@@ -130,13 +140,16 @@ enum ServiceCommand {
     Create(Box<CreateArgs>),
     /// List services.
     Ls {
+        /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
     /// List the tasks of services.
     Ps {
+        /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Show full IDs and errors.
         #[arg(long)]
         no_trunc: bool,
         #[arg(required = true)]
@@ -149,6 +162,7 @@ enum ServiceCommand {
     },
     /// Scale replicated services: SERVICE=N...
     Scale {
+        /// Return at once instead of showing progress.
         #[arg(short, long)]
         detach: bool,
         #[arg(required = true, value_parser = parse_scale)]
@@ -163,35 +177,51 @@ enum ServiceCommand {
 
 #[derive(clap::Args)]
 struct CreateArgs {
+    /// Service name (default: from the image).
     #[arg(long)]
     name: Option<String>,
+    /// Number of tasks (replicated mode; default 1).
     #[arg(long)]
     replicas: Option<u64>,
+    /// Service mode.
     #[arg(long, value_parser = ["replicated", "global"], default_value = "replicated")]
     mode: String,
+    /// Environment variable K=V (repeatable).
     #[arg(long, short = 'e', value_parser = parse_kv)]
     env: Vec<(String, String)>,
+    /// Service label K=V (repeatable).
     #[arg(long, value_parser = parse_kv)]
     label: Vec<(String, String)>,
+    /// Placement constraint, e.g. node.labels.zone==east or node.role!=manager (repeatable).
     #[arg(long, value_parser = parse_constraint)]
     constraint: Vec<Constraint>,
+    /// CPUs to reserve per task, e.g. 0.5.
     #[arg(long, value_parser = parse_cpu_arg)]
     reserve_cpu: Option<u64>,
+    /// Memory to reserve per task, e.g. 64m.
     #[arg(long, value_parser = parse_memory_arg)]
     reserve_memory: Option<u64>,
+    /// CPU limit per task, e.g. 1.5.
     #[arg(long, value_parser = parse_cpu_arg)]
     limit_cpu: Option<u64>,
+    /// Memory limit per task, e.g. 256m.
     #[arg(long, value_parser = parse_memory_arg)]
     limit_memory: Option<u64>,
+    /// When to replace a finished task: any, on-failure or none.
     #[arg(long, value_parser = parse_restart_condition)]
     restart_condition: Option<RestartCondition>,
+    /// Fixed delay before a replacement, e.g. 5s (default: 0, then 1s, 2s, 4s ... up to 30s).
     #[arg(long, value_parser = parse_duration_arg)]
     restart_delay: Option<u64>,
+    /// Replacements per slot before it is left finished.
     #[arg(long)]
     restart_max_attempts: Option<u64>,
+    /// Return at once instead of showing progress until the service converges.
     #[arg(short, long)]
     detach: bool,
+    /// The image (recorded and shown by the process runtime, run by docker).
     image: String,
+    /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }

@@ -14,7 +14,13 @@ pub const SLOT_BARS_MAX: u64 = 20;
 
 /// The task states a slot passes through on its way to running, in order.
 const STAGES: [&str; 7] = [
-    "new", "pending", "assigned", "accepted", "preparing", "starting", "running",
+    "new",
+    "pending",
+    "assigned",
+    "accepted",
+    "preparing",
+    "starting",
+    "running",
 ];
 
 /// Tracks and shows one service converging.
@@ -171,11 +177,12 @@ mod tests {
         assert_eq!(convergence(&two[..1], 2), (1, false));
         let mut stopping = two.to_vec();
         stopping.push(task(3, "running", "shutdown"));
-        assert_eq!(convergence(&stopping, 2), (2, false), "scale-down not finished");
-        let failed_history = [
-            task(1, "running", "running"),
-            task(1, "failed", "shutdown"),
-        ];
+        assert_eq!(
+            convergence(&stopping, 2),
+            (2, false),
+            "scale-down not finished"
+        );
+        let failed_history = [task(1, "running", "running"), task(1, "failed", "shutdown")];
         assert_eq!(convergence(&failed_history, 1), (1, true));
     }
 }

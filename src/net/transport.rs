@@ -418,7 +418,11 @@ async fn ordered_writer(
             }
         }
         if let Some((connection, send)) = stream.as_mut() {
-            if transport.apply_outgoing_fault(addr, connection).await.is_err() {
+            if transport
+                .apply_outgoing_fault(addr, connection)
+                .await
+                .is_err()
+            {
                 continue;
             }
             if let Err(error) = write_frame_open(send, &message).await {

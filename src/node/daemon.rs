@@ -192,8 +192,7 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
             credentials: admin,
         },
     )?;
-    let storage = RedbStorage::open(options.state_dir.join(RAFT_FILE))
-        .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    let storage = open_raft_storage(&options.state_dir)?;
     let store = SharedStore::default();
     let events = EventQueue::default();
     let replica = RaftReplica::bootstrap(
@@ -264,6 +263,19 @@ async fn wait_for_leadership(raft: &Addr<RaftActor>) -> Result<(), DaemonError> 
     Err(DaemonError::Raft(
         "this manager did not become leader within 10 s".into(),
     ))
+}
+
+/// Opens the Raft database with owner-only permissions: it holds the CA key and join secrets.
+fn open_raft_storage(state_dir: &Path) -> Result<RedbStorage, DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = state_dir.join(RAFT_FILE);
+    let storage = RedbStorage::open(&path).map_err(|e| DaemonError::Raft(e.to_string()))?;
+    for (target, mode) in [(path.as_path(), 0o600), (state_dir, 0o700)] {
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            DaemonError::StateDir(format!("cannot restrict {}: {e}", target.display()))
+        })?;
+    }
+    Ok(storage)
 }
 
 fn replica_config(raft_id: u64) -> ReplicaConfig {
@@ -337,8 +349,7 @@ pub async fn join(
     })?;
     state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
     let manager_parts = if accepted.role == Role::Manager {
-        let storage = RedbStorage::open(options.state_dir.join(RAFT_FILE))
-            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+        let storage = open_raft_storage(&options.state_dir)?;
         let store = SharedStore::default();
         let events = EventQueue::default();
         let replica = RaftReplica::join(
