@@ -318,3 +318,7 @@ impl Handler<CrashReplica> for ReplicaActor {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;
