@@ -231,7 +231,7 @@ fn a_worker_killed_and_started_again_adopts_its_live_processes() {
     let mut cluster = Cluster::new(&["--heartbeat-ms", "2000"]);
     cluster.init();
     let worker = cluster.join("worker");
-    let worker_id = cluster.node_id(worker);
+    let worker_id = cluster.wait_node_id(worker);
     create(
         &cluster,
         &name,
@@ -316,7 +316,7 @@ fn a_worker_back_after_being_down_stops_the_tasks_replaced_meanwhile() {
     cluster.init();
     cluster.join("worker");
     let worker = cluster.join("worker");
-    let worker_id = cluster.node_id(worker);
+    let worker_id = cluster.wait_node_id(worker);
     create(&cluster, &name, &["--replicas", "3"]);
     let running = cluster.wait_for_running(&name, 3, CONVERGE);
     let stale: Vec<(String, i32)> = running

@@ -311,6 +311,19 @@ impl Cluster {
             .unwrap_or(false)
     }
 
+    /// [`Cluster::node_id`] once the node has written `node.toml`: a joining node is listed as
+    /// ready by the managers slightly before it writes its state directory.
+    pub fn wait_node_id(&self, index: usize) -> String {
+        let settings = self.nodes[index].state_dir.join("node.toml");
+        self.wait_until("the node wrote node.toml", Duration::from_secs(20), || {
+            std::fs::read_to_string(&settings)
+                .ok()
+                .and_then(|text| toml::from_str::<toml::Value>(&text).ok())
+                .is_some_and(|value| value.get("node_id").is_some())
+        });
+        self.node_id(index)
+    }
+
     /// Index of the node whose ID is `node_id`.
     pub fn index_of(&self, node_id: &str) -> Option<usize> {
         (0..self.nodes.len()).find(|i| {
