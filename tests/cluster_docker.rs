@@ -184,6 +184,10 @@ fn a_docker_service_runs_labelled_containers_and_heals_without_duplicates() {
         assert_eq!(labels["com.flotilla.node.id"], task["node_id"]);
     }
     assert_eq!(containers_of(&name).len(), 3);
+    // No task failed on the way (an orphan sweep of an older assignment set once removed the
+    // fresh containers of a newer one, so tasks failed right after they started).
+    let history = cluster.tasks_json(&name).unwrap_or_default();
+    assert_eq!(history.len(), 3, "only the three first tasks: {history:#?}");
 
     // `docker rm -f` of one: a new task in the same slot runs within 2 s of the detection.
     let victim = running[0].clone();

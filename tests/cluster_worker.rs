@@ -7,9 +7,24 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use actix::prelude::*;
 use common::Cluster;
+use flotilla::actors::transport::Request;
+use flotilla::actors::worker::{ApplyAssignments, AttachRuntime, WorkerActor};
+use flotilla::core::model::{Service, Task};
+use flotilla::core::spec::ServiceSpec;
+use flotilla::net::message::{AssignmentSet, Message as WireMessage, NodeDescription};
+use flotilla::net::transport::TransportError;
+use flotilla::runtime::sim::SimRuntime;
+use flotilla::runtime::{
+    ContainerRuntime, ContainerSpec, ExitStatus, RunningInfo, RuntimeError, RuntimeHandle,
+    RuntimeKind,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde_json::Value;
 
 const FAST: &[&str] = &["--heartbeat-ms", "500"];
@@ -391,4 +406,134 @@ fn a_worker_back_after_being_down_stops_the_tasks_replaced_meanwhile() {
             .unwrap_or_else(|| panic!("the replaced task {task_id} stays in the history"));
         assert_ne!(field(task, "current_state"), "running", "{task}");
     }
+}
+
+/// The sim runtime with a slow `list`, as Docker's is under load: widens the window in which an
+/// orphan sweep started for one assignment set returns after a newer set started containers.
+struct SlowList {
+    inner: Arc<SimRuntime>,
+    list_delay_ms: u64,
+}
+
+impl ContainerRuntime for SlowList {
+    fn kind(&self) -> RuntimeKind {
+        self.inner.kind()
+    }
+    fn node_id(&self) -> &str {
+        self.inner.node_id()
+    }
+    fn version(&self) -> BoxFuture<'_, Result<String, RuntimeError>> {
+        self.inner.version()
+    }
+    fn start<'a>(
+        &'a self,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<RuntimeHandle, RuntimeError>> {
+        self.inner.start(spec)
+    }
+    fn wait<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<ExitStatus, RuntimeError>> {
+        self.inner.wait(runtime_id)
+    }
+    fn stop<'a>(
+        &'a self,
+        runtime_id: &'a str,
+        grace_ms: u64,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.inner.stop(runtime_id, grace_ms)
+    }
+    fn remove<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        self.inner.remove(runtime_id)
+    }
+    fn find<'a>(
+        &'a self,
+        task_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RunningInfo>, RuntimeError>> {
+        self.inner.find(task_id)
+    }
+    fn inspect<'a>(
+        &'a self,
+        runtime_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RunningInfo>, RuntimeError>> {
+        self.inner.inspect(runtime_id)
+    }
+    fn list(&self) -> BoxFuture<'_, Result<Vec<RunningInfo>, RuntimeError>> {
+        async move {
+            tokio::time::sleep(Duration::from_millis(self.list_delay_ms)).await;
+            self.inner.list().await
+        }
+        .boxed()
+    }
+}
+
+/// A transport nobody calls (the worker knows no manager); refuses anything it is sent.
+struct NoTransport;
+
+impl Actor for NoTransport {
+    type Context = Context<Self>;
+}
+
+impl Handler<Request> for NoTransport {
+    type Result = Result<WireMessage, TransportError>;
+
+    fn handle(&mut self, _: Request, _: &mut Context<Self>) -> Self::Result {
+        Err(TransportError::Setup("no transport in this test".into()))
+    }
+}
+
+fn sim_task(id: &str, slot: u64) -> Task {
+    let mut spec = ServiceSpec::new("web", "busybox");
+    spec.command = vec!["sleep".into(), "300".into()];
+    let service = Service {
+        id: "svc-1".into(),
+        spec,
+        meta: Default::default(),
+    };
+    Task::new(id.into(), &service, Some(slot), Some("node-a".into()))
+}
+
+/// Regression: the orphan sweep of an older assignment set used to remove the containers a
+/// newer set had just started (seen as tasks failing right after a service was created).
+#[actix_rt::test]
+async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let sim = Arc::new(SimRuntime::new("node-a", 0));
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(SlowList {
+        inner: sim.clone(),
+        list_delay_ms: 300,
+    });
+    let description = NodeDescription {
+        hostname: "node-a".into(),
+        addr: "127.0.0.1:1".into(),
+        engine_version: "sim".into(),
+        resources: Default::default(),
+        labels: Default::default(),
+    };
+    let worker = WorkerActor::new(
+        description,
+        Vec::new(),
+        NoTransport.start().recipient(),
+        Duration::from_secs(3600),
+        state_dir.path().to_path_buf(),
+    )
+    .start();
+    worker.do_send(AttachRuntime(runtime));
+    let first = sim_task("t1", 1);
+    worker.do_send(ApplyAssignments(AssignmentSet {
+        version: 1,
+        tasks: vec![first.clone()],
+    }));
+    worker.do_send(ApplyAssignments(AssignmentSet {
+        version: 2,
+        tasks: vec![first, sim_task("t2", 2)],
+    }));
+    // Long enough for both sweeps to return and act.
+    actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+    for task_id in ["t1", "t2"] {
+        let found = sim.find(task_id).await.expect("sim finds");
+        assert!(
+            found.is_some_and(|info| info.running),
+            "{task_id} still runs"
+        );
+    }
+    assert_eq!(sim.running_count(), 2);
 }
