@@ -298,3 +298,74 @@ fn a_docker_service_runs_labelled_containers_and_heals_without_duplicates() {
         containers_of(&name).is_empty()
     });
 }
+
+/// A container removed while its node is down (and back before the cluster declares it down)
+/// is a task that ended: the restarted node reports it failed and the managers replace it. The
+/// node must not start the same task again (SPEC §3: a task is one container attempt).
+#[test]
+fn a_container_removed_while_its_node_was_down_is_failed_not_restarted_in_place() {
+    if !docker_available() {
+        return;
+    }
+    let name = unique("dkgone");
+    let _containers = ContainerGuard {
+        service_name: name.clone(),
+    };
+    // A slow heartbeat, so the node is back long before it could be declared down.
+    let mut cluster = Cluster::new(&["--heartbeat-ms", "2000"]).with_runtime("docker");
+    cluster.init();
+    let worker = cluster.join("worker");
+    let worker_id = cluster.wait_node_id(worker);
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "--name",
+            &name,
+            "--replicas",
+            "1",
+            "--constraint",
+            "node.role==worker",
+            "-d",
+            "busybox:latest",
+            "sh",
+            "-c",
+            LOOP,
+        ],
+    );
+    let running = cluster.wait_for_running(&name, 1, CONVERGE);
+    let old_task = field(&running[0], "id").to_string();
+    assert_eq!(field(&running[0], "node_id"), worker_id);
+
+    cluster.kill(worker);
+    let removed = Command::new("docker")
+        .args(["rm", "-f", field(&running[0], "runtime_id")])
+        .output()
+        .expect("docker rm -f");
+    assert!(removed.status.success());
+    cluster.restart(worker);
+
+    cluster.wait_until("the old task failed and a new one runs", CONVERGE, || {
+        let tasks = cluster.tasks_json(&name).unwrap_or_default();
+        let old_failed = tasks
+            .iter()
+            .any(|t| field(t, "id") == old_task && field(t, "current_state") == "failed");
+        let running = cluster.running_tasks(&name);
+        old_failed && running.len() == 1 && field(&running[0], "id") != old_task
+    });
+    let of_old_task = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=com.flotilla.task.id={old_task}"))
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&of_old_task.stdout)
+            .trim()
+            .is_empty(),
+        "the old task was started again in place"
+    );
+    let new = &cluster.running_tasks(&name)[0];
+    assert_eq!(inspect(field(new, "runtime_id"))["State"]["Running"], true);
+    assert_eq!(containers_of(&name).len(), 1);
+}

@@ -344,3 +344,74 @@ async fn a_running_task_whose_container_is_gone_is_reported_failed_not_restarted
         "nothing was started"
     );
 }
+
+#[actix_rt::test]
+async fn an_adopt_only_replica_fails_a_task_whose_container_is_gone_even_if_only_assigned() {
+    // As after a node restart: the saved assignment set says `assigned`, but the task may have
+    // run before the node went down; its container is gone, so it ended: never start it again.
+    let runtime = Arc::new(SimRuntime::new(NODE_ID, 0));
+    let updates = Arc::new(Mutex::new(Vec::new()));
+    let reports = Collector {
+        updates: updates.clone(),
+    }
+    .start()
+    .recipient();
+    let (task, actor_runtime) = (assigned_task("t-saved"), runtime.clone());
+    let replica = Supervisor::start(move |_| {
+        let runtime: Arc<dyn ContainerRuntime> = actor_runtime;
+        ReplicaActor::new(task, runtime, reports).adopt_only()
+    });
+    let fixture = Fixture {
+        task: assigned_task("t-saved"),
+        runtime,
+        updates,
+        replica: Some(replica),
+    };
+    let failed = fixture.wait_for(TaskState::Failed, 1).await;
+    assert!(failed.status.error.unwrap_or_default().contains("gone"));
+    assert!(!fixture.states().contains(&TaskState::Starting));
+    assert_eq!(
+        fixture.next_start_id().await,
+        "sim-1",
+        "nothing was started"
+    );
+}
+
+#[actix_rt::test]
+async fn an_adopt_only_replica_re_attaches_to_a_running_container() {
+    let runtime = Arc::new(SimRuntime::new(NODE_ID, 0));
+    let task = assigned_task("t-saved-live");
+    let spec = ContainerSpec {
+        name: task.container_name(),
+        image: task.spec.image.clone(),
+        command: task.spec.command.clone(),
+        env: Vec::new(),
+        labels: task.container_labels(),
+        node_id: NODE_ID.into(),
+        task_id: task.id.clone(),
+        memory_limit_bytes: None,
+        nano_cpus_limit: None,
+        stop_grace_ms: 0,
+    };
+    let existing = runtime.start(&spec).await.expect("starts").runtime_id;
+    let updates = Arc::new(Mutex::new(Vec::new()));
+    let reports = Collector {
+        updates: updates.clone(),
+    }
+    .start()
+    .recipient();
+    let (actor_task, actor_runtime) = (task.clone(), runtime.clone());
+    let replica = Supervisor::start(move |_| {
+        let runtime: Arc<dyn ContainerRuntime> = actor_runtime;
+        ReplicaActor::new(actor_task, runtime, reports).adopt_only()
+    });
+    let fixture = Fixture {
+        task,
+        runtime,
+        updates,
+        replica: Some(replica),
+    };
+    let running = fixture.wait_for(TaskState::Running, 1).await;
+    assert_eq!(running.runtime_id, Some(existing));
+    assert_eq!(fixture.next_start_id().await, "sim-2", "no second start");
+}

@@ -176,7 +176,17 @@ impl WorkerActor {
                 let (task, runtime) = (task.clone(), runtime.clone());
                 let task_id = task.id.clone();
                 let reports = ctx.address().recipient();
-                let replica = Supervisor::start(move |_| ReplicaActor::new(task, runtime, reports));
+                // Until the leader has spoken, the set is the one saved before this node went
+                // down: its tasks may have run already, so only re-attach to them.
+                let adopt_only = !self.authoritative;
+                let replica = Supervisor::start(move |_| {
+                    let replica = ReplicaActor::new(task, runtime, reports);
+                    if adopt_only {
+                        replica.adopt_only()
+                    } else {
+                        replica
+                    }
+                });
                 self.replicas.insert(task_id, replica);
             }
         }
