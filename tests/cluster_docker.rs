@@ -369,3 +369,96 @@ fn a_container_removed_while_its_node_was_down_is_failed_not_restarted_in_place(
     assert_eq!(inspect(field(new, "runtime_id"))["State"]["Running"], true);
     assert_eq!(containers_of(&name).len(), 1);
 }
+
+/// A worker killed with SIGKILL and started again adopts its running containers (same
+/// container, same task, nothing started) and still learns of their death.
+#[test]
+fn a_restarted_docker_worker_adopts_its_containers_and_follows_them() {
+    if !docker_available() {
+        return;
+    }
+    let name = unique("dkadopt");
+    let _containers = ContainerGuard {
+        service_name: name.clone(),
+    };
+    let mut cluster = Cluster::new(&["--heartbeat-ms", "2000"]).with_runtime("docker");
+    cluster.init();
+    let worker = cluster.join("worker");
+    let worker_id = cluster.wait_node_id(worker);
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "--name",
+            &name,
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.role==worker",
+            "-d",
+            "busybox:latest",
+            "sh",
+            "-c",
+            LOOP,
+        ],
+    );
+    let before: BTreeSet<(String, String)> = cluster
+        .wait_for_running(&name, 2, CONVERGE)
+        .iter()
+        .map(|t| {
+            (
+                field(t, "id").to_string(),
+                field(t, "runtime_id").to_string(),
+            )
+        })
+        .collect();
+
+    cluster.kill(worker);
+    cluster.restart(worker);
+    cluster.wait_until("the worker is ready again", CONVERGE, || {
+        cluster.nodes_json(None).is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["id"] == worker_id.as_str() && n["status"] == "ready")
+        })
+    });
+    // Give a restarted node time to do anything wrong (start duplicates), then check.
+    std::thread::sleep(Duration::from_secs(3));
+    let after: BTreeSet<(String, String)> = cluster
+        .running_tasks(&name)
+        .iter()
+        .map(|t| {
+            (
+                field(t, "id").to_string(),
+                field(t, "runtime_id").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(after, before, "same tasks, same containers");
+    assert_eq!(cluster.tasks_json(&name).unwrap_or_default().len(), 2);
+    assert_eq!(containers_of(&name).len(), 2, "no duplicate container");
+
+    // The adopted container's death is still seen, with Docker's exit code.
+    let (task_id, container_id) = before.iter().next().expect("a task").clone();
+    let killed = Command::new("docker")
+        .args(["kill", &container_id])
+        .output()
+        .expect("docker kill");
+    assert!(killed.status.success());
+    let mut failed = Value::Null;
+    cluster.wait_until("the adopted task is failed and replaced", CONVERGE, || {
+        let tasks = cluster.tasks_json(&name).unwrap_or_default();
+        let old = tasks
+            .iter()
+            .find(|t| field(t, "id") == task_id && field(t, "current_state") == "failed");
+        match old {
+            Some(old) if cluster.running_tasks(&name).len() == 2 => {
+                failed = old.clone();
+                true
+            }
+            _ => false,
+        }
+    });
+    assert_eq!(failed["exit_code"].as_i64(), Some(137), "{failed}");
+}
