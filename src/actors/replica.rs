@@ -51,6 +51,8 @@ pub struct ReplicaActor {
     reports: Recipient<ReportStatus>,
     runtime_id: Option<String>,
     restarted: bool,
+    /// Never start a container, only re-attach (see [`ReplicaActor::adopt_only`]).
+    adopt_only: bool,
     retiring: bool,
     finished: bool,
 }
@@ -68,9 +70,20 @@ impl ReplicaActor {
             reports,
             runtime_id: None,
             restarted: false,
+            adopt_only: false,
             retiring: false,
             finished: false,
         }
+    }
+
+    /// A replica that only re-attaches: if the task's container is gone, the task is reported
+    /// failed instead of started. For tasks a restarted node knows only from the assignment set
+    /// it saved before it went down: whatever their recorded state, they may have run already
+    /// (the saved set keeps the state they had when it was sent, usually `assigned`), and a
+    /// task is one container attempt that is never started again in place (SPEC §3).
+    pub fn adopt_only(mut self) -> Self {
+        self.adopt_only = true;
+        self
     }
 
     fn spec(&self) -> ContainerSpec {
@@ -123,7 +136,8 @@ impl ReplicaActor {
         let runtime = self.runtime.clone();
         let spec = self.spec();
         let task_id = self.task.id.clone();
-        let reattaching = self.restarted || self.task.status.state >= TaskState::Starting;
+        let reattaching =
+            self.restarted || self.adopt_only || self.task.status.state >= TaskState::Starting;
         if !reattaching {
             self.report(TaskState::Starting, "starting", None, None);
         }
@@ -180,7 +194,8 @@ impl ReplicaActor {
             }
             Attached::Vanished => {
                 actor.finished = true;
-                let message = "the container is gone (it ended while its replica actor restarted)";
+                let message =
+                    "the container is gone (it ended while its replica actor or node restarted)";
                 actor.report(TaskState::Failed, "failed", Some(message.into()), None);
                 actor.remove(ctx);
             }
@@ -318,3 +333,7 @@ impl Handler<CrashReplica> for ReplicaActor {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;

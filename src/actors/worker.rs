@@ -191,7 +191,17 @@ impl WorkerActor {
                 let (task, runtime) = (task.clone(), runtime.clone());
                 let task_id = task.id.clone();
                 let reports = ctx.address().recipient();
-                let replica = Supervisor::start(move |_| ReplicaActor::new(task, runtime, reports));
+                // Until the leader has spoken, the set is the one saved before this node went
+                // down: its tasks may have run already, so only re-attach to them.
+                let adopt_only = !self.authoritative;
+                let replica = Supervisor::start(move |_| {
+                    let replica = ReplicaActor::new(task, runtime, reports);
+                    if adopt_only {
+                        replica.adopt_only()
+                    } else {
+                        replica
+                    }
+                });
                 self.replicas.insert(task_id, replica);
             }
         }
@@ -208,30 +218,43 @@ impl WorkerActor {
             }
         }
         if self.authoritative {
-            self.remove_orphans(ctx, runtime, wanted);
+            self.remove_orphans(ctx, runtime);
         }
     }
 
-    fn remove_orphans(
-        &mut self,
-        ctx: &mut Context<Self>,
-        runtime: Arc<dyn ContainerRuntime>,
-        wanted: HashSet<String>,
-    ) {
-        async move {
-            let Ok(found) = runtime.list().await else {
-                return;
-            };
-            for info in found.into_iter().filter(|info| !wanted.contains(&info.task_id)) {
-                tracing::info!(task = %info.task_id, "removing a container of a task this node no longer has");
-                if info.running {
-                    let _ = runtime.stop(&info.runtime_id, STOP_GRACE_MS).await;
+    /// Removes containers of this node whose task has no replica actor. Which containers are
+    /// orphans is decided against the replicas the worker has *when the listing returns*, not
+    /// when it was asked for: a newer assignment set may have started replicas meanwhile, and
+    /// a sweep deciding on an older set would remove their fresh containers (seen as tasks
+    /// failing right after they started when a service was created or scaled).
+    fn remove_orphans(&mut self, ctx: &mut Context<Self>, runtime: Arc<dyn ContainerRuntime>) {
+        let listing = runtime.clone();
+        async move { listing.list().await }
+            .into_actor(self)
+            .map(move |found, actor, ctx| {
+                let Ok(found) = found else {
+                    return;
+                };
+                let orphans: Vec<_> = found
+                    .into_iter()
+                    .filter(|info| !actor.replicas.contains_key(&info.task_id))
+                    .collect();
+                if orphans.is_empty() {
+                    return;
                 }
-                let _ = runtime.remove(&info.runtime_id).await;
-            }
-        }
-        .into_actor(self)
-        .spawn(ctx);
+                async move {
+                    for info in orphans {
+                        tracing::info!(task = %info.task_id, "removing a container of a task this node no longer has");
+                        if info.running {
+                            let _ = runtime.stop(&info.runtime_id, STOP_GRACE_MS).await;
+                        }
+                        let _ = runtime.remove(&info.runtime_id).await;
+                    }
+                }
+                .into_actor(actor)
+                .spawn(ctx);
+            })
+            .spawn(ctx);
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Cluster {
     pub port: u16,
     pub nodes: Vec<NodeProcess>,
     pub extra_args: Vec<String>,
+    /// `--runtime` for every init/join; `process` unless [`Cluster::with_runtime`] says otherwise.
+    pub runtime: String,
 }
 
 fn free_udp_port() -> u16 {
@@ -54,7 +56,14 @@ impl Cluster {
             port: free_udp_port(),
             nodes: Vec::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            runtime: "process".to_string(),
         }
+    }
+
+    /// The same cluster with nodes started with `--runtime runtime` (`docker`, `process`).
+    pub fn with_runtime(mut self, runtime: &str) -> Self {
+        self.runtime = runtime.to_string();
+        self
     }
 
     pub fn addr(&self, index: usize) -> String {
@@ -106,7 +115,7 @@ impl Cluster {
             "--hostname".to_string(),
             format!("node{}", index + 1),
             "--runtime".to_string(),
-            "process".to_string(),
+            self.runtime.clone(),
         ];
         args.extend(self.extra_args.iter().cloned());
         args
@@ -278,6 +287,77 @@ impl Cluster {
             self.nodes[index].state_dir.display().to_string(),
         ];
         self.spawn(index, args);
+    }
+
+    /// `flotilla-node start` on an existing state directory with extra options
+    /// (e.g. `--enable-chaos`).
+    pub fn restart_with(&mut self, index: usize, extra: &[&str]) {
+        let mut args = vec![
+            "start".to_string(),
+            "--state-dir".to_string(),
+            self.nodes[index].state_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(index, args);
+    }
+
+    /// `service ps --format json SERVICE` (every task, history included), or `None` if it fails.
+    pub fn tasks_json(&self, service: &str) -> Option<Vec<Value>> {
+        let output = self.cli(None, &["service", "ps", "--format", "json", service]);
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// The tasks of `service` whose current state is `running` (empty if the CLI fails).
+    pub fn running_tasks(&self, service: &str) -> Vec<Value> {
+        self.tasks_json(service)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|task| task["current_state"] == "running")
+            .collect()
+    }
+
+    /// Waits until `service` has exactly `count` running tasks and returns them.
+    pub fn wait_for_running(&self, service: &str, count: usize, timeout: Duration) -> Vec<Value> {
+        let mut running = Vec::new();
+        self.wait_until(
+            &format!("{service} has {count} running tasks"),
+            timeout,
+            || {
+                running = self.running_tasks(service);
+                running.len() == count
+            },
+        );
+        running
+    }
+
+    /// Whether node `index`'s log contains `text` (e.g. a supervisor restart message).
+    pub fn log_contains(&self, index: usize, text: &str) -> bool {
+        std::fs::read_to_string(&self.nodes[index].log)
+            .map(|log| log.contains(text))
+            .unwrap_or(false)
+    }
+
+    /// [`Cluster::node_id`] once the node has written `node.toml`: a joining node is listed as
+    /// ready by the managers slightly before it writes its state directory.
+    pub fn wait_node_id(&self, index: usize) -> String {
+        let settings = self.nodes[index].state_dir.join("node.toml");
+        self.wait_until("the node wrote node.toml", Duration::from_secs(20), || {
+            std::fs::read_to_string(&settings)
+                .ok()
+                .and_then(|text| toml::from_str::<toml::Value>(&text).ok())
+                .is_some_and(|value| value.get("node_id").is_some())
+        });
+        self.node_id(index)
+    }
+
+    /// Index of the node whose ID is `node_id`.
+    pub fn index_of(&self, node_id: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| {
+            self.nodes[*i].state_dir.join("node.toml").exists() && self.node_id(*i) == node_id
+        })
     }
 
     pub fn wait_until(&self, what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
