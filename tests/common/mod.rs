@@ -131,6 +131,10 @@ impl Cluster {
         self.wait_until("the first manager answers", Duration::from_secs(20), || {
             config.exists() && self.cli(Some(index), &["node", "ls"]).status.success()
         });
+        // Ready too, so that a later join cannot mistake this node for the one it waits for.
+        self.wait_until("the first manager is ready", Duration::from_secs(20), || {
+            self.ready_count() == 1
+        });
         index
     }
 
