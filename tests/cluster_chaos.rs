@@ -141,6 +141,7 @@ fn crashed_actors_are_restarted_and_the_replica_count_is_exact() {
         ("dispatcher", None),
         ("service", Some("web")),
         ("orchestrator", None),
+        ("raft", None),
     ] {
         let mut args = vec!["chaos", "kill-actor", kind];
         args.extend(id);

@@ -254,6 +254,13 @@ impl NodeActor {
                 orchestrator.do_send(CrashService(service));
                 return WireMessage::Ack;
             }
+            "raft" => {
+                let Some(manager) = &self.manager else {
+                    return refused("no raft actor runs on this node (it is not a manager)".into());
+                };
+                manager.raft.do_send(crate::actors::raft::CrashRaft);
+                return WireMessage::Ack;
+            }
             "replica" | "worker" => {
                 let Some(worker) = &self.worker else {
                     return refused("no worker runs on this node".into());

@@ -149,7 +149,10 @@ type Reply<T> = oneshot::Sender<Result<T, RaftError>>;
 
 /// The actor. See the module documentation.
 pub struct RaftActor {
-    replica: RaftReplica<StoreMachine>,
+    /// Always `Some` outside `restarting()`, which drops it to reopen the same storage.
+    replica: Option<RaftReplica<StoreMachine>>,
+    /// Rebuilds the replica from disk after a crash of this actor.
+    reopen: Box<dyn Fn() -> Result<RaftReplica<StoreMachine>, String>>,
     store: SharedStore,
     events: EventQueue,
     transport: Transport,
@@ -181,6 +184,7 @@ impl RaftActor {
     /// An actor over a started replica; `peers` seeds known manager addresses.
     pub fn new(
         replica: RaftReplica<StoreMachine>,
+        reopen: Box<dyn Fn() -> Result<RaftReplica<StoreMachine>, String>>,
         store: SharedStore,
         events: EventQueue,
         transport: Transport,
@@ -189,7 +193,8 @@ impl RaftActor {
         peers: HashMap<u64, SocketAddr>,
     ) -> Self {
         Self {
-            replica,
+            replica: Some(replica),
+            reopen,
             store,
             events,
             transport,
@@ -214,6 +219,12 @@ impl RaftActor {
         }
     }
 
+    fn replica(&mut self) -> &mut RaftReplica<StoreMachine> {
+        self.replica
+            .as_mut()
+            .expect("the raft replica exists except inside restarting()")
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.next_request_id;
         self.next_request_id += 1;
@@ -236,7 +247,7 @@ impl RaftActor {
 
     fn drive(&mut self, ctx: &mut Context<Self>) {
         self.drive_scheduled = false;
-        let output = match self.replica.handle_ready() {
+        let output = match self.replica().handle_ready() {
             Ok(output) => output,
             Err(error) => return self.fatal(ctx, error),
         };
@@ -366,13 +377,13 @@ impl RaftActor {
                 .insert(to, (addr, self.transport.ordered_sender(addr)));
         }
         let envelope = RaftEnvelope {
-            from: self.replica.id(),
+            from: self.replica().id(),
             to,
             bytes,
         };
         if let Some((_, outbox)) = self.outboxes.get(&to) {
             if !outbox.send(WireMessage::Raft(envelope)) {
-                self.replica.report_unreachable(to);
+                self.replica().report_unreachable(to);
             }
         }
     }
@@ -381,13 +392,13 @@ impl RaftActor {
     /// new until it hears how the snapshot fared.
     fn send_snapshot(&mut self, ctx: &mut Context<Self>, to: u64, bytes: Vec<u8>) {
         let Some(addr) = self.peer_addr(to) else {
-            self.replica.report_snapshot(to, false);
+            self.replica().report_snapshot(to, false);
             return;
         };
         let request = Request {
             to: addr,
             message: WireMessage::Raft(RaftEnvelope {
-                from: self.replica.id(),
+                from: self.replica().id(),
                 to,
                 bytes,
             }),
@@ -398,7 +409,7 @@ impl RaftActor {
             .into_actor(self)
             .map(move |result, actor, ctx| {
                 let delivered = matches!(result, Ok(Ok(WireMessage::Ack)));
-                actor.replica.report_snapshot(to, delivered);
+                actor.replica().report_snapshot(to, delivered);
                 actor.schedule_drive(ctx);
             })
             .spawn(ctx);
@@ -436,6 +447,57 @@ impl Actor for RaftActor {
     }
 }
 
+/// Chaos: stop as if the actor had crashed; its supervisor restarts it from disk.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CrashRaft;
+
+impl Handler<CrashRaft> for RaftActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CrashRaft, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Supervised for RaftActor {
+    /// Everything in memory is suspect after a crash: rebuild the replica from disk, as a
+    /// process restart would. Pending requests fail (their outcome is unknown).
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!("raft actor restarting from disk");
+        self.proposals.clear();
+        self.membership_changes.clear();
+        self.reads.clear();
+        self.outboxes.clear();
+        self.drive_scheduled = false;
+        self.replica = None;
+        match (self.reopen)() {
+            Ok(replica) => self.replica = Some(replica),
+            Err(error) => {
+                tracing::error!(%error, "cannot reopen the raft storage; stopping the node");
+                ctx.stop();
+                System::current().stop_with_code(70);
+                return;
+            }
+        }
+        let previous = std::mem::replace(
+            &mut self.leadership,
+            LeadershipChanged {
+                leader_id: None,
+                leader_addr: None,
+                term: 0,
+                is_leader: false,
+            },
+        );
+        if previous.is_leader {
+            // Leader-only components must stop until leadership is won again.
+            let leadership = self.leadership.clone();
+            self.leadership_subscribers
+                .retain(|subscriber| subscriber.try_send(leadership.clone()).is_ok());
+        }
+    }
+}
+
 impl Handler<Drive> for RaftActor {
     type Result = ();
 
@@ -448,7 +510,7 @@ impl Handler<Tick> for RaftActor {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        self.replica.tick();
+        self.replica().tick();
         self.expire_closed_waiters();
         self.schedule_drive(ctx);
     }
@@ -458,7 +520,7 @@ impl Handler<StepRaft> for RaftActor {
     type Result = ();
 
     fn handle(&mut self, message: StepRaft, ctx: &mut Context<Self>) {
-        if message.envelope.to != self.replica.id() {
+        if message.envelope.to != self.replica().id() {
             tracing::debug!(
                 to = message.envelope.to,
                 "raft message for another replica dropped"
@@ -468,7 +530,7 @@ impl Handler<StepRaft> for RaftActor {
         self.peer_addrs
             .entry(message.envelope.from)
             .or_insert(message.remote);
-        if let Err(error) = self.replica.step(&message.envelope.bytes) {
+        if let Err(error) = self.replica().step(&message.envelope.bytes) {
             tracing::debug!(%error, from = message.envelope.from, "raft message refused");
         }
         self.schedule_drive(ctx);
@@ -499,7 +561,7 @@ impl Handler<Propose> for RaftActor {
             now_ms: (self.now_ms)(),
             command: propose.command,
         };
-        if let Err(error) = self.replica.propose(id, &proposal) {
+        if let Err(error) = self.replica().propose(id, &proposal) {
             let error = match error {
                 ReplicaError::NotLeader { leader_id } => RaftError::NotLeader { leader_id },
                 other => RaftError::Internal(other.to_string()),
@@ -521,7 +583,7 @@ impl Handler<ChangeMembership> for RaftActor {
             self.peer_addrs.insert(id, addr);
         }
         let id = self.next_id();
-        if let Err(error) = self.replica.propose_conf_change(id, request.change) {
+        if let Err(error) = self.replica().propose_conf_change(id, request.change) {
             let error = match error {
                 ReplicaError::NotLeader { leader_id } => RaftError::NotLeader { leader_id },
                 other => RaftError::Internal(other.to_string()),
@@ -542,12 +604,16 @@ impl Handler<TransferLeadership> for RaftActor {
         if !self.leadership.is_leader {
             return;
         }
-        let own = self.replica.id();
-        let target = request
-            .to
-            .or_else(|| self.replica.voters().iter().copied().find(|id| *id != own));
+        let own = self.replica().id();
+        let target = request.to.or_else(|| {
+            self.replica()
+                .voters()
+                .iter()
+                .copied()
+                .find(|id| *id != own)
+        });
         if let Some(target) = target {
-            self.replica.transfer_leader(target);
+            self.replica().transfer_leader(target);
             self.schedule_drive(ctx);
         }
     }
@@ -560,7 +626,7 @@ impl Handler<LinearizableRead> for RaftActor {
         let id = self.next_id();
         let (sender, receiver) = oneshot::channel();
         self.reads.insert(id, sender);
-        self.replica.read_index(id);
+        self.replica().read_index(id);
         self.schedule_drive(ctx);
         Box::pin(await_reply(receiver))
     }
@@ -586,8 +652,8 @@ impl Handler<GetStatus> for RaftActor {
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(RaftStatus {
             leadership: self.leadership.clone(),
-            voters: self.replica.voters().to_vec(),
-            raft_id: self.replica.id(),
+            voters: self.replica().voters().to_vec(),
+            raft_id: self.replica().id(),
         })
     }
 }

@@ -485,16 +485,32 @@ async fn run(
             if let Ok(addr) = settings.advertise_addr.parse() {
                 peers.insert(raft_id_of(&settings.node_id), addr);
             }
-            let raft = RaftActor::new(
-                replica,
-                store.clone(),
-                events,
-                transport.clone(),
-                transport_actor.clone().recipient(),
-                Duration::from_millis(settings.raft_tick_ms.max(1)),
-                peers,
-            )
-            .start();
+            let reopen_dir = state_dir.to_path_buf();
+            let (reopen_store, reopen_events) = (store.clone(), events.clone());
+            let raft_id = raft_id_of(&settings.node_id);
+            let reopen = move || {
+                let storage =
+                    RedbStorage::open(reopen_dir.join(RAFT_FILE)).map_err(|e| e.to_string())?;
+                let machine = StoreMachine::new(reopen_store.clone(), reopen_events.clone());
+                RaftReplica::restart(replica_config(raft_id), storage, machine)
+                    .map_err(|e| e.to_string())
+            };
+            let tick = Duration::from_millis(settings.raft_tick_ms.max(1));
+            let (raft_transport, raft_requests) =
+                (transport.clone(), transport_actor.clone().recipient());
+            let raft_store = store.clone();
+            let raft = Supervisor::start(move |_| {
+                RaftActor::new(
+                    replica,
+                    Box::new(reopen),
+                    raft_store,
+                    events,
+                    raft_transport,
+                    raft_requests,
+                    tick,
+                    peers,
+                )
+            });
             let control = ControlActor::new(
                 settings.node_id.clone(),
                 store.clone(),

@@ -132,9 +132,11 @@ impl Cluster {
             config.exists() && self.cli(Some(index), &["node", "ls"]).status.success()
         });
         // Ready too, so that a later join cannot mistake this node for the one it waits for.
-        self.wait_until("the first manager is ready", Duration::from_secs(20), || {
-            self.ready_count() == 1
-        });
+        self.wait_until(
+            "the first manager is ready",
+            Duration::from_secs(20),
+            || self.ready_count() == 1,
+        );
         index
     }
 
