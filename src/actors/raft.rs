@@ -172,6 +172,22 @@ pub struct RaftActor {
     drive_scheduled: bool,
 }
 
+/// What the Raft actor is connected to.
+pub struct RaftWiring {
+    /// The applied store (written only by the replica's apply).
+    pub store: SharedStore,
+    /// Events the state machine queues on apply.
+    pub events: EventQueue,
+    /// The endpoint, for ordered per-peer channels.
+    pub transport: Transport,
+    /// Requests (snapshots must learn whether they arrived).
+    pub requests: Recipient<Request>,
+    /// The Raft tick.
+    pub tick_period: Duration,
+    /// Known manager addresses by Raft ID.
+    pub peers: HashMap<u64, SocketAddr>,
+}
+
 /// Unix milliseconds from the system clock (the production clock for proposals).
 pub fn system_now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -185,13 +201,16 @@ impl RaftActor {
     pub fn new(
         replica: RaftReplica<StoreMachine>,
         reopen: Box<dyn Fn() -> Result<RaftReplica<StoreMachine>, String>>,
-        store: SharedStore,
-        events: EventQueue,
-        transport: Transport,
-        requests: Recipient<Request>,
-        tick_period: Duration,
-        peers: HashMap<u64, SocketAddr>,
+        wiring: RaftWiring,
     ) -> Self {
+        let RaftWiring {
+            store,
+            events,
+            transport,
+            requests,
+            tick_period,
+            peers,
+        } = wiring;
         Self {
             replica: Some(replica),
             reopen,

@@ -10,7 +10,7 @@ use actix::prelude::*;
 
 use crate::actors::control::ControlActor;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
-use crate::actors::raft::{GetStatus, Propose, RaftActor, TransferLeadership};
+use crate::actors::raft::{GetStatus, Propose, RaftActor, RaftWiring, TransferLeadership};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, StopAllTasks, WorkerActor};
 use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
@@ -503,12 +503,14 @@ async fn run(
                 RaftActor::new(
                     replica,
                     Box::new(reopen),
-                    raft_store,
-                    events,
-                    raft_transport,
-                    raft_requests,
-                    tick,
-                    peers,
+                    RaftWiring {
+                        store: raft_store,
+                        events,
+                        transport: raft_transport,
+                        requests: raft_requests,
+                        tick_period: tick,
+                        peers,
+                    },
                 )
             });
             let control = ControlActor::new(
