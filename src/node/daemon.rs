@@ -192,23 +192,14 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
             credentials: admin,
         },
     )?;
-    let storage = open_raft_storage(&options.state_dir)?;
-    let store = SharedStore::default();
-    let events = EventQueue::default();
-    let replica = RaftReplica::bootstrap(
-        replica_config(raft_id_of(&settings.node_id)),
-        storage,
-        StoreMachine::new(store.clone(), events.clone()),
-        &[raft_id_of(&settings.node_id)],
-    )
-    .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    let manager = start_replica(&options.state_dir, &settings.node_id, RaftStart::Bootstrap)?;
     // node.toml last: its presence means "initialized".
     state::write_toml(&options.state_dir.join(NODE_FILE), &settings)?;
     let running = run(
         settings.clone(),
         &options.state_dir,
         credentials,
-        Some((replica, store, events)),
+        Some(manager),
         options.enable_chaos,
     )
     .await?;
@@ -276,6 +267,36 @@ fn open_raft_storage(state_dir: &Path) -> Result<RedbStorage, DaemonError> {
         })?;
     }
     Ok(storage)
+}
+
+/// How a manager's Raft replica comes up.
+enum RaftStart {
+    /// A new cluster with this manager as its only voter (`init`).
+    Bootstrap,
+    /// Empty storage; the leader adds this manager and sends a snapshot (`join`).
+    Join,
+    /// From the state directory (`start`). Empty storage means a promoted worker: it joins.
+    Restart,
+}
+
+fn start_replica(
+    state_dir: &Path,
+    node_id: &str,
+    how: RaftStart,
+) -> Result<ManagerStart, DaemonError> {
+    let storage = open_raft_storage(state_dir)?;
+    let store = SharedStore::default();
+    let events = EventQueue::default();
+    let raft_id = raft_id_of(node_id);
+    let config = replica_config(raft_id);
+    let machine = StoreMachine::new(store.clone(), events.clone());
+    let replica = match how {
+        RaftStart::Bootstrap => RaftReplica::bootstrap(config, storage, machine, &[raft_id]),
+        RaftStart::Restart if !storage.is_empty() => RaftReplica::restart(config, storage, machine),
+        RaftStart::Join | RaftStart::Restart => RaftReplica::join(config, storage, machine),
+    }
+    .map_err(|e| DaemonError::Raft(e.to_string()))?;
+    Ok((replica, store, events))
 }
 
 fn replica_config(raft_id: u64) -> ReplicaConfig {
@@ -349,16 +370,11 @@ pub async fn join(
     })?;
     state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
     let manager_parts = if accepted.role == Role::Manager {
-        let storage = open_raft_storage(&options.state_dir)?;
-        let store = SharedStore::default();
-        let events = EventQueue::default();
-        let replica = RaftReplica::join(
-            replica_config(raft_id_of(&settings.node_id)),
-            storage,
-            StoreMachine::new(store.clone(), events.clone()),
-        )
-        .map_err(|e| DaemonError::Raft(e.to_string()))?;
-        Some((replica, store, events))
+        Some(start_replica(
+            &options.state_dir,
+            &settings.node_id,
+            RaftStart::Join,
+        )?)
     } else {
         None
     };
@@ -384,17 +400,11 @@ pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, 
     let settings: NodeSettings = state::read_toml(&state_dir.join(NODE_FILE))?;
     let credentials: Credentials = state::read_toml(&state_dir.join(CREDENTIALS_FILE))?;
     let manager_parts = if settings.role == Role::Manager {
-        let storage = RedbStorage::open(state_dir.join(RAFT_FILE))
-            .map_err(|e| DaemonError::Raft(e.to_string()))?;
-        let store = SharedStore::default();
-        let events = EventQueue::default();
-        let replica = RaftReplica::restart(
-            replica_config(raft_id_of(&settings.node_id)),
-            storage,
-            StoreMachine::new(store.clone(), events.clone()),
-        )
-        .map_err(|e| DaemonError::Raft(e.to_string()))?;
-        Some((replica, store, events))
+        Some(start_replica(
+            state_dir,
+            &settings.node_id,
+            RaftStart::Restart,
+        )?)
     } else {
         None
     };
