@@ -266,7 +266,11 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
         );
     }
     let mut milestones: Vec<(String, f64)> = Vec::new();
-    let marks = [("first", 1u64), ("p50", replicas / 2), ("p90", replicas * 9 / 10)];
+    let marks = [
+        ("first", 1u64),
+        ("p50", replicas / 2),
+        ("p90", replicas * 9 / 10),
+    ];
     let mut next_mark = 0;
     let mut running = 0u64;
     let mut polls = 0u64;
@@ -314,7 +318,10 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
 
     // Per-task delay from `service ps`.
     let ps_started = Instant::now();
-    let ps = h.cli(&leader_host, &["service", "ps", "scale", "--format", "json"])?;
+    let ps = h.cli(
+        &leader_host,
+        &["service", "ps", "scale", "--format", "json"],
+    )?;
     let ps_ms = ps_started.elapsed().as_millis() as u64;
     let mut delays = Value::Null;
     let mut ps_error = Value::Null;
@@ -500,20 +507,13 @@ fn heal(args: &Args) -> anyhow::Result<Value> {
         }
         kill_command_ms.push(kill_started.elapsed().as_secs_f64() * 1000.0);
         let mut new_task: Option<Value> = None;
-        let waited = h.wait_until(
-            "the replacement runs",
-            Duration::from_secs(60),
-            poll,
-            |h| {
-                let tasks = ps(h)?;
-                new_task = tasks
-                    .into_iter()
-                    .find(|t| {
-                        t["slot"] == slot && t["current_state"] == "running" && t["id"] != old_id
-                    });
-                Ok(new_task.is_some())
-            },
-        )?;
+        let waited = h.wait_until("the replacement runs", Duration::from_secs(60), poll, |h| {
+            let tasks = ps(h)?;
+            new_task = tasks.into_iter().find(|t| {
+                t["slot"] == slot && t["current_state"] == "running" && t["id"] != old_id
+            });
+            Ok(new_task.is_some())
+        })?;
         let task = new_task.context("replacement")?;
         let since = task["state_since"]
             .as_str()

@@ -30,7 +30,9 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Blocks the termination signals in this (main) thread and every thread it starts, and lets
@@ -353,10 +355,6 @@ impl Harness {
     /// Marks a node as running docker containers that the cleanup must remove.
     pub fn register_docker_node(&self, node_id: &str) {
         registry().docker_node_ids.push(node_id.to_string());
-    }
-
-    pub fn log_tail(&self, index: usize, lines: usize) -> String {
-        tail(&self.procs[index].log, lines)
     }
 }
 
