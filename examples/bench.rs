@@ -21,7 +21,7 @@
 //! measures the first-replacement path and not the restart backoff of a slot killed again.
 //!
 //! Options: `--bin-dir DIR` (default: next to this example), `--timeout S`, `--poll-ms N`,
-//! `--sim-listen IP:PORT`, `--heartbeat-ms N` (hollow workers).
+//! `--sim-listen IP:PORT`, `--heartbeat-ms N` (hollow workers), `--raft-tick-ms N` (managers).
 
 #[path = "bench/harness.rs"]
 mod harness;
@@ -88,21 +88,30 @@ fn ms_stats(mut values: Vec<f64>) -> Value {
 }
 
 /// Starts the first manager (`init`) at `addr` and waits until the CLI can use it.
-fn init_manager(h: &mut Harness, addr: &str, runtime: &str) -> anyhow::Result<usize> {
+fn init_manager(
+    h: &mut Harness,
+    addr: &str,
+    runtime: &str,
+    extra: &[String],
+) -> anyhow::Result<usize> {
     let state = h.dir.join("mgr1");
     let index = h.spawn(
         "mgr1",
         &[
-            "init".into(),
-            "--listen".into(),
-            addr.into(),
-            "--state-dir".into(),
-            state.display().to_string(),
-            "--hostname".into(),
-            "mgr1".into(),
-            "--runtime".into(),
-            runtime.into(),
-        ],
+            &[
+                "init".into(),
+                "--listen".into(),
+                addr.into(),
+                "--state-dir".into(),
+                state.display().to_string(),
+                "--hostname".into(),
+                "mgr1".into(),
+                "--runtime".into(),
+                runtime.into(),
+            ],
+            extra,
+        ]
+        .concat(),
     )?;
     let config = h.config.clone();
     let host = addr.to_string();
@@ -122,24 +131,29 @@ fn join_node(
     runtime: &str,
     token: &str,
     manager: &str,
+    extra: &[String],
 ) -> anyhow::Result<usize> {
     let state = h.dir.join(name);
     h.spawn(
         name,
         &[
-            "join".into(),
-            "--token".into(),
-            token.into(),
-            "--listen".into(),
-            addr.into(),
-            "--state-dir".into(),
-            state.display().to_string(),
-            "--hostname".into(),
-            name.into(),
-            "--runtime".into(),
-            runtime.into(),
-            manager.into(),
-        ],
+            &[
+                "join".into(),
+                "--token".into(),
+                token.into(),
+                "--listen".into(),
+                addr.into(),
+                "--state-dir".into(),
+                state.display().to_string(),
+                "--hostname".into(),
+                name.into(),
+                "--runtime".into(),
+                runtime.into(),
+            ],
+            extra,
+            &[manager.into()],
+        ]
+        .concat(),
     )
 }
 
@@ -154,13 +168,15 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
     let poll = Duration::from_millis(args.number("--poll-ms", 250)?);
     let sim_listen = args.value("--sim-listen").unwrap_or("127.0.0.100:20000");
     let heartbeat_ms = args.number("--heartbeat-ms", 1000)?;
+    let raft_tick_ms = args.number("--raft-tick-ms", 100)?;
+    let extra = vec!["--raft-tick-ms".to_string(), raft_tick_ms.to_string()];
     let mut h = Harness::new(bin_dir(args))?;
     let port = harness::free_udp_port()?;
     let addrs: Vec<String> = (1..=3).map(|i| format!("127.0.0.{i}:{port}")).collect();
     let leader_host = addrs[0].clone();
 
     let started = Instant::now();
-    init_manager(&mut h, &addrs[0], "sim")?;
+    init_manager(&mut h, &addrs[0], "sim", &extra)?;
     let manager_token = h
         .cli_ok(&addrs[0], &["swarm", "join-token", "-q", "manager"])?
         .trim()
@@ -173,6 +189,7 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
             "sim",
             &manager_token,
             &addrs[0],
+            &extra,
         )?;
     }
     h.wait_until(
@@ -314,6 +331,16 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
         stop_reason = format!("timeout after {timeout:?} with {running}/{replicas} running");
     }
     let leader_converged = footprint(leader_pid);
+    let leader_now = h
+        .cli_json(&leader_host, &["node", "ls", "--format", "json"])
+        .ok()
+        .and_then(|nodes| {
+            nodes
+                .iter()
+                .find(|n| n["manager_status"] == "leader")
+                .and_then(|n| n["hostname"].as_str().map(str::to_string))
+        });
+    let leader_changed = leader_now.as_deref() != Some(h.procs[leader].name.as_str());
     let sim_converged = footprint(sim_pid);
 
     // Per-task delay from `service ps`.
@@ -380,6 +407,8 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
         },
         "leader_log_warn_error_lines": errors_in_leader_log,
         "heartbeat_ms": heartbeat_ms,
+        "raft_tick_ms": raft_tick_ms,
+        "leader_changed": leader_changed,
     }))
 }
 
@@ -420,7 +449,7 @@ fn heal(args: &Args) -> anyhow::Result<Value> {
     let port = harness::free_udp_port()?;
     let addrs: Vec<String> = (1..=3).map(|i| format!("127.0.0.{i}:{port}")).collect();
     let host = addrs[0].clone();
-    init_manager(&mut h, &addrs[0], &runtime)?;
+    init_manager(&mut h, &addrs[0], &runtime, &[])?;
     let token = h
         .cli_ok(&host, &["swarm", "join-token", "-q", "worker"])?
         .trim()
@@ -433,6 +462,7 @@ fn heal(args: &Args) -> anyhow::Result<Value> {
             &runtime,
             &token,
             &addrs[0],
+            &[],
         )?;
     }
     h.wait_until(
