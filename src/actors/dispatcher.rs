@@ -84,6 +84,8 @@ pub struct DispatcherActor {
     proposing: HashSet<String>,
     /// Version of the assignment set last pushed to each node.
     pushed: HashMap<String, u64>,
+    /// When the session check last ran: a late check means this manager stalled.
+    last_check: Instant,
 }
 
 impl DispatcherActor {
@@ -103,6 +105,7 @@ impl DispatcherActor {
             last_seen: HashMap::new(),
             proposing: HashSet::new(),
             pushed: HashMap::new(),
+            last_check: Instant::now(),
         }
     }
 
@@ -335,10 +338,21 @@ impl Handler<CheckSessions> for DispatcherActor {
 
     fn handle(&mut self, _: CheckSessions, ctx: &mut Context<Self>) {
         let down_after = self.period * MISSED_HEARTBEATS_DOWN;
+        let now = Instant::now();
+        let since_last_check = now.duration_since(self.last_check);
+        self.last_check = now;
+        if since_last_check > self.period * 2 {
+            // This manager was stalled, not the nodes: heartbeats may be waiting unread. Give
+            // every node a full grace period again rather than marking the cluster down.
+            tracing::warn!(
+                stalled_ms = since_last_check.as_millis() as u64,
+                "dispatcher stalled; extending every node's grace period"
+            );
+            self.started = now;
+        }
         if self.started.elapsed() < down_after {
             return;
         }
-        let now = Instant::now();
         let expired: Vec<String> = {
             let store = self.store.read();
             store

@@ -53,6 +53,9 @@ pub struct NodeActor {
     transport_actor: Option<Recipient<SendMessage>>,
     heartbeat_period: Duration,
     chaos_enabled: bool,
+    /// A thread of its own for the CPU-heavy leader work (reconciling, scheduling), so that
+    /// heartbeats, Raft and the transport on the main thread are never starved by it.
+    leader_work: Option<Arbiter>,
 }
 
 /// Plug the transport in once the endpoint is bound (it needs this actor's address first).
@@ -83,6 +86,7 @@ impl NodeActor {
             transport_actor: None,
             heartbeat_period,
             chaos_enabled,
+            leader_work: None,
         }
     }
 
@@ -292,13 +296,18 @@ impl NodeActor {
                 .start(),
             );
         }
+        let arbiter = self.leader_work.get_or_insert_with(Arbiter::new).handle();
         if self.scheduler.is_none() {
-            self.scheduler =
-                Some(SchedulerActor::new(manager.store.clone(), manager.raft.clone()).start());
+            let (store, raft) = (manager.store.clone(), manager.raft.clone());
+            self.scheduler = Some(SchedulerActor::start_in_arbiter(&arbiter, move |_| {
+                SchedulerActor::new(store, raft)
+            }));
         }
         if self.orchestrator.is_none() {
-            self.orchestrator =
-                Some(OrchestratorActor::new(manager.store.clone(), manager.raft.clone()).start());
+            let (store, raft) = (manager.store.clone(), manager.raft.clone());
+            self.orchestrator = Some(OrchestratorActor::start_in_arbiter(&arbiter, move |_| {
+                OrchestratorActor::new(store, raft)
+            }));
         }
     }
 
