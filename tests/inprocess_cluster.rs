@@ -104,7 +104,7 @@ impl InProcessCluster {
         cluster
     }
 
-    fn store(&self) -> std::sync::RwLockReadGuard<'_, flotilla::core::store::Store> {
+    fn store(&self) -> parking_lot::RwLockReadGuard<'_, flotilla::core::store::Store> {
         self.nodes[0].store.as_ref().expect("manager store").read()
     }
 

@@ -757,8 +757,11 @@ async fn admit_on_leader(
     .map_err(mailbox)?
     .map_err(wire_error)?;
     if node_role == NodeRole::Manager {
+        // A learner first: it gets the snapshot and the log without counting toward the
+        // quorum. The dispatcher makes it a voter once it has caught up (`ensure_voter`), so
+        // adding a manager never leaves the group waiting on one that is still starting.
         raft.send(ChangeMembership {
-            change: MembershipChange::AddVoter(raft_id_of(&node_id)),
+            change: MembershipChange::AddLearner(raft_id_of(&node_id)),
             addr: Some(addr),
         })
         .await

@@ -7,11 +7,12 @@
 //! store changes it, and answers a heartbeat that reports a stale version with the full set.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use crate::actors::raft::{
     ChangeMembership, GetStatus, Propose, RaftActor, StoreEvents, Subscribe,
@@ -30,6 +31,9 @@ use crate::node::machine::SharedStore;
 
 /// Periods without a heartbeat after which a node is down (SPEC §3).
 pub const MISSED_HEARTBEATS_DOWN: u32 = 3;
+
+/// Most task status updates committed as one Raft entry (reports are never split).
+pub const STATUS_BATCH_MAX: usize = 10_000;
 
 /// A node's heartbeat, as the dispatcher receives it.
 #[derive(Debug, Message)]
@@ -52,6 +56,12 @@ pub struct NodeTaskStatuses {
     /// The changes.
     pub updates: Vec<TaskStatusUpdate>,
 }
+
+/// A node's status report waiting to be committed, with the channel that answers the node.
+type PendingReport = (
+    Vec<TaskStatusUpdate>,
+    oneshot::Sender<Result<(), WireError>>,
+);
 
 /// Stop the dispatcher (leadership lost, or chaos).
 #[derive(Message)]
@@ -86,6 +96,10 @@ pub struct DispatcherActor {
     pushed: HashMap<String, u64>,
     /// When the session check last ran: a late check means this manager stalled.
     last_check: Instant,
+    /// Status reports waiting for the batch in flight to commit, with their reporters.
+    statuses: VecDeque<PendingReport>,
+    /// Whether a batch of status reports is being committed.
+    statuses_in_flight: bool,
 }
 
 impl DispatcherActor {
@@ -106,6 +120,8 @@ impl DispatcherActor {
             proposing: HashSet::new(),
             pushed: HashMap::new(),
             last_check: Instant::now(),
+            statuses: VecDeque::new(),
+            statuses_in_flight: false,
         }
     }
 
@@ -167,7 +183,7 @@ fn issue_role_change(store: &Store, node: &Node) -> Option<RoleChange> {
 
 impl DispatcherActor {
     /// A manager that heartbeats with a manager certificate but is not a Raft voter yet (it
-    /// was just promoted) becomes one.
+    /// just joined, or was promoted) becomes a learner, then a voter once it has caught up.
     fn ensure_voter(&mut self, ctx: &mut Context<Self>, node: &Node) {
         let raft_id = raft_id_of(&node.id);
         let Ok(addr) = node.addr.parse() else {
@@ -183,13 +199,22 @@ impl DispatcherActor {
             if status.voters.contains(&raft_id) {
                 return Some(());
             }
+            // Learner first, voter once caught up (a later heartbeat), so that a manager
+            // still receiving its snapshot never counts toward the quorum.
+            let (change, what) = if !status.learners.contains(&raft_id) {
+                (MembershipChange::AddLearner(raft_id), "as a learner")
+            } else if status.caught_up_learners.contains(&raft_id) {
+                (MembershipChange::AddVoter(raft_id), "as a voter")
+            } else {
+                return Some(());
+            };
             let change = ChangeMembership {
-                change: MembershipChange::AddVoter(raft_id),
+                change,
                 addr: Some(addr),
             };
             match raft.send(change).await {
-                Ok(Ok(())) => tracing::info!(raft_id, "promoted manager added as a voter"),
-                Ok(Err(error)) => tracing::warn!(%error, "cannot add the promoted manager"),
+                Ok(Ok(())) => tracing::info!(raft_id, "manager added {what}"),
+                Ok(Err(error)) => tracing::warn!(%error, "cannot add the manager {what}"),
                 Err(_) => {}
             }
             Some(())
@@ -206,21 +231,28 @@ impl DispatcherActor {
 /// digest of the tasks and their desired states, so equal sets have equal versions on any
 /// leader.
 pub fn assignment_set(store: &Store, node_id: &str) -> AssignmentSet {
-    let tasks: Vec<Task> = store
-        .tasks_of_node(node_id)
-        .into_iter()
-        .filter(|task| !task.status.state.is_terminal())
-        .cloned()
-        .collect();
+    AssignmentSet {
+        version: assignment_version(store, node_id),
+        tasks: live_tasks_of(store, node_id).cloned().collect(),
+    }
+}
+
+/// The version [`assignment_set`] would carry, without copying the tasks (every heartbeat
+/// compares it).
+pub fn assignment_version(store: &Store, node_id: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
-    for task in &tasks {
+    for task in live_tasks_of(store, node_id) {
         task.id.hash(&mut hasher);
         task.desired_state.hash(&mut hasher);
     }
-    AssignmentSet {
-        version: hasher.finish().max(1),
-        tasks,
-    }
+    hasher.finish().max(1)
+}
+
+fn live_tasks_of<'s>(store: &'s Store, node_id: &str) -> impl Iterator<Item = &'s Task> {
+    store
+        .tasks_of_node(node_id)
+        .into_iter()
+        .filter(|task| !task.status.state.is_terminal())
 }
 
 impl Actor for DispatcherActor {
@@ -244,7 +276,7 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
     fn handle(&mut self, beat: NodeHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
         self.last_seen.insert(beat.node_id.clone(), Instant::now());
         let store = self.store.clone();
-        let store = store.read();
+        let store = store.read_now();
         let Some(node) = store.node(&beat.node_id) else {
             return Err(WireError::new(
                 ErrorKind::Forbidden,
@@ -269,17 +301,17 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
         if registered != *node {
             self.propose(ctx, beat.node_id.clone(), Command::UpsertNode(registered));
         }
-        let set = assignment_set(&store, &beat.node_id);
+        let version = assignment_version(&store, &beat.node_id);
+        let assignments = (version != beat.heartbeat.assignments_version).then(|| {
+            self.pushed.insert(beat.node_id.clone(), version);
+            assignment_set(&store, &beat.node_id)
+        });
         let manager_addrs = store
             .nodes()
             .values()
             .filter(|n| n.role == NodeRole::Manager)
             .map(|n| n.addr.clone())
             .collect();
-        let stale = set.version != beat.heartbeat.assignments_version;
-        if stale {
-            self.pushed.insert(beat.node_id.clone(), set.version);
-        }
         let role_change = if beat.role == node.role {
             if node.role == NodeRole::Manager {
                 self.ensure_voter(ctx, node);
@@ -291,7 +323,7 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
         Ok(HeartbeatAck {
             period_ms: self.period.as_millis() as u64,
             manager_addrs,
-            assignments: stale.then_some(set),
+            assignments,
             role_change,
         })
     }
@@ -300,10 +332,10 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
 impl Handler<NodeTaskStatuses> for DispatcherActor {
     type Result = ResponseFuture<Result<(), WireError>>;
 
-    fn handle(&mut self, report: NodeTaskStatuses, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, report: NodeTaskStatuses, ctx: &mut Context<Self>) -> Self::Result {
         // A node may only report on tasks placed on it.
         let updates: Vec<TaskStatusUpdate> = {
-            let store = self.store.read();
+            let store = self.store.read_now();
             report
                 .updates
                 .into_iter()
@@ -314,22 +346,63 @@ impl Handler<NodeTaskStatuses> for DispatcherActor {
                 })
                 .collect()
         };
-        let raft = self.raft.clone();
+        if updates.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let (done, committed) = oneshot::channel();
+        self.statuses.push_back((updates, done));
+        self.flush_statuses(ctx);
         Box::pin(async move {
-            if updates.is_empty() {
-                return Ok(());
-            }
-            match raft
-                .send(Propose {
-                    command: Command::UpdateTaskStatuses(updates),
-                })
-                .await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(crate::actors::control::wire_error(error)),
-                Err(error) => Err(WireError::new(ErrorKind::Internal, error.to_string())),
-            }
+            committed.await.unwrap_or_else(|_| {
+                Err(WireError::new(
+                    ErrorKind::Internal,
+                    "the dispatcher stopped before the report was committed",
+                ))
+            })
         })
+    }
+}
+
+impl DispatcherActor {
+    /// Group commit: while one batch of status reports is being committed, the reports that
+    /// arrive wait and then go as one proposal, so a thousand workers reporting at once cost a
+    /// few Raft entries, not a thousand. Each reporter is answered when its updates commit.
+    fn flush_statuses(&mut self, ctx: &mut Context<Self>) {
+        if self.statuses_in_flight || self.statuses.is_empty() {
+            return;
+        }
+        let mut updates = Vec::new();
+        let mut waiters = Vec::new();
+        while let Some((batch, _)) = self.statuses.front() {
+            if !updates.is_empty() && updates.len() + batch.len() > STATUS_BATCH_MAX {
+                break;
+            }
+            let Some((batch, done)) = self.statuses.pop_front() else {
+                break;
+            };
+            updates.extend(batch);
+            waiters.push(done);
+        }
+        self.statuses_in_flight = true;
+        self.raft
+            .send(Propose {
+                command: Command::UpdateTaskStatuses(updates),
+            })
+            .into_actor(self)
+            .map(move |result, actor, ctx| {
+                actor.statuses_in_flight = false;
+                let outcome = match result {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(crate::actors::control::wire_error(error)),
+                    Err(error) => Err(WireError::new(ErrorKind::Internal, error.to_string())),
+                };
+                for done in waiters {
+                    // A reporter that gave up waiting resends; nothing to do here.
+                    let _ = done.send(outcome.clone());
+                }
+                actor.flush_statuses(ctx);
+            })
+            .spawn(ctx);
     }
 }
 
@@ -354,15 +427,17 @@ impl Handler<CheckSessions> for DispatcherActor {
             return;
         }
         let expired: Vec<String> = {
-            let store = self.store.read();
+            let store = self.store.read_now();
+            let last_seen = &mut self.last_seen;
             store
                 .nodes()
                 .values()
                 .filter(|node| node.status != NodeStatus::Down)
                 .filter(|node| {
-                    self.last_seen
-                        .get(&node.id)
-                        .is_none_or(|seen| now.duration_since(*seen) > down_after)
+                    // A node that registered since the last check (it joined, or was promoted)
+                    // has its full grace period from now, not from before it existed.
+                    let seen = last_seen.entry(node.id.clone()).or_insert(now);
+                    now.duration_since(*seen) > down_after
                 })
                 .map(|node| node.id.clone())
                 .collect()

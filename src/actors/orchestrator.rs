@@ -103,6 +103,10 @@ impl Handler<StoreEvents> for OrchestratorActor {
                 | Event::ServiceRemoved { service_id } => {
                     services.insert(service_id);
                 }
+                // A worker's progress on a live task changes no plan: skipping it keeps the
+                // per-service reconcile (linear in the service's tasks) off the hot path of
+                // thousands of status reports.
+                Event::TaskUpdated(task) if task.is_progress() => {}
                 Event::TaskCreated(task) | Event::TaskUpdated(task) | Event::TaskRemoved(task) => {
                     services.insert(task.service_id);
                 }

@@ -141,6 +141,10 @@ pub struct RaftStatus {
     pub leadership: LeadershipChanged,
     /// Voters as of the applied index.
     pub voters: Vec<u64>,
+    /// Learners as of the applied index.
+    pub learners: Vec<u64>,
+    /// On the leader: the learners that are caught up (see `RaftReplica::caught_up`).
+    pub caught_up_learners: Vec<u64>,
     /// This manager's Raft ID.
     pub raft_id: u64,
 }
@@ -598,7 +602,9 @@ impl Handler<ChangeMembership> for RaftActor {
     type Result = ResponseFuture<Result<(), RaftError>>;
 
     fn handle(&mut self, request: ChangeMembership, ctx: &mut Context<Self>) -> Self::Result {
-        if let (MembershipChange::AddVoter(id), Some(addr)) = (request.change, request.addr) {
+        if let (MembershipChange::AddVoter(id) | MembershipChange::AddLearner(id), Some(addr)) =
+            (request.change, request.addr)
+        {
             self.peer_addrs.insert(id, addr);
         }
         let id = self.next_id();
@@ -669,10 +675,19 @@ impl Handler<GetStatus> for RaftActor {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        let leadership = self.leadership.clone();
+        let replica = self.replica();
         MessageResult(RaftStatus {
-            leadership: self.leadership.clone(),
-            voters: self.replica().voters().to_vec(),
-            raft_id: self.replica().id(),
+            leadership,
+            voters: replica.voters().to_vec(),
+            learners: replica.learners().to_vec(),
+            caught_up_learners: replica
+                .learners()
+                .iter()
+                .copied()
+                .filter(|id| replica.caught_up(*id))
+                .collect(),
+            raft_id: replica.id(),
         })
     }
 }

@@ -22,7 +22,7 @@ use crate::net::message::{
     AssignmentSet, Heartbeat, Message as WireMessage, NodeDescription, RoleChange,
 };
 use crate::net::transport::TransportError;
-use crate::runtime::ContainerRuntime;
+use crate::runtime::{ContainerRuntime, RuntimeKind};
 
 /// A new assignment set arrived (pushed by the leader or in a heartbeat answer).
 #[derive(Debug, Message)]
@@ -90,6 +90,9 @@ pub struct WorkerActor {
     /// Latest unsent status per task: bounded by the number of tasks on the node.
     unsent: HashMap<String, TaskStatusUpdate>,
     flush_in_flight: bool,
+    /// Whether the assignment set is being saved, and whether a newer one waits to be.
+    saving: bool,
+    save_again: bool,
 }
 
 impl WorkerActor {
@@ -122,6 +125,8 @@ impl WorkerActor {
             refusals: 0,
             unsent: HashMap::new(),
             flush_in_flight: false,
+            saving: false,
+            save_again: false,
         }
     }
 
@@ -169,10 +174,43 @@ impl WorkerActor {
             return;
         }
         self.assignments = set;
-        if let Err(error) = save_assignments(&self.state_dir, &self.assignments) {
-            tracing::warn!(%error, "cannot save the assignment set");
-        }
+        self.persist(ctx);
         self.reconcile(ctx);
+    }
+
+    /// Saves the assignment set in the background (the write waits for the disk, and
+    /// heartbeats must not wait with it); sets that arrive meanwhile are coalesced into one more
+    /// save of the latest. Skipped for the sim runtime, whose containers die with the process,
+    /// so there is nothing to re-attach after a restart.
+    fn persist(&mut self, ctx: &mut Context<Self>) {
+        if self
+            .runtime
+            .as_ref()
+            .is_some_and(|runtime| runtime.kind() == RuntimeKind::Sim)
+        {
+            return;
+        }
+        if self.saving {
+            self.save_again = true;
+            return;
+        }
+        self.saving = true;
+        self.save_again = false;
+        let (state_dir, set) = (self.state_dir.clone(), self.assignments.clone());
+        actix_rt::task::spawn_blocking(move || save_assignments(&state_dir, &set))
+            .into_actor(self)
+            .map(|result, actor, ctx| {
+                actor.saving = false;
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::warn!(%error, "cannot save the assignment set"),
+                    Err(error) => tracing::warn!(%error, "assignment save task failed"),
+                }
+                if actor.save_again {
+                    actor.persist(ctx);
+                }
+            })
+            .spawn(ctx);
     }
 
     /// Starts replicas for assigned tasks, retires those no longer wanted, and (once the set
@@ -320,6 +358,8 @@ impl Supervised for WorkerActor {
         tracing::info!("worker actor restarting");
         self.beat_in_flight = false;
         self.flush_in_flight = false;
+        // The restart dropped the save's completion; save again on the next set.
+        self.saving = false;
     }
 }
 

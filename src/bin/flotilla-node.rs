@@ -155,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    flotilla::node::allocator::pin_mmap_threshold();
     let cli = Cli::parse();
     actix::System::new().block_on(async move {
         let node = match cli.command {

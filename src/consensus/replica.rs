@@ -22,6 +22,9 @@ use super::storage::RedbStorage;
 const BOOTSTRAP_INDEX: u64 = 1;
 const BOOTSTRAP_TERM: u64 = 1;
 
+/// How far behind the commit index a learner may be and still count as caught up.
+pub const PROMOTE_LAG_ENTRIES: u64 = 32;
+
 /// One Raft member with its durable log and its state machine. See the module documentation.
 pub struct RaftReplica<S: StateMachine> {
     raw_node: RawNode<RedbStorage>,
@@ -163,6 +166,25 @@ impl<S: StateMachine> RaftReplica<S> {
     /// Voters of the configuration as of the applied index.
     pub fn voters(&self) -> &[u64] {
         &self.applied_conf_state.voters
+    }
+
+    /// Learners (members that receive the log but do not vote) as of the applied index.
+    pub fn learners(&self) -> &[u64] {
+        &self.applied_conf_state.learners
+    }
+
+    /// On the leader: whether member `id` has the log up to within [`PROMOTE_LAG_ENTRIES`] of
+    /// the commit index, so that making it a voter cannot stall commits while it catches up.
+    /// Always false elsewhere.
+    pub fn caught_up(&self, id: u64) -> bool {
+        let raft = &self.raw_node.raft;
+        if raft.state != StateRole::Leader {
+            return false;
+        }
+        let committed = raft.raft_log.committed;
+        raft.prs()
+            .get(id)
+            .is_some_and(|progress| progress.matched + PROMOTE_LAG_ENTRIES >= committed)
     }
 
     /// Advances logical time by one tick (elections, heartbeats).

@@ -17,6 +17,7 @@ pub enum Message {
         /// Chosen by the sender, echoed back.
         nonce: u64,
         /// Opaque bytes, echoed back (lets benchmarks vary the frame size).
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// The answer to [`Message::Ping`].
@@ -24,6 +25,7 @@ pub enum Message {
         /// The nonce of the ping.
         nonce: u64,
         /// The payload of the ping.
+        #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
     /// A node without a certificate asks to join the cluster (the only message it may send).
@@ -178,7 +180,9 @@ pub struct RaftEnvelope {
     pub from: u64,
     /// Raft ID of the receiver.
     pub to: u64,
-    /// `raft::eraftpb::Message` encoded with protobuf.
+    /// `raft::eraftpb::Message` encoded with protobuf (as one byte string on the wire, not a
+    /// sequence of numbers: megabytes of entries are copied, not encoded byte by byte).
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 

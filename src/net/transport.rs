@@ -28,6 +28,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// Streams a peer may have open at once on one connection, per direction kind.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest UDP payload an endpoint accepts (an Ethernet MTU's worth). quinn sizes each
+/// endpoint's receive buffer from it (x 32 datagrams per batch x 64 GRO segments): at the
+/// default 65,527 bytes that is 128 MiB reserved and about 2 MiB touched per endpoint, which
+/// is what a process of a thousand hollow nodes cannot afford. Path-MTU discovery never
+/// probes above 1,452 bytes by default, so nothing sent is lost by the lower limit.
+pub const MAX_UDP_PAYLOAD: u16 = 1_472;
 /// How long an incoming stream may take to deliver its frame.
 pub const INBOUND_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// First reconnect delay after a failed connect; doubles up to [`RECONNECT_BACKOFF_MAX`].
@@ -143,6 +149,21 @@ fn quic_transport_config() -> quinn::TransportConfig {
     config
 }
 
+/// A quinn endpoint on `addr` with this project's endpoint settings ([`MAX_UDP_PAYLOAD`]).
+fn bind_endpoint(
+    addr: SocketAddr,
+    server_config: Option<quinn::ServerConfig>,
+) -> Result<Endpoint, TransportError> {
+    let setup = |e: &dyn std::fmt::Display| TransportError::Setup(format!("bind {addr}: {e}"));
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|e| setup(&e))?;
+    let socket = std::net::UdpSocket::bind(addr).map_err(|e| setup(&e))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| setup(&"no async runtime"))?;
+    Endpoint::new(endpoint_config, server_config, socket, runtime).map_err(|e| setup(&e))
+}
+
 fn client_config(
     rustls_config: rustls::ClientConfig,
 ) -> Result<quinn::ClientConfig, TransportError> {
@@ -189,8 +210,7 @@ impl Transport {
             .map_err(|e| TransportError::Setup(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server_config.transport_config(Arc::new(quic_transport_config()));
-        let mut endpoint = Endpoint::server(server_config, config.listen)
-            .map_err(|e| TransportError::Setup(format!("bind {}: {e}", config.listen)))?;
+        let mut endpoint = bind_endpoint(config.listen, Some(server_config))?;
         endpoint.set_default_client_config(client_config(config.credentials.client_config()?)?);
         let transport = Self {
             inner: Arc::new(Inner {
@@ -442,8 +462,7 @@ pub async fn request_with(
     message: Message,
     timeout: Duration,
 ) -> Result<Message, TransportError> {
-    let mut endpoint =
-        Endpoint::client(bind).map_err(|e| TransportError::Setup(format!("bind {bind}: {e}")))?;
+    let mut endpoint = bind_endpoint(bind, None)?;
     endpoint.set_default_client_config(client_config(rustls_config)?);
     let exchange = async {
         let connection = endpoint

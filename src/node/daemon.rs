@@ -509,7 +509,10 @@ async fn run(
             let (raft_transport, raft_requests) =
                 (transport.clone(), transport_actor.clone().recipient());
             let raft_store = store.clone();
-            let raft = Supervisor::start(move |_| {
+            // Its own thread: persisting a Ready waits for the disk (fdatasync), and the
+            // transport, the dispatcher's heartbeats and the CLI must not wait with it.
+            let raft_thread = Arbiter::new();
+            let raft = Supervisor::start_in_arbiter(&raft_thread.handle(), move |_| {
                 RaftActor::new(
                     replica,
                     Box::new(reopen),

@@ -5,7 +5,9 @@
 //! one). Events of every applied entry, whoever proposed it, are buffered here and published
 //! by the Raft actor after each Ready, so watchers on any manager see every change.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,19 +32,23 @@ pub struct SharedStore {
 }
 
 impl SharedStore {
-    /// A read view of the store; hold it briefly (the Raft actor waits for it to apply).
+    /// A read view of the store for work that may take a while (a reconcile, a schedule): it
+    /// queues behind a waiting writer, so the Raft actor is never starved. Hold it briefly
+    /// anyway: the Raft actor waits for it to apply.
     pub fn read(&self) -> RwLockReadGuard<'_, Store> {
-        // A panic while applying would poison the lock; the data is still the last applied
-        // state, which is what readers want.
-        self.inner
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
-        self.inner
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// A read view for short reads on a latency-critical path (heartbeats): it shares the lock
+    /// with readers already inside even when a writer waits, so a heartbeat is not held up by
+    /// a long reconcile and the apply waiting behind it. Never hold it long: a stream of such
+    /// reads would keep the writer out.
+    pub fn read_now(&self) -> RwLockReadGuard<'_, Store> {
+        self.inner.read_recursive()
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Store> {
+        self.inner.write()
     }
 }
 

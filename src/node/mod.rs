@@ -1,5 +1,6 @@
 //! The node daemon: state directory, start-up of a manager or worker, and shutdown.
 
+pub mod allocator;
 pub mod daemon;
 pub mod machine;
 pub mod state;

@@ -119,6 +119,10 @@ pub struct TaskRef {
     pub service_id: String,
     /// Node ID, if placed or targeted.
     pub node_id: Option<String>,
+    /// Its state after the change.
+    pub state: TaskState,
+    /// Its desired state after the change.
+    pub desired_state: TaskState,
 }
 
 impl TaskRef {
@@ -127,7 +131,17 @@ impl TaskRef {
             task_id: task.id.clone(),
             service_id: task.service_id.clone(),
             node_id: task.node_id.clone(),
+            state: task.status.state,
+            desired_state: task.desired_state,
         }
+    }
+
+    /// Whether this is a worker's progress report on a task that is meant to run and has not
+    /// finished (accepted, preparing, starting, running): nothing the orchestrator must act on.
+    pub fn is_progress(&self) -> bool {
+        self.desired_state == TaskState::Running
+            && self.state >= TaskState::Accepted
+            && !self.state.is_terminal()
     }
 }
 
