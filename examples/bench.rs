@@ -351,6 +351,7 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
     )?;
     let ps_ms = ps_started.elapsed().as_millis() as u64;
     let mut delays = Value::Null;
+    let mut scheduling = Value::Null;
     let mut ps_error = Value::Null;
     if ps.status.success() {
         let tasks: Vec<Value> = serde_json::from_slice(&ps.stdout)?;
@@ -370,6 +371,28 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
             .collect();
         delays = ms_stats(values);
         delays["created_at_minus_cli_start_ms"] = json!(created_at as i64 - create_ms as i64);
+        // Per task, from its own timestamps: created -> assigned (orchestrator + scheduler)
+        // and assigned -> running (dispatch, worker, runtime, status report).
+        let stamps = |t: &Value| {
+            Some((
+                t["created_at_ms"].as_u64()?,
+                t["assigned_at_ms"].as_u64()?,
+                t["started_at_ms"].as_u64()?,
+            ))
+        };
+        let running: Vec<(u64, u64, u64)> = tasks
+            .iter()
+            .filter(|t| t["current_state"] == "running")
+            .filter_map(stamps)
+            .collect();
+        scheduling = json!({
+            "created_to_assigned_ms": ms_stats(
+                running.iter().map(|(c, a, _)| a.saturating_sub(*c) as f64).collect()
+            ),
+            "assigned_to_running_ms": ms_stats(
+                running.iter().map(|(_, a, r)| r.saturating_sub(*a) as f64).collect()
+            ),
+        });
     } else {
         ps_error = json!(String::from_utf8_lossy(&ps.stderr).trim().to_string());
     }
@@ -389,6 +412,7 @@ fn converge(args: &Args) -> anyhow::Result<Value> {
         "milestones_s": milestones.iter().map(|(k, v)| (k.clone(), json!(round2(*v)))).collect::<serde_json::Map<_, _>>(),
         "replicas_per_s": round1(running as f64 / converge_s),
         "task_delay_ms": delays,
+        "scheduling_delay_ms": scheduling,
         "create_cli_ms": create_cli_ms,
         "service_ps_ms": ps_ms,
         "service_ps_bytes": ps.stdout.len(),

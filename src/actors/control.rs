@@ -19,7 +19,9 @@ use crate::core::model::{Node, NodeRole, NodeStatus, Service};
 use crate::core::spec::ServiceMode;
 use crate::core::store::{Command, NodeSpecUpdate, Store};
 use crate::core::{ids, CoreError};
-use crate::net::control::{ControlReply, ControlRequest, NodeView, ServiceView, TaskView};
+use crate::net::control::{
+    ControlReply, ControlRequest, NodeView, ServiceView, TaskView, TASK_PAGE_MAX,
+};
 use crate::net::message::{
     ErrorKind, JoinAccepted, JoinRequest, Message as WireMessage, WireError,
 };
@@ -261,20 +263,35 @@ fn answer_read(
             .map(|query| store.resolve_service(query).cloned().map_err(core))
             .collect::<Result<Vec<Service>, _>>()
             .map(ControlReply::ServiceDetails),
-        ControlRequest::ServiceTasks { services } => {
-            let mut rows = Vec::new();
+        ControlRequest::ServiceTasks {
+            services,
+            offset,
+            limit,
+        } => {
+            let mut listing = Vec::new();
             for query in services {
                 let service = store.resolve_service(query).map_err(core)?;
-                for task in store.tasks_of_service(&service.id) {
+                listing.extend(store.tasks_of_service(&service.id));
+            }
+            let offset = usize::try_from(*offset).unwrap_or(usize::MAX);
+            let limit = (*limit).min(TASK_PAGE_MAX) as usize;
+            let tasks = listing
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|task| {
                     let hostname = task
                         .node_id
                         .as_deref()
                         .and_then(|id| store.node(id))
                         .map(|node| node.hostname.as_str());
-                    rows.push(TaskView::of(task, hostname));
-                }
-            }
-            Ok(ControlReply::Tasks(rows))
+                    TaskView::of(task, hostname)
+                })
+                .collect();
+            Ok(ControlReply::TaskPage {
+                tasks,
+                total: listing.len() as u64,
+            })
         }
         ControlRequest::JoinToken {
             role,

@@ -32,6 +32,20 @@ use crate::node::machine::SharedStore;
 /// Periods without a heartbeat after which a node is down (SPEC §3).
 pub const MISSED_HEARTBEATS_DOWN: u32 = 3;
 
+/// From this many nodes up, a cluster is large enough for [`mass_expiry`] to apply (as in
+/// Kubernetes' node lifecycle controller, small clusters are left alone: two of three nodes
+/// dying is plausible there).
+pub const LARGE_CLUSTER_NODES: usize = 50;
+
+/// Share of the nodes up (in percent) that must fall silent in one check for [`mass_expiry`].
+pub const MASS_EXPIRY_PERCENT: usize = 55;
+
+/// Whether `expired` of `up` nodes missing their heartbeats in the same check looks like a
+/// fault of the manager rather than of the nodes (see `CheckSessions`).
+pub fn mass_expiry(up: usize, expired: usize) -> bool {
+    up >= LARGE_CLUSTER_NODES && expired * 100 > up * MASS_EXPIRY_PERCENT
+}
+
 /// Most task status updates committed as one Raft entry (reports are never split).
 pub const STATUS_BATCH_MAX: usize = 10_000;
 
@@ -149,10 +163,10 @@ impl DispatcherActor {
         let Some(node) = store.node(node_id) else {
             return;
         };
-        let set = assignment_set(store, node_id);
-        if self.pushed.get(node_id) == Some(&set.version) {
+        if self.pushed.get(node_id) == Some(&assignment_version(store, node_id)) {
             return;
         }
+        let set = assignment_set(store, node_id);
         let Ok(addr) = node.addr.parse() else {
             return;
         };
@@ -426,10 +440,15 @@ impl Handler<CheckSessions> for DispatcherActor {
         if self.started.elapsed() < down_after {
             return;
         }
-        let expired: Vec<String> = {
+        let (up, expired): (usize, Vec<String>) = {
             let store = self.store.read_now();
             let last_seen = &mut self.last_seen;
-            store
+            let up = store
+                .nodes()
+                .values()
+                .filter(|node| node.status != NodeStatus::Down)
+                .count();
+            let expired = store
                 .nodes()
                 .values()
                 .filter(|node| node.status != NodeStatus::Down)
@@ -440,8 +459,20 @@ impl Handler<CheckSessions> for DispatcherActor {
                     now.duration_since(*seen) > down_after
                 })
                 .map(|node| node.id.clone())
-                .collect()
+                .collect();
+            (up, expired)
         };
+        if mass_expiry(up, expired.len()) {
+            // Most of a large cluster falling silent at once is far likelier to be this
+            // manager (overloaded, or cut off) than the nodes: marking them down would replace
+            // their tasks elsewhere and make the overload worse. Wait for them instead.
+            tracing::warn!(
+                expired = expired.len(),
+                up,
+                "most nodes missed heartbeats at once; not marking them down"
+            );
+            return;
+        }
         for node_id in expired {
             tracing::info!(node = %node_id, "node missed {MISSED_HEARTBEATS_DOWN} heartbeats: down");
             self.pushed.remove(&node_id);
@@ -484,5 +515,25 @@ impl Handler<StoreEvents> for DispatcherActor {
         for node_id in touched {
             self.push_assignments(&store, &node_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mass_expiry_only_in_large_clusters_and_only_for_most_nodes() {
+        // Small clusters: every expiry counts, even all nodes at once.
+        assert!(!mass_expiry(3, 2));
+        assert!(!mass_expiry(
+            LARGE_CLUSTER_NODES - 1,
+            LARGE_CLUSTER_NODES - 1
+        ));
+        // Large clusters: a minority is real, a majority is suspect.
+        assert!(!mass_expiry(1000, 10));
+        assert!(!mass_expiry(1000, 550));
+        assert!(mass_expiry(1000, 551));
+        assert!(mass_expiry(LARGE_CLUSTER_NODES, LARGE_CLUSTER_NODES));
     }
 }

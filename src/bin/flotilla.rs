@@ -327,15 +327,7 @@ async fn wait_converged(client: &Client, service: &str, replicas: u64) -> Result
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut progress = Progress::new(replicas);
     loop {
-        let tasks = match client
-            .control(ControlRequest::ServiceTasks {
-                services: vec![service.to_string()],
-            })
-            .await?
-        {
-            ControlReply::Tasks(tasks) => tasks,
-            other => return Err(unexpected(other)),
-        };
+        let tasks = client.service_tasks(&[service.to_string()]).await?;
         if progress.update(&tasks) {
             progress.finish();
             return Ok(());
@@ -524,16 +516,11 @@ async fn service(client: &Client, command: ServiceCommand) -> Result<(), ClientE
             no_trunc,
             services,
         } => {
-            match client
-                .control(ControlRequest::ServiceTasks { services })
-                .await?
-            {
-                ControlReply::Tasks(tasks) => print!(
-                    "{}",
-                    render::tasks(&tasks, format.into(), no_trunc, now_ms())
-                ),
-                other => return Err(unexpected(other)),
-            }
+            let tasks = client.service_tasks(&services).await?;
+            print!(
+                "{}",
+                render::tasks(&tasks, format.into(), no_trunc, now_ms())
+            );
         }
         ServiceCommand::Inspect { services } => {
             match client

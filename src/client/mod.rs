@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::net::control::{ControlReply, ControlRequest};
+use crate::net::control::{ControlReply, ControlRequest, TaskView, TASK_PAGE_MAX};
 use crate::net::message::Message as WireMessage;
 use crate::net::transport::{self, TransportError};
 use crate::node::state::{self, ClientConfig};
@@ -113,6 +113,32 @@ impl Client {
         match self.exchange(WireMessage::Control(request)).await? {
             WireMessage::ControlReply(reply) => Ok(reply),
             other => Err(ClientError::Unexpected(other.kind_name().to_string())),
+        }
+    }
+
+    /// Every task of `services` (`service ps`), fetched page by page.
+    pub async fn service_tasks(&self, services: &[String]) -> Result<Vec<TaskView>, ClientError> {
+        let mut rows = Vec::new();
+        loop {
+            let request = ControlRequest::ServiceTasks {
+                services: services.to_vec(),
+                offset: rows.len() as u64,
+                limit: TASK_PAGE_MAX,
+            };
+            match self.control(request).await? {
+                ControlReply::TaskPage { tasks, total } => {
+                    let last = tasks.is_empty() || rows.len() + tasks.len() >= total as usize;
+                    rows.extend(tasks);
+                    if last {
+                        return Ok(rows);
+                    }
+                }
+                other => {
+                    return Err(ClientError::Unexpected(
+                        format!("{other:?}").chars().take(80).collect(),
+                    ))
+                }
+            }
         }
     }
 }

@@ -167,6 +167,9 @@ mod tests {
             runtime_id: None,
             exit_code: None,
             state_since_ms: 0,
+            created_at_ms: 0,
+            assigned_at_ms: None,
+            started_at_ms: None,
         }
     }
 

@@ -262,6 +262,8 @@ pub struct Task {
     pub runtime: String,
     /// Container ID or OS process ID.
     pub runtime_id: Option<String>,
+    /// Unix milliseconds at which the scheduler placed it (the leader's clock).
+    pub assigned_at_ms: Option<u64>,
     /// Unix milliseconds at which it was first reported running (restart backoff reset).
     pub started_at_ms: Option<u64>,
     /// What to run.
@@ -286,6 +288,7 @@ impl Task {
             },
             runtime: String::new(),
             runtime_id: None,
+            assigned_at_ms: None,
             started_at_ms: None,
             spec: TaskSpec::from_service(&service.spec),
             meta: Meta::default(),

@@ -168,6 +168,19 @@ mod tests {
                     Some("h")
                 )]))
             ),
+            (".*", any::<u64>()).prop_map(|(id, total)| Message::ControlReply(
+                ControlReply::TaskPage {
+                    tasks: vec![TaskView::of(&sample_task(&id), None)],
+                    total,
+                }
+            )),
+            (".*", any::<u64>(), any::<u64>()).prop_map(|(name, offset, limit)| {
+                Message::Control(ControlRequest::ServiceTasks {
+                    services: vec![name],
+                    offset,
+                    limit,
+                })
+            }),
             ".*".prop_map(
                 |id| Message::ControlReply(ControlReply::Nodes(vec![NodeView::of(
                     &testkit::node(&id),

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
 use crate::core::spec::ServiceSpec;
 
+/// Most rows one [`ControlRequest::ServiceTasks`] page carries (about 3 MiB of frame).
+pub const TASK_PAGE_MAX: u64 = 5_000;
+
 /// What an admin asks a manager to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
@@ -69,10 +72,17 @@ pub enum ControlRequest {
         /// Names, IDs or unique ID prefixes.
         services: Vec<String>,
     },
-    /// `service ps`.
+    /// `service ps`, one page at a time (a service of 30,000 replicas does not fit one
+    /// frame): rows `offset..offset + limit` of the listing, `limit` capped at
+    /// [`TASK_PAGE_MAX`]. The listing is live: a task created between two pages may shift the
+    /// rows of the next one.
     ServiceTasks {
         /// Names, IDs or unique ID prefixes.
         services: Vec<String>,
+        /// Rows to skip.
+        offset: u64,
+        /// Most rows wanted.
+        limit: u64,
     },
     /// `service scale SERVICE=N...`.
     ServiceScale {
@@ -97,8 +107,15 @@ pub enum ControlReply {
     Services(Vec<ServiceView>),
     /// Full service records for `service inspect`.
     ServiceDetails(Vec<Service>),
-    /// Rows for `service ps` / `node ps`, history included.
+    /// Rows for `node ps`, history included.
     Tasks(Vec<TaskView>),
+    /// One page of rows for `service ps`, history included.
+    TaskPage {
+        /// The rows asked for.
+        tasks: Vec<TaskView>,
+        /// Rows in the whole listing.
+        total: u64,
+    },
     /// A join token.
     Token(String),
     /// The IDs of what was created or changed.
@@ -189,6 +206,13 @@ pub struct TaskView {
     pub exit_code: Option<i64>,
     /// Unix milliseconds behind `state_since` (for "Running 5 seconds ago").
     pub state_since_ms: u64,
+    /// Unix milliseconds of the task's creation, placement and first report running: the
+    /// scheduling delays (created -> assigned -> running) the benchmarks measure.
+    pub created_at_ms: u64,
+    /// See `created_at_ms`; `None` until placed.
+    pub assigned_at_ms: Option<u64>,
+    /// See `created_at_ms`; `None` until it ran.
+    pub started_at_ms: Option<u64>,
 }
 
 /// Unix milliseconds as RFC 3339 UTC (`2026-11-26T15:06:20.123Z`).
@@ -241,6 +265,9 @@ impl TaskView {
             runtime_id: task.runtime_id.clone(),
             exit_code: task.status.exit_code,
             state_since_ms: task.status.since_ms,
+            created_at_ms: task.meta.created_at_ms,
+            assigned_at_ms: task.assigned_at_ms,
+            started_at_ms: task.started_at_ms,
         }
     }
 }

@@ -475,6 +475,7 @@ impl Store {
                     }
                     let mut task = task.clone();
                     task.node_id = Some(node_id);
+                    task.assigned_at_ms = Some(now_ms);
                     task.status = TaskStatus {
                         state: TaskState::Assigned,
                         since_ms: now_ms,
