@@ -8,7 +8,7 @@
 //! changes. Every proposal is registered by id with its reply; all pending replies fail when
 //! this node stops being leader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -169,6 +169,10 @@ pub struct RaftActor {
     next_request_id: u64,
     proposals: HashMap<u64, Reply<Vec<Event>>>,
     membership_changes: HashMap<u64, Reply<()>>,
+    /// Membership changes waiting for the one in flight to apply, proposed one at a time
+    /// (raft-rs silently drops a change proposed while another is unapplied: a manager's join
+    /// and another's promotion to voter would otherwise collide).
+    queued_changes: VecDeque<(MembershipChange, Reply<()>)>,
     reads: HashMap<u64, Reply<()>>,
     event_subscribers: Vec<Recipient<StoreEvents>>,
     leadership_subscribers: Vec<Recipient<LeadershipChanged>>,
@@ -229,6 +233,7 @@ impl RaftActor {
             next_request_id: 1,
             proposals: HashMap::new(),
             membership_changes: HashMap::new(),
+            queued_changes: VecDeque::new(),
             reads: HashMap::new(),
             event_subscribers: Vec::new(),
             leadership_subscribers: Vec::new(),
@@ -275,6 +280,7 @@ impl RaftActor {
             Err(error) => return self.fatal(ctx, error),
         };
         self.act_on(ctx, output);
+        self.propose_queued_change(ctx);
         let events = self.replica_events();
         if !events.is_empty() {
             // Bounded by each watcher's mailbox; a slow watcher reconciles fully when it
@@ -358,6 +364,9 @@ impl RaftActor {
                 let _ = reply.send(Err(RaftError::LeadershipLost));
             }
             for (_, reply) in self.membership_changes.drain() {
+                let _ = reply.send(Err(RaftError::LeadershipLost));
+            }
+            for (_, reply) in self.queued_changes.drain(..) {
                 let _ = reply.send(Err(RaftError::LeadershipLost));
             }
         }
@@ -490,6 +499,7 @@ impl Supervised for RaftActor {
         tracing::warn!("raft actor restarting from disk");
         self.proposals.clear();
         self.membership_changes.clear();
+        self.queued_changes.clear();
         self.reads.clear();
         self.outboxes.clear();
         self.drive_scheduled = false;
@@ -607,18 +617,42 @@ impl Handler<ChangeMembership> for RaftActor {
         {
             self.peer_addrs.insert(id, addr);
         }
-        let id = self.next_id();
-        if let Err(error) = self.replica().propose_conf_change(id, request.change) {
-            let error = match error {
-                ReplicaError::NotLeader { leader_id } => RaftError::NotLeader { leader_id },
-                other => RaftError::Internal(other.to_string()),
-            };
+        if !self.leadership.is_leader {
+            let error = self.not_leader();
             return Box::pin(async move { Err(error) });
         }
         let (sender, receiver) = oneshot::channel();
-        self.membership_changes.insert(id, sender);
-        self.schedule_drive(ctx);
+        self.queued_changes.push_back((request.change, sender));
+        self.propose_queued_change(ctx);
         Box::pin(await_reply(receiver))
+    }
+}
+
+impl RaftActor {
+    /// Proposes the next queued membership change, unless one is still unapplied.
+    fn propose_queued_change(&mut self, ctx: &mut Context<Self>) {
+        while !self.replica().membership_change_pending() {
+            let Some((change, reply)) = self.queued_changes.pop_front() else {
+                return;
+            };
+            if reply.is_closed() {
+                continue;
+            }
+            let id = self.next_id();
+            match self.replica().propose_conf_change(id, change) {
+                Ok(()) => {
+                    self.membership_changes.insert(id, reply);
+                    self.schedule_drive(ctx);
+                    return;
+                }
+                Err(ReplicaError::NotLeader { leader_id }) => {
+                    let _ = reply.send(Err(RaftError::NotLeader { leader_id }));
+                }
+                Err(other) => {
+                    let _ = reply.send(Err(RaftError::Internal(other.to_string())));
+                }
+            }
+        }
     }
 }
 

@@ -168,6 +168,13 @@ impl<S: StateMachine> RaftReplica<S> {
         &self.applied_conf_state.voters
     }
 
+    /// Whether a membership change is proposed but not yet applied. raft-rs drops (turns into
+    /// an empty entry) any other membership change proposed meanwhile, so callers queue theirs
+    /// until this is false. May be a false positive, never a false negative.
+    pub fn membership_change_pending(&self) -> bool {
+        self.raw_node.raft.has_pending_conf()
+    }
+
     /// Learners (members that receive the log but do not vote) as of the applied index.
     pub fn learners(&self) -> &[u64] {
         &self.applied_conf_state.learners
