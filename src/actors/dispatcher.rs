@@ -440,28 +440,23 @@ impl Handler<CheckSessions> for DispatcherActor {
         if self.started.elapsed() < down_after {
             return;
         }
-        let (up, expired): (usize, Vec<String>) = {
+        let mut up = 0;
+        let mut expired = Vec::new();
+        {
             let store = self.store.read_now();
-            let last_seen = &mut self.last_seen;
-            let up = store
-                .nodes()
-                .values()
-                .filter(|node| node.status != NodeStatus::Down)
-                .count();
-            let expired = store
-                .nodes()
-                .values()
-                .filter(|node| node.status != NodeStatus::Down)
-                .filter(|node| {
-                    // A node that registered since the last check (it joined, or was promoted)
-                    // has its full grace period from now, not from before it existed.
-                    let seen = last_seen.entry(node.id.clone()).or_insert(now);
-                    now.duration_since(*seen) > down_after
-                })
-                .map(|node| node.id.clone())
-                .collect();
-            (up, expired)
-        };
+            for node in store.nodes().values() {
+                if node.status == NodeStatus::Down {
+                    continue;
+                }
+                up += 1;
+                // A node that registered since the last check (it joined, or was promoted)
+                // has its full grace period from now, not from before it existed.
+                let seen = self.last_seen.entry(node.id.clone()).or_insert(now);
+                if now.duration_since(*seen) > down_after {
+                    expired.push(node.id.clone());
+                }
+            }
+        }
         if mass_expiry(up, expired.len()) {
             // Most of a large cluster falling silent at once is far likelier to be this
             // manager (overloaded, or cut off) than the nodes: marking them down would replace
