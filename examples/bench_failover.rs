@@ -114,7 +114,10 @@ impl Cluster {
         let mut command = Command::new(&self.node_bin);
         command
             .args(args)
-            .env("RUST_LOG", "flotilla=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("FLOTILLA_BENCH_LOG").unwrap_or_else(|_| "flotilla=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -303,6 +306,43 @@ fn race(
     Ok(result)
 }
 
+/// Seconds since midnight (UTC) of a log line's leading RFC 3339 timestamp
+/// (`2026-11-27T07:05:01.123456Z ...`).
+fn log_time_of_day(line: &str) -> Option<f64> {
+    // Skip colour escapes (`ESC [ ... m`) a node may have written before the timestamp.
+    let mut stamp = line.split_whitespace().next()?;
+    while let Some(rest) = stamp.strip_prefix('\u{1b}') {
+        stamp = rest.split_once('m')?.1;
+    }
+    let stamp = stamp.split('\u{1b}').next()?;
+    let time = stamp.split_once('T')?.1.strip_suffix('Z')?;
+    let mut parts = time.split(':');
+    let hours: f64 = parts.next()?.parse().ok()?;
+    let minutes: f64 = parts.next()?.parse().ok()?;
+    let seconds: f64 = parts.next()?.parse().ok()?;
+    Some(hours * 3600.0 + minutes * 60.0 + seconds)
+}
+
+/// Seconds since midnight (UTC) now.
+fn now_time_of_day() -> f64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    since_epoch.as_secs_f64() % 86_400.0
+}
+
+/// Seconds from `killed_at` (time of day) to the first "became leader" line a node logged
+/// after byte `offset` of its log: the election alone, without the CLI's round trip.
+fn elected_after(log: &Path, offset: u64, killed_at: f64) -> Option<f64> {
+    let text = std::fs::read(log).ok()?;
+    let tail = text.get(usize::try_from(offset).ok()?..)?;
+    String::from_utf8_lossy(tail)
+        .lines()
+        .filter(|line| line.contains("leadership") && line.contains("is_leader=true"))
+        .find_map(log_time_of_day)
+        .map(|at| (at - killed_at).rem_euclid(86_400.0))
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     if values.is_empty() {
@@ -362,10 +402,17 @@ fn main() -> anyhow::Result<()> {
 
     let mut leader_s = Vec::new();
     let mut write_s = Vec::new();
+    let mut elected_s = Vec::new();
     for kill in 1..=kills {
         let leader = cluster.leader().context("no leader before the kill")?;
         let others: Vec<usize> = (0..MANAGERS).filter(|i| *i != leader).collect();
         let leader_address = cluster.addr(leader);
+        let log_offsets: Vec<u64> = cluster
+            .nodes
+            .iter()
+            .map(|node| std::fs::metadata(&node.log).map_or(0, |m| m.len()))
+            .collect();
+        let killed_at_wall = now_time_of_day();
         cluster.nodes[leader]
             .child
             .as_mut()
@@ -418,6 +465,13 @@ fn main() -> anyhow::Result<()> {
             .context("no acknowledged write within 30 s")?;
         leader_s.push(new_leader.as_secs_f64());
         write_s.push(write.as_secs_f64());
+        let elected = others
+            .iter()
+            .filter_map(|i| elected_after(&cluster.nodes[*i].log, log_offsets[*i], killed_at_wall))
+            .reduce(f64::min);
+        if let Some(elected) = elected {
+            elected_s.push(elected);
+        }
         cluster.restart(leader)?;
         let back = cluster.wait_until(
             "the killed manager is back and all three are ready",
@@ -432,6 +486,7 @@ fn main() -> anyhow::Result<()> {
                 "killed": leader_address,
                 "leader_ms": common::round3(new_leader.as_secs_f64() * 1e3),
                 "write_ms": common::round3(write.as_secs_f64() * 1e3),
+                "elected_ms": elected.map(|s| common::round3(s * 1e3)),
                 "rejoin_ms": common::round3(back.as_secs_f64() * 1e3),
             })
         );
@@ -448,9 +503,18 @@ fn main() -> anyhow::Result<()> {
             "leader_ms_worst": common::round3(leader_worst * 1e3),
             "write_ms_median": common::round3(median(&mut write_s) * 1e3),
             "write_ms_worst": common::round3(write_worst * 1e3),
+            "elected_ms_median": common::round3(median(&mut elected_s) * 1e3),
             "probe_interval_ms": interval.as_millis() as u64,
         })
     );
+    if let Some(dir) = common::string_argument("--keep-logs")? {
+        std::fs::create_dir_all(&dir)?;
+        for node in &cluster.nodes {
+            if let Some(name) = node.log.file_name() {
+                std::fs::copy(&node.log, Path::new(&dir).join(name))?;
+            }
+        }
+    }
     cluster.print_logs_on_drop = false;
     Ok(())
 }

@@ -350,3 +350,77 @@ async fn certificates_carry_node_id_and_role() {
     let client = start_node(credentials);
     assert_pings(&client, server.local_addr().expect("addr")).await;
 }
+
+/// Runs an echo node on its own thread and actix System until `stop` fires; then the System
+/// is dropped without closing anything, as if the process had been killed.
+fn echo_node_on_own_thread(
+    credentials: Credentials,
+    listen: SocketAddr,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (addr_sender, addr_receiver) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let transport = Transport::bind(
+                TransportConfig {
+                    listen,
+                    credentials,
+                },
+                Echo.start().recipient(),
+            )
+            .expect("transport binds");
+            addr_sender
+                .send(transport.local_addr().expect("addr"))
+                .expect("test waits for the address");
+            let _ = stopped.await;
+        });
+    });
+    let addr = addr_receiver.recv().expect("node started");
+    (addr, stop, thread)
+}
+
+#[actix_rt::test]
+async fn a_peer_restarted_on_the_same_address_is_reached_without_waiting_for_the_idle_timeout() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server_credentials = ca.issue("server", Role::Manager).expect("cert");
+    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let (addr, stop, thread) = echo_node_on_own_thread(server_credentials.clone(), loopback());
+    assert_pings(&client, addr).await;
+
+    // Crash: no CONNECTION_CLOSE reaches the client, which still holds the old connection.
+    stop.send(()).expect("node running");
+    thread.join().expect("node thread");
+    let (_, stop, thread) = echo_node_on_own_thread(server_credentials, addr);
+
+    // The new process answers the old connection's packets with a stateless reset (its keys
+    // come from the node's private key), so the stale connection fails fast instead of
+    // swallowing requests until the idle timeout (10 s), and the next request reconnects.
+    let per_attempt = Duration::from_secs(3);
+    let first = client.request(addr, ping(1), per_attempt).await;
+    let answered = match first {
+        Ok(reply) => reply,
+        Err(error) => {
+            assert!(
+                !matches!(error, TransportError::Timeout { .. }),
+                "the stale connection swallowed the request: {error}"
+            );
+            client
+                .request(addr, ping(1), per_attempt)
+                .await
+                .expect("answered over a new connection")
+        }
+    };
+    assert_eq!(
+        answered,
+        WireMessage::Pong {
+            nonce: 1,
+            payload: 1u64.to_le_bytes().to_vec()
+        }
+    );
+    stop.send(()).expect("node running");
+    thread.join().expect("node thread");
+}

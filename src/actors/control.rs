@@ -509,6 +509,10 @@ async fn control_on_leader(
             .map_err(mailbox)?
             .map_err(wire_error)?;
         let store = store.read();
+        if store.cluster().is_none() {
+            // `init` has not committed the cluster record yet: an empty answer would mislead.
+            return Err(core(CoreError::NotInitialized));
+        }
         return answer_read(&store, node_id, request, node_id);
     }
     let (commands, ids) = plan_write(&store.read(), request)?;

@@ -275,10 +275,17 @@ impl RaftActor {
 
     fn drive(&mut self, ctx: &mut Context<Self>) {
         self.drive_scheduled = false;
+        let started = std::time::Instant::now();
         let output = match self.replica().handle_ready() {
             Ok(output) => output,
             Err(error) => return self.fatal(ctx, error),
         };
+        tracing::trace!(
+            messages = output.messages.len(),
+            applied = output.applied.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "ready handled"
+        );
         self.act_on(ctx, output);
         self.propose_queued_change(ctx);
         let events = self.replica_events();
@@ -563,6 +570,11 @@ impl Handler<StepRaft> for RaftActor {
         self.peer_addrs
             .entry(message.envelope.from)
             .or_insert(message.remote);
+        tracing::trace!(
+            from = message.envelope.from,
+            bytes = message.envelope.bytes.len(),
+            "raft message"
+        );
         if let Err(error) = self.replica().step(&message.envelope.bytes) {
             tracing::debug!(%error, from = message.envelope.from, "raft message refused");
         }

@@ -150,12 +150,43 @@ fn quic_transport_config() -> quinn::TransportConfig {
 }
 
 /// A quinn endpoint on `addr` with this project's endpoint settings ([`MAX_UDP_PAYLOAD`]).
+/// An endpoint configuration that survives a restart of the node: the stateless-reset key and
+/// the key that makes connection IDs recognizable are derived from the node's private key. A
+/// peer still holding a connection to the previous process then gets a stateless reset for
+/// its next packet (a keep-alive at the latest) and reconnects, instead of writing into the
+/// dead connection until its idle timeout (a restarted manager heard nothing from the leader
+/// for ~9 s). Without a secret (the CLI's one-shot endpoints) the keys are random.
+fn endpoint_config(secret: Option<&[u8]>) -> quinn::EndpointConfig {
+    let Some(secret) = secret else {
+        return quinn::EndpointConfig::default();
+    };
+    let derive = |label: &[u8]| {
+        let mut input = label.to_vec();
+        input.extend_from_slice(secret);
+        ring::digest::digest(&ring::digest::SHA256, &input)
+    };
+    let reset = derive(b"flotilla quic stateless reset v1\0");
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_ref(),
+    )));
+    let cid = derive(b"flotilla quic connection ids v1\0");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
 fn bind_endpoint(
     addr: SocketAddr,
     server_config: Option<quinn::ServerConfig>,
+    reset_secret: Option<&[u8]>,
 ) -> Result<Endpoint, TransportError> {
     let setup = |e: &dyn std::fmt::Display| TransportError::Setup(format!("bind {addr}: {e}"));
-    let mut endpoint_config = quinn::EndpointConfig::default();
+    let mut endpoint_config = endpoint_config(reset_secret);
     endpoint_config
         .max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|e| setup(&e))?;
@@ -210,7 +241,11 @@ impl Transport {
             .map_err(|e| TransportError::Setup(e.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server_config.transport_config(Arc::new(quic_transport_config()));
-        let mut endpoint = bind_endpoint(config.listen, Some(server_config))?;
+        let mut endpoint = bind_endpoint(
+            config.listen,
+            Some(server_config),
+            Some(config.credentials.key_pem.as_bytes()),
+        )?;
         endpoint.set_default_client_config(client_config(config.credentials.client_config()?)?);
         let transport = Self {
             inner: Arc::new(Inner {
@@ -420,37 +455,56 @@ async fn ordered_writer(
 ) {
     let mut stream: Option<(Connection, quinn::SendStream)> = None;
     while let Some(message) = queue.recv().await {
-        if stream.is_none() {
-            let opened = async {
-                let connection = transport.connection(addr).await?;
-                let send = connection
-                    .open_uni()
-                    .await
-                    .map_err(|e| transport.connection_failed(addr, e))?;
-                Ok::<_, TransportError>((connection, send))
-            };
-            match opened.await {
-                Ok(opened) => stream = Some(opened),
-                Err(error) => {
-                    tracing::debug!(%addr, %error, "ordered channel: message dropped");
-                    continue;
+        // A connection found lost (closed, reset, timed out) is replaced before the write, and
+        // a write that fails on a connection that looked alive is tried once more on a new
+        // one: a vote answer lost this way would cost Raft a whole election timeout.
+        for attempt in 0..2 {
+            if stream
+                .as_ref()
+                .is_some_and(|(connection, _)| connection.close_reason().is_some())
+            {
+                stream = None;
+            }
+            if stream.is_none() {
+                match open_ordered_stream(&transport, addr).await {
+                    Ok(opened) => stream = Some(opened),
+                    Err(error) => {
+                        tracing::debug!(%addr, %error, "ordered channel: message dropped");
+                        break;
+                    }
                 }
             }
-        }
-        if let Some((connection, send)) = stream.as_mut() {
+            let Some((connection, send)) = stream.as_mut() else {
+                break;
+            };
             if transport
                 .apply_outgoing_fault(addr, connection)
                 .await
                 .is_err()
             {
-                continue;
+                break;
             }
-            if let Err(error) = write_frame_open(send, &message).await {
-                tracing::debug!(%addr, %error, "ordered channel: stream failed; reopening");
-                stream = None;
+            match write_frame_open(send, &message).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::debug!(%addr, %error, attempt, "ordered channel: stream failed; reopening");
+                    stream = None;
+                }
             }
         }
     }
+}
+
+async fn open_ordered_stream(
+    transport: &Transport,
+    addr: SocketAddr,
+) -> Result<(Connection, quinn::SendStream), TransportError> {
+    let connection = transport.connection(addr).await?;
+    let send = connection
+        .open_uni()
+        .await
+        .map_err(|e| transport.connection_failed(addr, e))?;
+    Ok((connection, send))
 }
 
 /// Sends one request from a node that has no endpoint of its own yet (joining): a temporary
@@ -462,7 +516,7 @@ pub async fn request_with(
     message: Message,
     timeout: Duration,
 ) -> Result<Message, TransportError> {
-    let mut endpoint = bind_endpoint(bind, None)?;
+    let mut endpoint = bind_endpoint(bind, None, None)?;
     endpoint.set_default_client_config(client_config(rustls_config)?);
     let exchange = async {
         let connection = endpoint
@@ -490,12 +544,19 @@ pub async fn request_with(
                 })?;
         write_frame(&mut send, &message).await.map_err(failed)?;
         let reply = read_frame(&mut recv).await.map_err(failed)?;
-        connection.close(VarInt::from_u32(0), b"done");
-        Ok(reply)
+        Ok((connection, reply))
     };
-    let outcome = tokio::time::timeout(timeout, exchange).await;
-    endpoint.close(VarInt::from_u32(0), b"done");
-    let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    let outcome = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok((connection, reply))) => {
+            close_and_flush(&connection).await;
+            Ok(Ok(reply))
+        }
+        failed => {
+            endpoint.close(VarInt::from_u32(0), b"done");
+            let _ = tokio::time::timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+            failed.map(|result| result.map(|(_, reply)| reply))
+        }
+    };
     match outcome {
         Err(_) => Err(TransportError::Timeout {
             addr,
@@ -504,6 +565,23 @@ pub async fn request_with(
         Ok(Err(error)) => Err(error),
         Ok(Ok(Message::Error(error))) => Err(TransportError::Remote(error)),
         Ok(Ok(reply)) => Ok(reply),
+    }
+}
+
+/// Longest wait for a closing connection's CONNECTION_CLOSE to leave (see [`close_and_flush`]).
+pub const CLOSE_FLUSH_MAX: Duration = Duration::from_millis(50);
+
+/// Closes `connection` and waits until its CONNECTION_CLOSE has been handed to the socket (the
+/// connection's sent-datagram count moves), so the peer frees the connection at once instead of
+/// after its idle timeout. Not `Endpoint::wait_idle`: that also waits out the draining period
+/// (3 PTO, about 85 ms on loopback because of the peer's 25 ms `max_ack_delay`), which every
+/// CLI command would pay after it already has its answer.
+async fn close_and_flush(connection: &Connection) {
+    let sent_before = connection.stats().udp_tx.datagrams;
+    connection.close(VarInt::from_u32(0), b"done");
+    let deadline = Instant::now() + CLOSE_FLUSH_MAX;
+    while connection.stats().udp_tx.datagrams == sent_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
