@@ -288,6 +288,9 @@ impl RaftActor {
         );
         self.act_on(ctx, output);
         self.propose_queued_change(ctx);
+        if self.replica().has_ready() {
+            self.schedule_drive(ctx);
+        }
         let events = self.replica_events();
         if !events.is_empty() {
             // Bounded by each watcher's mailbox; a slow watcher reconciles fully when it
@@ -374,6 +377,9 @@ impl RaftActor {
                 let _ = reply.send(Err(RaftError::LeadershipLost));
             }
             for (_, reply) in self.queued_changes.drain(..) {
+                let _ = reply.send(Err(RaftError::LeadershipLost));
+            }
+            for (_, reply) in self.reads.drain() {
                 let _ = reply.send(Err(RaftError::LeadershipLost));
             }
         }

@@ -39,6 +39,9 @@ pub struct RaftReplica<S: StateMachine> {
     applied_conf_state: ConfState,
     /// Reads confirmed by a quorum, waiting for `applied_index` to reach their index.
     pending_reads: Vec<(u64, u64)>,
+    /// Reads asked of a leader that has not yet committed an entry of its term: raft-rs drops
+    /// a ReadIndex then, so they wait here and go in as soon as the term's first entry commits.
+    deferred_reads: Vec<u64>,
     /// The leadership last reported in a [`ReadyOutput`].
     reported_leadership: Option<LeadershipState>,
 }
@@ -124,6 +127,7 @@ impl<S: StateMachine> RaftReplica<S> {
             snapshot_index,
             applied_conf_state,
             pending_reads: Vec::new(),
+            deferred_reads: Vec::new(),
             reported_leadership: None,
         })
     }
@@ -256,8 +260,38 @@ impl<S: StateMachine> RaftReplica<S> {
     /// Starts a linearizable read. When it is safe to read the state machine, `request_id`
     /// appears in [`ReadyOutput::reads_ready`]. Without a leader the request is dropped
     /// silently, so the caller must time reads out.
+    ///
+    /// A leader elected a moment ago cannot serve reads until an entry of its term commits
+    /// (raft-rs drops the request silently then); such reads are held and started right after.
     pub fn read_index(&mut self, request_id: u64) {
+        let raft = &self.raw_node.raft;
+        if raft.state == StateRole::Leader && !raft.commit_to_current_term() {
+            self.deferred_reads.push(request_id);
+            return;
+        }
         self.raw_node.read_index(request_id.to_le_bytes().to_vec());
+    }
+
+    /// Whether inputs since the last [`handle_ready`](Self::handle_ready) left work for
+    /// another call (e.g. held reads that could start).
+    pub fn has_ready(&self) -> bool {
+        self.raw_node.has_ready()
+    }
+
+    /// Starts the held reads once the leader has committed in its term; forgets them if it
+    /// is no longer leader (their callers time out, as for any read without a leader).
+    fn start_deferred_reads(&mut self) {
+        if self.deferred_reads.is_empty() {
+            return;
+        }
+        let raft = &self.raw_node.raft;
+        if raft.state != StateRole::Leader {
+            self.deferred_reads.clear();
+        } else if raft.commit_to_current_term() {
+            for request_id in std::mem::take(&mut self.deferred_reads) {
+                self.raw_node.read_index(request_id.to_le_bytes().to_vec());
+            }
+        }
     }
 
     /// Reports the end of a snapshot transfer to `to` (see
@@ -313,6 +347,7 @@ impl<S: StateMachine> RaftReplica<S> {
     /// An error is fatal: the Ready is half done. Drop the replica and restart it from disk.
     pub fn handle_ready(&mut self) -> Result<ReadyOutput<S::Output>, ReplicaError> {
         let mut output = ReadyOutput::default();
+        self.start_deferred_reads();
         if self.raw_node.has_ready() {
             let mut ready = self.raw_node.ready();
             // 1. Messages that do not depend on this Ready's writes (a leader's appends may go
@@ -348,6 +383,9 @@ impl<S: StateMachine> RaftReplica<S> {
         }
         self.maybe_snapshot()?;
         self.release_reads(&mut output);
+        // The entries just applied may be the term's first commit: start held reads now (the
+        // next call sends what they need; the caller sees `has_ready`).
+        self.start_deferred_reads();
         let leadership = self.leadership();
         if self.reported_leadership != Some(leadership) {
             self.reported_leadership = Some(leadership);

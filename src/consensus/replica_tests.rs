@@ -1,4 +1,4 @@
-//! Unit tests of [`RaftReplica`](super::RaftReplica) on a single-node group.
+//! Unit tests of [`RaftReplica`](super::RaftReplica): a single-node group, and reads on a three-node one.
 
 use super::*;
 use crate::consensus::SimDisk;
@@ -123,4 +123,69 @@ fn followers_refuse_proposals_and_used_storage_refuses_bootstrap() {
         RaftReplica::bootstrap(config(), storage, Counter::default(), &[1]),
         Err(ReplicaError::StorageNotEmpty)
     ));
+}
+
+/// Delivers messages one at a time (FIFO) until none are left; `on_output(replica index,
+/// output)` sees every Ready output. Returns when the network is quiet.
+fn pump(
+    replicas: &mut [RaftReplica<Counter>],
+    queue: &mut std::collections::VecDeque<OutgoingMessage>,
+    mut on_output: impl FnMut(&mut [RaftReplica<Counter>], usize, &ReadyOutput<u64>),
+) {
+    while let Some(message) = queue.pop_front() {
+        let index = (message.to - 1) as usize;
+        replicas[index].step(&message.bytes).expect("step");
+        let output = replicas[index].handle_ready().expect("ready");
+        on_output(replicas, index, &output);
+        queue.extend(output.messages.iter().cloned());
+    }
+}
+
+#[test]
+fn a_read_asked_of_a_just_elected_leader_is_answered_after_its_first_commit() {
+    let mut replicas: Vec<RaftReplica<Counter>> = (1..=3)
+        .map(|id| {
+            let storage = RedbStorage::open_with_backend(SimDisk::new().backend()).expect("open");
+            RaftReplica::bootstrap(
+                ReplicaConfig::new(id),
+                storage,
+                Counter::default(),
+                &[1, 2, 3],
+            )
+            .expect("bootstrap")
+        })
+        .collect();
+    // Only replica 1 ticks, so it starts the election.
+    let mut queue = std::collections::VecDeque::new();
+    while queue.is_empty() {
+        replicas[0].tick();
+        let output = replicas[0].handle_ready().expect("ready");
+        queue.extend(output.messages);
+    }
+    let mut asked = false;
+    let mut answered = false;
+    pump(&mut replicas, &mut queue, |replicas, index, output| {
+        if index == 0 {
+            answered |= output.reads_ready.contains(&42);
+            if !asked && replicas[0].leadership().is_leader {
+                // Elected, but the entry of its term is not committed yet (raft-rs would
+                // drop a ReadIndex now).
+                asked = true;
+                replicas[0].read_index(42);
+            }
+        }
+    });
+    // The read was asked inside a Ready; the replica says it has more to do.
+    let mut rounds = 0;
+    while !answered && rounds < 10 {
+        rounds += 1;
+        let output = replicas[0].handle_ready().expect("ready");
+        answered |= output.reads_ready.contains(&42);
+        queue.extend(output.messages);
+        pump(&mut replicas, &mut queue, |_, index, output| {
+            answered |= index == 0 && output.reads_ready.contains(&42);
+        });
+    }
+    assert!(asked, "replica 1 was elected");
+    assert!(answered, "the read was answered, not dropped");
 }
