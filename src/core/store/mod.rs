@@ -40,6 +40,19 @@ struct Indexes {
     unassigned: BTreeSet<String>,
     node_usage: BTreeMap<String, NodeUsage>,
     running_by_service: BTreeMap<String, u64>,
+    /// Per node, the XOR of [`assignment_digest`] over its unfinished tasks, and their count:
+    /// the assignment version every heartbeat compares, without visiting the tasks.
+    assignments_by_node: BTreeMap<String, (u64, u64)>,
+}
+
+/// One task's share of its node's assignment version: its ID and desired state. SipHash with
+/// fixed keys, so every manager computes the same.
+fn assignment_digest(task: &Task) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    task.id.hash(&mut hasher);
+    task.desired_state.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The cluster state every manager holds, changed only by applying committed [`Command`]s.
@@ -103,6 +116,11 @@ impl Indexes {
         if is_unassigned(task) {
             self.unassigned.insert(id);
         }
+        if let (false, Some(node)) = (task.status.state.is_terminal(), &task.node_id) {
+            let (digest, count) = self.assignments_by_node.entry(node.clone()).or_default();
+            *digest ^= assignment_digest(task);
+            *count += 1;
+        }
         if let (true, Some(node)) = (task.holds_resources(), &task.node_id) {
             let usage = self.node_usage.entry(node.clone()).or_default();
             usage.reserved = usage
@@ -122,6 +140,15 @@ impl Indexes {
             set_remove(&mut self.tasks_by_node, node, &task.id);
         }
         self.unassigned.remove(&task.id);
+        if let (false, Some(node)) = (task.status.state.is_terminal(), &task.node_id) {
+            if let Some((digest, count)) = self.assignments_by_node.get_mut(node) {
+                *digest ^= assignment_digest(task);
+                *count -= 1;
+                if *count == 0 {
+                    self.assignments_by_node.remove(node);
+                }
+            }
+        }
         if let (true, Some(node)) = (task.holds_resources(), &task.node_id) {
             if let Some(usage) = self.node_usage.get_mut(node) {
                 usage.reserved = usage
@@ -307,6 +334,16 @@ impl Store {
             .collect();
         tasks.sort_by(|a, b| newest_first(a, b));
         tasks
+    }
+
+    /// A digest of the unfinished tasks placed on `node_id` (their IDs and desired states):
+    /// equal sets give equal digests on every manager; 0 when there are none. Kept up to date
+    /// on apply, so reading it costs one lookup however many tasks the node has had.
+    pub fn assignment_digest(&self, node_id: &str) -> u64 {
+        self.index
+            .assignments_by_node
+            .get(node_id)
+            .map_or(0, |(digest, _)| *digest)
     }
 
     /// Tasks that want to run and have no node yet, in ID order: the scheduler's queue.

@@ -159,6 +159,9 @@ fn indexes_follow_assignment_and_removal() {
     assert_eq!((usage.tasks, usage.reserved.memory_bytes), (1, 100));
     assert_eq!(usage.tasks_by_service["s1"], 1);
     assert_eq!(h.store.tasks_of_node("n1").len(), 1);
+    let assigned = h.store.assignment_digest("n1");
+    assert_ne!(assigned, 0, "n1 has an unfinished task");
+    assert_eq!(h.store.assignment_digest("n2"), 0);
     // Desired shutdown of a never-assigned task finishes it on the spot.
     h.apply(Command::SetTaskDesiredStates(vec![(
         "t2".into(),
@@ -177,8 +180,14 @@ fn indexes_follow_assignment_and_removal() {
         h.store.task("t1").unwrap().desired_state,
         TaskState::Shutdown
     );
+    let shutting_down = h.store.assignment_digest("n1");
+    assert!(
+        shutting_down != assigned && shutting_down != 0,
+        "a new desired state is a new assignment version"
+    );
     h.apply(Command::RemoveTasks(vec!["t1".into(), "t2".into()]));
     assert!(h.store.tasks().is_empty() && h.store.node_usage("n1").is_none());
+    assert_eq!(h.store.assignment_digest("n1"), 0);
     assert_eq!(
         h.store.index,
         Store::restore(&h.store.snapshot()).unwrap().index
