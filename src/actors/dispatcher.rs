@@ -7,7 +7,6 @@
 //! store changes it, and answers a heartbeat that reports a stale version with the full set.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
