@@ -347,7 +347,6 @@ impl<S: StateMachine> RaftReplica<S> {
     /// An error is fatal: the Ready is half done. Drop the replica and restart it from disk.
     pub fn handle_ready(&mut self) -> Result<ReadyOutput<S::Output>, ReplicaError> {
         let mut output = ReadyOutput::default();
-        self.start_deferred_reads();
         if self.raw_node.has_ready() {
             let mut ready = self.raw_node.ready();
             // 1. Messages that do not depend on this Ready's writes (a leader's appends may go
