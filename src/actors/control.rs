@@ -27,7 +27,7 @@ use crate::net::message::{
 };
 use crate::net::tls::{certificate_digest, ClusterCa, Role};
 use crate::net::token::{self, JoinToken};
-use crate::node::machine::{raft_id_of, SharedStore};
+use crate::consensus::store_machine::{raft_id_of, SharedStore};
 
 /// How long a forwarded request may take at the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);

@@ -24,8 +24,8 @@ use crate::net::message::{
     AssignmentSet, ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError,
 };
 use crate::net::tls::{ClusterCa, Role};
-use crate::node::machine::raft_id_of;
-use crate::node::machine::SharedStore;
+use crate::consensus::store_machine::raft_id_of;
+use crate::consensus::store_machine::SharedStore;
 
 /// Periods without a heartbeat after which a node is down (SPEC §3).
 pub const MISSED_HEARTBEATS_DOWN: u32 = 3;

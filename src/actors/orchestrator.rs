@@ -10,7 +10,7 @@ use crate::actors::raft::{RaftActor, StoreEvents, Subscribe};
 use crate::actors::service::{Crash, Reconcile, ServiceActor};
 use crate::core::orchestrator::{services_affected_by_node, services_to_reconcile};
 use crate::core::store::Event;
-use crate::node::machine::SharedStore;
+use crate::consensus::store_machine::SharedStore;
 
 /// Stop the orchestrator and its service actors (leadership lost).
 #[derive(Message)]

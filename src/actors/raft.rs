@@ -22,7 +22,7 @@ use crate::core::store::{Command, Event};
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
 use crate::net::transport::{OrderedSender, Transport};
-use crate::node::machine::{raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine};
+use crate::consensus::store_machine::{raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine};
 
 /// How long sending a snapshot to a follower may take.
 pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,7 +11,7 @@ use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
 use crate::core::model::TaskState;
 use crate::core::scheduler::schedule_unassigned;
 use crate::core::store::Event;
-use crate::node::machine::SharedStore;
+use crate::consensus::store_machine::SharedStore;
 
 /// Tasks placed per proposal; bigger backlogs take several rounds.
 pub const SCHEDULE_BATCH_MAX: usize = 10_000;

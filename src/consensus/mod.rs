@@ -15,6 +15,7 @@ mod replica;
 mod sim_disk;
 mod state_machine;
 mod storage;
+pub mod store_machine;
 
 pub use output::{
     AppliedConfChange, AppliedProposal, ApplyError, LeadershipState, MembershipChange,

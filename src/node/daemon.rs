@@ -21,7 +21,7 @@ use crate::net::message::{JoinRequest, Message as WireMessage, NodeDescription, 
 use crate::net::tls::{self, ClusterCa, Credentials, Role};
 use crate::net::token::{self, JoinToken};
 use crate::net::transport::{self, Transport, TransportConfig};
-use crate::node::machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
+use crate::consensus::store_machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
 use crate::node::state::{
     self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE, RAFT_FILE,
 };

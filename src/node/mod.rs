@@ -2,5 +2,4 @@
 
 pub mod allocator;
 pub mod daemon;
-pub mod machine;
 pub mod state;
