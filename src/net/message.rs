@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::model::{Resources, Task};
+// The set is a core type (its rules live beside it); it travels as is.
+pub use crate::core::assignment::AssignmentSet;
+use crate::core::model::Resources;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::control::{ControlReply, ControlRequest};
 
@@ -116,14 +118,6 @@ impl std::fmt::Debug for RoleChange {
     }
 }
 
-/// Every task a worker should know about: running ones and ones it must stop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignmentSet {
-    /// Increases with every change, per leader term.
-    pub version: u64,
-    /// The tasks, with their desired states.
-    pub tasks: Vec<Task>,
-}
 
 /// Chaos commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
