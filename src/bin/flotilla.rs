@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla::client::progress::{convergence, Progress};
 use flotilla::client::render::{self, OutputFormat};
@@ -15,7 +16,7 @@ use flotilla::core::spec::{
     ServiceMode, ServiceSpec,
 };
 use flotilla::net::control::{ControlReply, ControlRequest};
-use flotilla::net::message::{ChaosRequest, Message as WireMessage};
+use flotilla::net::message::{ChaosKind, ChaosRequest, Message as WireMessage};
 
 #[derive(Parser)]
 #[command(name = "flotilla", version, about = "Manage a Flotilla swarm")]
@@ -230,8 +231,11 @@ struct CreateArgs {
 enum ChaosCommand {
     /// Stop an actor as if it had crashed.
     KillActor {
-        #[arg(value_parser = ["replica", "service", "worker", "dispatcher", "scheduler", "orchestrator", "raft"])]
-        kind: String,
+        // The possible values check the word first (clap's error names the valid kinds); the
+        // parse after it cannot fail, but is a fallible map rather than an unwrap.
+        #[arg(value_parser = PossibleValuesParser::new(ChaosKind::NAMES)
+            .try_map(|word| word.parse::<ChaosKind>()))]
+        kind: ChaosKind,
         id: Option<String>,
     },
 }

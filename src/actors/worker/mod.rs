@@ -1,12 +1,18 @@
 //! The worker actor (every node): heartbeats the leader, receives the node's assignment set,
 //! and reports task status changes in batches.
 //!
-//! It talks to whichever manager it believes leads; a manager that does not lead answers
-//! `NotLeader` with the leader's address, and an unreachable one makes the worker try the next
-//! manager it knows. Task replicas are reconciled from the assignment set by the replica
-//! supervisor (see `replica.rs`), which the worker feeds.
+//! Task replicas are reconciled from the assignment set by the replica supervisor (see
+//! `replica.rs`), which the worker feeds; which replicas to start or retire, and which
+//! containers are orphans, is decided in [`crate::core::assignment`]. This actor keeps the
+//! mailbox, the timers and the I/O.
+//!
+//! - [`leader_link`]: heartbeats, following the leader, status batches.
+//! - [`persist`]: the saved copy of the assignment set.
 
-use std::collections::{HashMap, HashSet};
+mod leader_link;
+pub mod persist;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,34 +20,28 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+pub use leader_link::ReportStatus;
+
 use crate::actors::replica::{CrashReplica, ReplicaActor, Retire, STOP_GRACE_MS};
 use crate::actors::transport::Request;
-use crate::core::model::TaskState;
+use crate::core::assignment::{self, AssignmentSet};
 use crate::core::store::TaskStatusUpdate;
-use crate::net::message::{
-    AssignmentSet, Heartbeat, Message as WireMessage, NodeDescription, RoleChange,
-};
-use crate::net::transport::TransportError;
-use crate::runtime::{ContainerRuntime, RuntimeKind};
+use crate::net::message::{NodeDescription, RoleChange};
+use crate::runtime::ContainerRuntime;
 
 /// A new assignment set arrived (pushed by the leader or in a heartbeat answer).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ApplyAssignments(pub AssignmentSet);
 
-/// A replica reports a task status change; sent to the managers in the next batch.
+/// Chaos: crash the worker actor itself or one replica actor.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct ReportStatus(pub TaskStatusUpdate);
-
-/// Chaos: crash the worker actor itself (`worker`) or one replica actor (`replica`, by task ID).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CrashActor {
-    /// `worker` or `replica`.
-    pub kind: String,
-    /// The task ID, for `replica`.
-    pub id: Option<String>,
+pub enum CrashActor {
+    /// The worker actor (its supervisor restarts it).
+    Worker,
+    /// The replica actor of this task ID.
+    Replica(String),
 }
 
 /// The runtime is ready (selecting it may take a Docker ping); replicas start from now on.
@@ -63,13 +63,13 @@ pub struct StopAllTasks {
 #[rtype(result = "AssignmentSet")]
 pub struct GetAssignments;
 
-#[derive(Message)]
+/// Sent by the worker (not handled by it): the leader promoted or demoted this node. The
+/// receiver, given with [`WorkerActor::with_role_changes`], belongs to whoever composed the
+/// node; the daemon's keeps the new credentials and restarts the process in the new role.
+/// The worker cannot do that itself: restarting a node is the composition root's business.
+#[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct Beat;
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct FlushStatuses;
+pub struct RoleChanged(pub RoleChange);
 
 /// The worker actor. See the module documentation.
 pub struct WorkerActor {
@@ -77,6 +77,7 @@ pub struct WorkerActor {
     managers: Vec<SocketAddr>,
     target: usize,
     transport: Recipient<Request>,
+    role_changes: Option<Recipient<RoleChanged>>,
     period: Duration,
     assignments: AssignmentSet,
     /// Whether `assignments` came from the leader (not only from the state directory).
@@ -96,7 +97,8 @@ pub struct WorkerActor {
 }
 
 impl WorkerActor {
-    /// A worker that heartbeats `managers` every `period`.
+    /// A worker that heartbeats `managers` every `period`. Without
+    /// [`with_role_changes`](Self::with_role_changes), a promotion or demotion is only logged.
     pub fn new(
         description: NodeDescription,
         managers: Vec<SocketAddr>,
@@ -105,15 +107,14 @@ impl WorkerActor {
         state_dir: PathBuf,
     ) -> Self {
         // The last set the leader sent survives restarts, so replicas re-attach at once.
-        let assignments = load_assignments(&state_dir).unwrap_or(AssignmentSet {
-            version: 0,
-            tasks: Vec::new(),
-        });
+        let assignments =
+            persist::load_assignments(&state_dir).unwrap_or_else(AssignmentSet::empty);
         Self {
             description,
             managers,
             target: 0,
             transport,
+            role_changes: None,
             period,
             assignments,
             authoritative: false,
@@ -130,47 +131,15 @@ impl WorkerActor {
         }
     }
 
-    fn current_manager(&self) -> Option<SocketAddr> {
-        self.managers
-            .get(self.target % self.managers.len().max(1))
-            .copied()
-    }
-
-    fn try_next_manager(&mut self) {
-        self.target = self.target.wrapping_add(1);
-    }
-
-    fn follow_leader(&mut self, leader_addr: Option<String>) {
-        match leader_addr.and_then(|addr| addr.parse::<SocketAddr>().ok()) {
-            Some(leader) => match self.managers.iter().position(|m| *m == leader) {
-                Some(index) => self.target = index,
-                None => {
-                    self.managers.push(leader);
-                    self.target = self.managers.len() - 1;
-                }
-            },
-            None => self.try_next_manager(),
-        }
-    }
-
-    fn learn_managers(&mut self, addrs: &[String]) {
-        let current = self.current_manager();
-        let mut learned: Vec<SocketAddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        if learned.is_empty() {
-            return;
-        }
-        learned.sort();
-        learned.dedup();
-        self.managers = learned;
-        self.target = current
-            .and_then(|c| self.managers.iter().position(|m| *m == c))
-            .unwrap_or(0);
+    /// Where to report a promotion or demotion (see [`RoleChanged`]).
+    pub fn with_role_changes(mut self, recipient: Recipient<RoleChanged>) -> Self {
+        self.role_changes = Some(recipient);
+        self
     }
 
     fn apply(&mut self, ctx: &mut Context<Self>, set: AssignmentSet) {
-        let changed = set.version != self.assignments.version;
         self.authoritative = true;
-        if !changed {
+        if !assignment::replaces(&self.assignments, &set) {
             return;
         }
         self.assignments = set;
@@ -178,93 +147,43 @@ impl WorkerActor {
         self.reconcile(ctx);
     }
 
-    /// Saves the assignment set in the background (the write waits for the disk, and
-    /// heartbeats must not wait with it); sets that arrive meanwhile are coalesced into one more
-    /// save of the latest. Skipped for the sim runtime, whose containers die with the process,
-    /// so there is nothing to re-attach after a restart.
-    fn persist(&mut self, ctx: &mut Context<Self>) {
-        if self
-            .runtime
-            .as_ref()
-            .is_some_and(|runtime| runtime.kind() == RuntimeKind::Sim)
-        {
-            return;
-        }
-        if self.saving {
-            self.save_again = true;
-            return;
-        }
-        self.saving = true;
-        self.save_again = false;
-        let (state_dir, set) = (self.state_dir.clone(), self.assignments.clone());
-        actix_rt::task::spawn_blocking(move || save_assignments(&state_dir, &set))
-            .into_actor(self)
-            .map(|result, actor, ctx| {
-                actor.saving = false;
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => tracing::warn!(%error, "cannot save the assignment set"),
-                    Err(error) => tracing::warn!(%error, "assignment save task failed"),
-                }
-                if actor.save_again {
-                    actor.persist(ctx);
-                }
-            })
-            .spawn(ctx);
-    }
-
-    /// Starts replicas for assigned tasks, retires those no longer wanted, and (once the set
-    /// is the leader's) removes containers of tasks this node no longer has.
+    /// Carries out the replica plan for the set held (see [`assignment::plan_replicas`]).
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
-        let mut wanted = HashSet::new();
-        for task in &self.assignments.tasks {
-            if task.desired_state != TaskState::Running || task.status.state.is_terminal() {
-                continue;
-            }
-            wanted.insert(task.id.clone());
-            if !self.replicas.contains_key(&task.id) {
-                let (task, runtime) = (task.clone(), runtime.clone());
-                let task_id = task.id.clone();
-                let reports = ctx.address().recipient();
-                // Until the leader has spoken, the set is the one saved before this node went
-                // down: its tasks may have run already, so only re-attach to them.
-                let adopt_only = !self.authoritative;
-                let replica = Supervisor::start(move |_| {
-                    let replica = ReplicaActor::new(task, runtime, reports);
-                    if adopt_only {
-                        replica.adopt_only()
-                    } else {
-                        replica
-                    }
-                });
-                self.replicas.insert(task_id, replica);
-            }
+        let plan = assignment::plan_replicas(
+            &self.assignments,
+            self.replicas.keys().map(String::as_str),
+            self.authoritative,
+        );
+        for task in plan.start {
+            let task_id = task.id.clone();
+            let (runtime, reports) = (runtime.clone(), ctx.address().recipient());
+            let adopt_only = plan.adopt_only;
+            let replica = Supervisor::start(move |_| {
+                let replica = ReplicaActor::new(task, runtime, reports);
+                if adopt_only {
+                    replica.adopt_only()
+                } else {
+                    replica
+                }
+            });
+            self.replicas.insert(task_id, replica);
         }
-        let retired: Vec<String> = self
-            .replicas
-            .keys()
-            .filter(|id| !wanted.contains(*id))
-            .cloned()
-            .collect();
-        for task_id in retired {
+        for task_id in plan.retire {
             if let Some(replica) = self.replicas.remove(&task_id) {
                 // With the worker's address gone, the supervisor lets it end for good.
                 replica.do_send(Retire);
             }
         }
-        if self.authoritative {
+        if plan.sweep_orphans {
             self.remove_orphans(ctx, runtime);
         }
     }
 
-    /// Removes containers of this node whose task has no replica actor. Which containers are
-    /// orphans is decided against the replicas the worker has *when the listing returns*, not
-    /// when it was asked for: a newer assignment set may have started replicas meanwhile, and
-    /// a sweep deciding on an older set would remove their fresh containers (seen as tasks
-    /// failing right after they started when a service was created or scaled).
+    /// Removes containers of this node whose task has no replica actor, decided when the
+    /// listing returns (see [`assignment::orphans`] for why).
     fn remove_orphans(&mut self, ctx: &mut Context<Self>, runtime: Arc<dyn ContainerRuntime>) {
         let listing = runtime.clone();
         async move { listing.list().await }
@@ -273,10 +192,11 @@ impl WorkerActor {
                 let Ok(found) = found else {
                     return;
                 };
-                let orphans: Vec<_> = found
-                    .into_iter()
-                    .filter(|info| !actor.replicas.contains_key(&info.task_id))
-                    .collect();
+                let orphans = assignment::orphans(
+                    found,
+                    |info| info.task_id.as_str(),
+                    |task_id| actor.replicas.contains_key(task_id),
+                );
                 if orphans.is_empty() {
                     return;
                 }
@@ -296,58 +216,14 @@ impl WorkerActor {
     }
 }
 
-impl WorkerActor {
-    /// The leader decides the heartbeat period (it judges liveness by it).
-    fn adopt_period(&mut self, ctx: &mut Context<Self>, period_ms: u64) {
-        let period = Duration::from_millis(period_ms.max(10));
-        if period == self.period {
-            return;
-        }
-        tracing::info!(period_ms, "heartbeat period set by the leader");
-        self.period = period;
-        if let Some(timer) = self.beat_timer.take() {
-            ctx.cancel_future(timer);
-        }
-        self.beat_timer = Some(ctx.run_interval(period, |_, ctx| ctx.notify(Beat)));
-    }
-
-    /// Promoted or demoted: keep the new credentials and role, then restart this process as
-    /// `flotilla-node start` so every actor comes up in the new role. Task processes and
-    /// containers survive the restart and are adopted again.
-    fn change_role(&mut self, change: RoleChange) {
-        tracing::info!(role = %change.role, "role changed; restarting in the new role");
-        if let Err(error) = crate::node::daemon::restart_in_role(&self.state_dir, change) {
-            tracing::error!(%error, "cannot restart in the new role");
-        }
-    }
-}
-
-const ASSIGNMENTS_FILE: &str = "assignments.json";
-
-fn load_assignments(state_dir: &std::path::Path) -> Option<AssignmentSet> {
-    let text = std::fs::read(state_dir.join(ASSIGNMENTS_FILE)).ok()?;
-    match serde_json::from_slice(&text) {
-        Ok(set) => Some(set),
-        Err(error) => {
-            tracing::warn!(%error, "ignoring an unreadable assignment set");
-            None
-        }
-    }
-}
-
-fn save_assignments(state_dir: &std::path::Path, set: &AssignmentSet) -> Result<(), String> {
-    let bytes = serde_json::to_vec(set).map_err(|e| e.to_string())?;
-    crate::node::state::write_private(&state_dir.join(ASSIGNMENTS_FILE), &bytes)
-        .map_err(|e| e.to_string())
-}
-
 impl Actor for WorkerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
-        ctx.notify(Beat);
-        self.beat_timer = Some(ctx.run_interval(self.period, |_, ctx| ctx.notify(Beat)));
+        ctx.notify(leader_link::Beat);
+        self.beat_timer =
+            Some(ctx.run_interval(self.period, |_, ctx| ctx.notify(leader_link::Beat)));
     }
 }
 
@@ -360,81 +236,6 @@ impl Supervised for WorkerActor {
         self.flush_in_flight = false;
         // The restart dropped the save's completion; save again on the next set.
         self.saving = false;
-    }
-}
-
-impl Handler<Beat> for WorkerActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Beat, ctx: &mut Context<Self>) {
-        if self.beat_in_flight {
-            return;
-        }
-        let Some(manager) = self.current_manager() else {
-            return;
-        };
-        self.beat_in_flight = true;
-        let request = Request {
-            to: manager,
-            message: WireMessage::Heartbeat(Heartbeat {
-                description: self.description.clone(),
-                assignments_version: self.assignments.version,
-            }),
-            timeout: (self.period * 2).min(Duration::from_secs(5)),
-        };
-        self.transport
-            .send(request)
-            .into_actor(self)
-            .map(|result, actor, ctx| {
-                actor.beat_in_flight = false;
-                match result {
-                    Ok(Ok(WireMessage::HeartbeatAck(ack))) => {
-                        actor.refusals = 0;
-                        if let Some(change) = ack.role_change {
-                            actor.change_role(change);
-                            return;
-                        }
-                        actor.learn_managers(&ack.manager_addrs);
-                        actor.adopt_period(ctx, ack.period_ms);
-                        match ack.assignments {
-                            Some(set) => actor.apply(ctx, set),
-                            // The leader confirmed our version: it is authoritative.
-                            None if !actor.authoritative => {
-                                actor.authoritative = true;
-                                actor.reconcile(ctx);
-                            }
-                            None => {}
-                        }
-                        if !actor.unsent.is_empty() {
-                            ctx.notify(FlushStatuses);
-                        }
-                    }
-                    Ok(Ok(WireMessage::NotLeader { leader_addr })) => {
-                        actor.follow_leader(leader_addr);
-                        ctx.notify(Beat);
-                    }
-                    Ok(Ok(other)) => {
-                        tracing::debug!(reply = other.kind_name(), "unexpected heartbeat answer");
-                    }
-                    Ok(Err(TransportError::Remote(error))) => {
-                        // Normal for a moment after init or join, until the registration
-                        // is applied; worth a warning only if it lasts.
-                        actor.refusals += 1;
-                        if actor.refusals > 3 {
-                            tracing::warn!(%error, "heartbeat refused");
-                        } else {
-                            tracing::debug!(%error, "heartbeat refused");
-                        }
-                        actor.try_next_manager();
-                    }
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "heartbeat failed; trying another manager");
-                        actor.try_next_manager();
-                    }
-                    Err(error) => tracing::warn!(%error, "transport actor unavailable"),
-                }
-            })
-            .spawn(ctx);
     }
 }
 
@@ -490,13 +291,12 @@ impl Handler<CrashActor> for WorkerActor {
     type Result = ();
 
     fn handle(&mut self, crash: CrashActor, ctx: &mut Context<Self>) {
-        match (crash.kind.as_str(), crash.id) {
-            ("replica", Some(task_id)) => match self.replicas.get(&task_id) {
+        match crash {
+            CrashActor::Replica(task_id) => match self.replicas.get(&task_id) {
                 Some(replica) => replica.do_send(CrashReplica),
                 None => tracing::warn!(task = %task_id, "chaos: no replica actor for that task"),
             },
-            ("worker", _) => ctx.stop(),
-            (kind, id) => tracing::warn!(kind, ?id, "chaos: nothing to crash"),
+            CrashActor::Worker => ctx.stop(),
         }
     }
 }
@@ -506,61 +306,5 @@ impl Handler<GetAssignments> for WorkerActor {
 
     fn handle(&mut self, _: GetAssignments, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.assignments.clone())
-    }
-}
-
-impl Handler<ReportStatus> for WorkerActor {
-    type Result = ();
-
-    fn handle(&mut self, ReportStatus(update): ReportStatus, ctx: &mut Context<Self>) {
-        let keep = match self.unsent.get(&update.task_id) {
-            Some(previous) => update.status.state >= previous.status.state,
-            None => true,
-        };
-        if keep {
-            self.unsent.insert(update.task_id.clone(), update);
-        }
-        ctx.notify(FlushStatuses);
-    }
-}
-
-impl Handler<FlushStatuses> for WorkerActor {
-    type Result = ();
-
-    fn handle(&mut self, _: FlushStatuses, ctx: &mut Context<Self>) {
-        if self.flush_in_flight || self.unsent.is_empty() {
-            return;
-        }
-        let Some(manager) = self.current_manager() else {
-            return;
-        };
-        self.flush_in_flight = true;
-        let batch: Vec<TaskStatusUpdate> = self.unsent.drain().map(|(_, update)| update).collect();
-        let request = Request {
-            to: manager,
-            message: WireMessage::TaskStatuses(batch.clone()),
-            timeout: Duration::from_secs(5),
-        };
-        self.transport
-            .send(request)
-            .into_actor(self)
-            .map(move |result, actor, ctx| {
-                actor.flush_in_flight = false;
-                let delivered = matches!(result, Ok(Ok(WireMessage::Ack)));
-                if !delivered {
-                    if let Ok(Ok(WireMessage::NotLeader { leader_addr })) = result {
-                        actor.follow_leader(leader_addr);
-                    }
-                    // Put back what was not delivered, unless newer news arrived meanwhile.
-                    for update in batch {
-                        actor.unsent.entry(update.task_id.clone()).or_insert(update);
-                    }
-                    return;
-                }
-                if !actor.unsent.is_empty() {
-                    ctx.notify(FlushStatuses);
-                }
-            })
-            .spawn(ctx);
     }
 }
