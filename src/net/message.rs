@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 // The set is a core type (its rules live beside it); it travels as is.
 pub use crate::core::assignment::AssignmentSet;
-use crate::core::model::Resources;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::control::{ControlReply, ControlRequest};
 
@@ -72,20 +71,7 @@ pub struct Heartbeat {
     pub assignments_version: u64,
 }
 
-/// The facts a node reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeDescription {
-    /// Hostname.
-    pub hostname: String,
-    /// Address other nodes reach it at.
-    pub addr: String,
-    /// Runtime and version, e.g. `process` or `docker 28.2.2`.
-    pub engine_version: String,
-    /// Capacity the scheduler may reserve.
-    pub resources: Resources,
-    /// Labels given at init/join.
-    pub labels: std::collections::BTreeMap<String, String>,
-}
+pub use crate::core::model::NodeDescription;
 
 /// The leader's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::control::ControlActor;
+use crate::actors::environment::NodeEnvironment;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::actors::transport::TransportActor;
@@ -48,6 +49,15 @@ async fn select_runtime(
     Ok((runtime, None))
 }
 
+/// The clock and seed a node's actors are given: the system clock, and `FLOTILLA_SEED` when
+/// set (a replayable run), else a seed from the operating system.
+fn node_environment() -> NodeEnvironment {
+    let seed = std::env::var("FLOTILLA_SEED")
+        .ok()
+        .and_then(|value| value.trim().parse().ok());
+    NodeEnvironment::system(seed)
+}
+
 /// Starts every actor of the node described by `settings`; `manager` is its Raft replica, on
 /// managers.
 pub(crate) async fn run(
@@ -69,6 +79,7 @@ pub(crate) async fn run(
         ))
     })?;
     let heartbeat = Duration::from_millis(settings.heartbeat_ms.max(10));
+    let environment = node_environment();
     // The node actor must exist before the endpoint (which delivers to it), and the endpoint
     // before the actors that send: create the context first, start the actor last.
     let node_context = Context::<NodeActor>::new();
@@ -102,6 +113,7 @@ pub(crate) async fn run(
             let (raft_transport, raft_requests) =
                 (transport.clone(), transport_actor.clone().recipient());
             let raft_store = store.clone();
+            let raft_environment = environment.clone();
             // Its own thread: persisting a Ready waits for the disk (fdatasync), and the
             // transport, the dispatcher's heartbeats and the CLI must not wait with it.
             let raft_thread = Arbiter::new();
@@ -116,6 +128,7 @@ pub(crate) async fn run(
                         requests: raft_requests,
                         tick_period: tick,
                         peers,
+                        environment: raft_environment,
                     },
                 )
             });
@@ -124,6 +137,7 @@ pub(crate) async fn run(
                 store.clone(),
                 raft.clone(),
                 transport_actor.clone().recipient(),
+                environment.rng("control/ids"),
             )
             .start();
             (
@@ -131,6 +145,7 @@ pub(crate) async fn run(
                     raft: raft.clone(),
                     control,
                     store,
+                    environment: environment.clone(),
                 }),
                 Some(raft),
             )

@@ -23,6 +23,7 @@ impl NodeActor {
                     manager.raft.clone(),
                     sender.clone(),
                     self.heartbeat_period,
+                    manager.environment.clone(),
                 )
                 .start(),
             );
@@ -36,8 +37,9 @@ impl NodeActor {
         }
         if self.orchestrator.is_none() {
             let (store, raft) = (manager.store.clone(), manager.raft.clone());
+            let environment = manager.environment.clone();
             self.orchestrator = Some(OrchestratorActor::start_in_arbiter(&arbiter, move |_| {
-                OrchestratorActor::new(store, raft)
+                OrchestratorActor::new(store, raft, environment)
             }));
         }
     }

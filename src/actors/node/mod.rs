@@ -16,6 +16,7 @@ use actix::prelude::*;
 
 use crate::actors::control::ControlActor;
 use crate::actors::dispatcher::DispatcherActor;
+use crate::actors::environment::NodeEnvironment;
 use crate::actors::orchestrator::OrchestratorActor;
 use crate::actors::raft::{LeadershipChanged, RaftActor, Subscribe};
 use crate::actors::scheduler::SchedulerActor;
@@ -51,6 +52,8 @@ pub struct ManagerParts {
     pub control: Addr<ControlActor>,
     /// The applied store.
     pub store: SharedStore,
+    /// The clock and seed the leader components run with.
+    pub environment: NodeEnvironment,
 }
 
 /// The node actor. See the module documentation.
