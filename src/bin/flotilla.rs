@@ -15,11 +15,12 @@ mod service;
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use flotilla::client::{default_config_path, Client, ClientError};
 use flotilla::core::model::NodeRole;
 use flotilla::net::control::{ControlReply, ControlRequest};
-use flotilla::net::message::{ChaosRequest, Message as WireMessage};
+use flotilla::net::message::{ChaosKind, ChaosRequest, Message as WireMessage};
 
 use args::{NodeCommand, ServiceCommand, SwarmCommand};
 
@@ -56,8 +57,11 @@ enum Command {
 enum ChaosCommand {
     /// Stop an actor as if it had crashed.
     KillActor {
-        #[arg(value_parser = ["replica", "service", "worker", "dispatcher", "scheduler", "orchestrator", "raft"])]
-        kind: String,
+        // The possible values check the word first (clap's error names the valid kinds); the
+        // parse after it cannot fail, but is a fallible map rather than an unwrap.
+        #[arg(value_parser = PossibleValuesParser::new(ChaosKind::NAMES)
+            .try_map(|word| word.parse::<ChaosKind>()))]
+        kind: ChaosKind,
         id: Option<String>,
     },
 }
