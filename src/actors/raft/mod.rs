@@ -7,6 +7,20 @@
 //! them, answers applied proposals and ready reads, and publishes store events and leadership
 //! changes. Every proposal is registered by id with its reply; all pending replies fail when
 //! this node stops being leader.
+//!
+//! Files: this one holds the actor, its start-up, restarts and the Ready loop; `messages` what
+//! it handles; `peers` the traffic with other managers; `requests` proposals, membership
+//! changes, reads and subscriptions.
+
+mod messages;
+mod peers;
+mod requests;
+
+pub use messages::{
+    ChangeMembership, CrashRaft, GetStatus, LeadershipChanged, LinearizableRead, Propose,
+    RaftStatus, StepRaft, StoreEvents, Subscribe, TransferLeadership,
+};
+use messages::{Drive, Reply, Tick};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,7 +37,6 @@ use crate::consensus::store_machine::{
 };
 use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
 use crate::core::model::NodeRole;
-use crate::core::store::Command;
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
 use crate::net::transport::{OrderedSender, Transport};
@@ -56,102 +69,6 @@ pub enum RaftError {
     #[error("raft: {0}")]
     Internal(String),
 }
-
-/// Advance Raft's logical clock by one tick.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Tick;
-
-/// A Raft message from a peer manager.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct StepRaft {
-    /// The envelope as received.
-    pub envelope: RaftEnvelope,
-    /// The sender's socket address: a manager that just joined learns its peers from it
-    /// before its store holds them.
-    pub remote: SocketAddr,
-}
-
-/// Propose a command; answered with the index it applied at, once applied here. Its events
-/// reach watchers as every other entry's do: in a [`StoreEvents`] batch.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<u64, RaftError>")]
-pub struct Propose {
-    /// The change.
-    pub command: Command,
-}
-
-/// Add or remove a voting manager; answered once the change is applied.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), RaftError>")]
-pub struct ChangeMembership {
-    /// The change.
-    pub change: MembershipChange,
-    /// For an added manager: where to reach it (it may not be in the store yet).
-    pub addr: Option<SocketAddr>,
-}
-
-/// Hand leadership to another up-to-date voter (graceful shutdown or demotion).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct TransferLeadership {
-    /// The target, or `None` for any other voter.
-    pub to: Option<u64>,
-}
-
-/// Wait until this manager's store reflects everything committed before the call (ReadIndex).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), RaftError>")]
-pub struct LinearizableRead;
-
-/// Leadership as this manager sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub struct LeadershipChanged {
-    /// The leader's Raft ID, if known.
-    pub leader_id: Option<u64>,
-    /// The leader's advertised address, if known.
-    pub leader_addr: Option<String>,
-    /// The term.
-    pub term: u64,
-    /// Whether this manager leads.
-    pub is_leader: bool,
-}
-
-pub use crate::actors::store_events::StoreEvents;
-
-/// Register for store events and leadership changes.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Subscribe {
-    /// Receives store events.
-    pub events: Option<Recipient<StoreEvents>>,
-    /// Receives leadership changes (and the current state at once).
-    pub leadership: Option<Recipient<LeadershipChanged>>,
-}
-
-/// Ask for the current leadership and voters.
-#[derive(Message)]
-#[rtype(result = "RaftStatus")]
-pub struct GetStatus;
-
-/// The answer to [`GetStatus`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RaftStatus {
-    /// Leadership as this manager sees it.
-    pub leadership: LeadershipChanged,
-    /// Voters as of the applied index.
-    pub voters: Vec<u64>,
-    /// Learners as of the applied index.
-    pub learners: Vec<u64>,
-    /// On the leader: the learners that are caught up (see `RaftReplica::caught_up`).
-    pub caught_up_learners: Vec<u64>,
-    /// This manager's Raft ID.
-    pub raft_id: u64,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, RaftError>>;
 
 /// The actor. See the module documentation.
 pub struct RaftActor {
@@ -373,77 +290,6 @@ impl RaftActor {
             .retain(|subscriber| subscriber.try_send(leadership.clone()).is_ok());
     }
 
-    /// The address of a manager: known peers first, then the managers in the store.
-    fn peer_addr(&mut self, raft_id: u64) -> Option<SocketAddr> {
-        if let Some(addr) = self.peer_addrs.get(&raft_id) {
-            return Some(*addr);
-        }
-        let store = self.store.read();
-        let found = store
-            .nodes()
-            .values()
-            .filter(|node| node.role == NodeRole::Manager)
-            .find(|node| raft_id_of(&node.id) == raft_id)
-            .and_then(|node| node.addr.parse().ok());
-        drop(store);
-        if let Some(addr) = found {
-            self.peer_addrs.insert(raft_id, addr);
-        }
-        found
-    }
-
-    fn send_to_peer(&mut self, to: u64, bytes: Vec<u8>) {
-        let Some(addr) = self.peer_addr(to) else {
-            tracing::debug!(to, "no address for raft peer; message dropped");
-            return;
-        };
-        let stale = self
-            .outboxes
-            .get(&to)
-            .is_none_or(|(known, outbox)| *known != addr || outbox.is_closed());
-        if stale {
-            self.outboxes
-                .insert(to, (addr, self.transport.ordered_sender(addr)));
-        }
-        let envelope = RaftEnvelope {
-            from: self.replica().id(),
-            to,
-            bytes,
-        };
-        if let Some((_, outbox)) = self.outboxes.get(&to) {
-            if !outbox.send(WireMessage::Raft(envelope)) {
-                self.replica().report_unreachable(to);
-            }
-        }
-    }
-
-    /// A snapshot goes as a request so its delivery is known: raft sends the follower nothing
-    /// new until it hears how the snapshot fared.
-    fn send_snapshot(&mut self, ctx: &mut Context<Self>, to: u64, bytes: Vec<u8>) {
-        let Some(addr) = self.peer_addr(to) else {
-            self.replica().report_snapshot(to, false);
-            return;
-        };
-        let request = Request {
-            to: addr,
-            message: WireMessage::Raft(RaftEnvelope {
-                from: self.replica().id(),
-                to,
-                bytes,
-            }),
-            timeout: SNAPSHOT_SEND_TIMEOUT,
-        };
-        self.requests
-            .send(request)
-            .into_actor(self)
-            .map(move |result, actor, ctx| {
-                let delivered = matches!(result, Ok(Ok(WireMessage::Ack)));
-                actor.replica().report_snapshot(to, delivered);
-                actor.schedule_drive(ctx);
-            })
-            .spawn(ctx);
-    }
-
     fn fatal(&mut self, ctx: &mut Context<Self>, error: ReplicaError) {
         // The Ready is half done: the only safe continuation is a restart from disk.
         tracing::error!(%error, "raft replica failed; stopping the node");
@@ -459,11 +305,6 @@ impl RaftActor {
     }
 }
 
-/// Internal: handle the pending Ready.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Drive;
-
 impl Actor for RaftActor {
     type Context = Context<Self>;
 
@@ -475,11 +316,6 @@ impl Actor for RaftActor {
         self.schedule_drive(ctx);
     }
 }
-
-/// Chaos: stop as if the actor had crashed; its supervisor restarts it from disk.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CrashRaft;
 
 impl Handler<CrashRaft> for RaftActor {
     type Result = ();
@@ -544,187 +380,5 @@ impl Handler<Tick> for RaftActor {
         self.expire_closed_waiters();
         self.publisher.notify_behind();
         self.schedule_drive(ctx);
-    }
-}
-
-impl Handler<StepRaft> for RaftActor {
-    type Result = ();
-
-    fn handle(&mut self, message: StepRaft, ctx: &mut Context<Self>) {
-        if message.envelope.to != self.replica().id() {
-            tracing::debug!(
-                to = message.envelope.to,
-                "raft message for another replica dropped"
-            );
-            return;
-        }
-        self.peer_addrs
-            .entry(message.envelope.from)
-            .or_insert(message.remote);
-        tracing::trace!(
-            from = message.envelope.from,
-            bytes = message.envelope.bytes.len(),
-            "raft message"
-        );
-        if let Err(error) = self.replica().step(&message.envelope.bytes) {
-            tracing::debug!(%error, from = message.envelope.from, "raft message refused");
-        }
-        self.schedule_drive(ctx);
-    }
-}
-
-async fn await_reply<T>(receiver: oneshot::Receiver<Result<T, RaftError>>) -> Result<T, RaftError> {
-    match tokio::time::timeout(QUORUM_TIMEOUT, receiver).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(RaftError::LeadershipLost),
-        Err(_) => Err(RaftError::NoQuorum),
-    }
-}
-
-impl Handler<Propose> for RaftActor {
-    type Result = ResponseFuture<Result<u64, RaftError>>;
-
-    fn handle(&mut self, propose: Propose, ctx: &mut Context<Self>) -> Self::Result {
-        if !self.leadership.is_leader {
-            let error = self.not_leader();
-            return Box::pin(async move { Err(error) });
-        }
-        if let Err(rejected) = self.store.read().check(&propose.command) {
-            return Box::pin(async move { Err(RaftError::Rejected(rejected)) });
-        }
-        let id = self.next_id();
-        let proposal = Proposal {
-            now_ms: self.environment.unix_ms(),
-            command: propose.command,
-        };
-        if let Err(error) = self.replica().propose(id, &proposal) {
-            let error = match error {
-                ReplicaError::NotLeader { leader_id } => RaftError::NotLeader { leader_id },
-                other => RaftError::Internal(other.to_string()),
-            };
-            return Box::pin(async move { Err(error) });
-        }
-        let (sender, receiver) = oneshot::channel();
-        self.proposals.insert(id, sender);
-        self.schedule_drive(ctx);
-        Box::pin(await_reply(receiver))
-    }
-}
-
-impl Handler<ChangeMembership> for RaftActor {
-    type Result = ResponseFuture<Result<(), RaftError>>;
-
-    fn handle(&mut self, request: ChangeMembership, ctx: &mut Context<Self>) -> Self::Result {
-        if let (MembershipChange::AddVoter(id) | MembershipChange::AddLearner(id), Some(addr)) =
-            (request.change, request.addr)
-        {
-            self.peer_addrs.insert(id, addr);
-        }
-        if !self.leadership.is_leader {
-            let error = self.not_leader();
-            return Box::pin(async move { Err(error) });
-        }
-        let (sender, receiver) = oneshot::channel();
-        self.queued_changes.push_back((request.change, sender));
-        self.propose_queued_change(ctx);
-        Box::pin(await_reply(receiver))
-    }
-}
-
-impl RaftActor {
-    /// Proposes the next queued membership change, unless one is still unapplied.
-    fn propose_queued_change(&mut self, ctx: &mut Context<Self>) {
-        while !self.replica().membership_change_pending() {
-            let Some((change, reply)) = self.queued_changes.pop_front() else {
-                return;
-            };
-            if reply.is_closed() {
-                continue;
-            }
-            let id = self.next_id();
-            match self.replica().propose_conf_change(id, change) {
-                Ok(()) => {
-                    self.membership_changes.insert(id, reply);
-                    self.schedule_drive(ctx);
-                    return;
-                }
-                Err(ReplicaError::NotLeader { leader_id }) => {
-                    let _ = reply.send(Err(RaftError::NotLeader { leader_id }));
-                }
-                Err(other) => {
-                    let _ = reply.send(Err(RaftError::Internal(other.to_string())));
-                }
-            }
-        }
-    }
-}
-
-impl Handler<TransferLeadership> for RaftActor {
-    type Result = ();
-
-    fn handle(&mut self, request: TransferLeadership, ctx: &mut Context<Self>) {
-        if !self.leadership.is_leader {
-            return;
-        }
-        let own = self.replica().id();
-        let target = request.to.or_else(|| {
-            self.replica()
-                .voters()
-                .iter()
-                .copied()
-                .find(|id| *id != own)
-        });
-        if let Some(target) = target {
-            self.replica().transfer_leader(target);
-            self.schedule_drive(ctx);
-        }
-    }
-}
-
-impl Handler<LinearizableRead> for RaftActor {
-    type Result = ResponseFuture<Result<(), RaftError>>;
-
-    fn handle(&mut self, _: LinearizableRead, ctx: &mut Context<Self>) -> Self::Result {
-        let id = self.next_id();
-        let (sender, receiver) = oneshot::channel();
-        self.reads.insert(id, sender);
-        self.replica().read_index(id);
-        self.schedule_drive(ctx);
-        Box::pin(await_reply(receiver))
-    }
-}
-
-impl Handler<Subscribe> for RaftActor {
-    type Result = ();
-
-    fn handle(&mut self, subscribe: Subscribe, _: &mut Context<Self>) {
-        if let Some(events) = subscribe.events {
-            self.publisher.subscribe(events);
-        }
-        if let Some(leadership) = subscribe.leadership {
-            let _ = leadership.try_send(self.leadership.clone());
-            self.leadership_subscribers.push(leadership);
-        }
-    }
-}
-
-impl Handler<GetStatus> for RaftActor {
-    type Result = MessageResult<GetStatus>;
-
-    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
-        let leadership = self.leadership.clone();
-        let replica = self.replica();
-        MessageResult(RaftStatus {
-            leadership,
-            voters: replica.voters().to_vec(),
-            learners: replica.learners().to_vec(),
-            caught_up_learners: replica
-                .learners()
-                .iter()
-                .copied()
-                .filter(|id| replica.caught_up(*id))
-                .collect(),
-            raft_id: replica.id(),
-        })
     }
 }
