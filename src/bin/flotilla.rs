@@ -19,7 +19,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use flotilla::client::{default_config_path, Client, ClientError};
 use flotilla::core::model::NodeRole;
-use flotilla::net::control::{ControlReply, ControlRequest};
+use flotilla::net::admin::{AdminReply, AdminRequest};
 use flotilla::net::message::{ChaosKind, ChaosRequest, Message as WireMessage};
 
 use args::{NodeCommand, ServiceCommand, SwarmCommand};
@@ -89,10 +89,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 NodeRole::Worker
             };
             let token = match client
-                .control(ControlRequest::JoinToken { role, rotate })
+                .control(AdminRequest::JoinToken { role, rotate })
                 .await?
             {
-                ControlReply::Token(token) => token,
+                AdminReply::Token(token) => token,
                 other => return Err(ClientError::unexpected(other)),
             };
             let manager = client_host(&cli.host, &config)?;

@@ -97,7 +97,7 @@ pub struct RaftStatus {
     pub voters: Vec<u64>,
     /// Learners as of the applied index.
     pub learners: Vec<u64>,
-    /// On the leader: the learners that are caught up (see `RaftReplica::caught_up`).
+    /// On the leader: the learners that are caught up (see `RaftMember::caught_up`).
     pub caught_up_learners: Vec<u64>,
     /// This manager's Raft ID.
     pub raft_id: u64,

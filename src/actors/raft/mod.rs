@@ -1,8 +1,8 @@
-//! The Raft actor: owns the manager's `RaftReplica` and drives it from message handlers.
+//! The Raft actor: owns the manager's `RaftMember` and drives it from message handlers.
 //!
 //! Inputs are messages: [`Tick`] (a `run_interval`), [`StepRaft`] (peer traffic),
 //! [`Propose`], [`ChangeMembership`], [`TransferLeadership`] and [`LinearizableRead`]. After a
-//! batch of inputs one Ready is handled inside one handler (`drive`): the replica persists
+//! batch of inputs one Ready is handled inside one handler (`drive`): the member persists
 //! (fsync) before it hands out the messages that depend on the writes, then the actor sends
 //! them, answers applied proposals and ready reads, and publishes store events and leadership
 //! changes. Every proposal is registered by id with its reply; all pending replies fail when
@@ -35,7 +35,7 @@ use crate::actors::transport::Request;
 use crate::consensus::store_machine::{
     raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine,
 };
-use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
+use crate::consensus::{LeadershipState, MemberError, MembershipChange, RaftMember, ReadyOutput};
 use crate::core::model::NodeRole;
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
@@ -65,7 +65,7 @@ pub enum RaftError {
     /// No quorum answered in time.
     #[error("no quorum: the managers could not agree within {} ms (are a majority of managers up and reachable?)", QUORUM_TIMEOUT.as_millis())]
     NoQuorum,
-    /// The replica failed in a way that is not the caller's fault.
+    /// The member failed in a way that is not the caller's fault.
     #[error("raft: {0}")]
     Internal(String),
 }
@@ -73,9 +73,9 @@ pub enum RaftError {
 /// The actor. See the module documentation.
 pub struct RaftActor {
     /// Always `Some` outside `restarting()`, which drops it to reopen the same storage.
-    replica: Option<RaftReplica<StoreMachine>>,
-    /// Rebuilds the replica from disk after a crash of this actor.
-    reopen: Box<dyn Fn() -> Result<RaftReplica<StoreMachine>, String>>,
+    member: Option<RaftMember<StoreMachine>>,
+    /// Rebuilds the member from disk after a crash of this actor.
+    reopen: Box<dyn Fn() -> Result<RaftMember<StoreMachine>, String>>,
     store: SharedStore,
     events: EventQueue,
     transport: Transport,
@@ -101,7 +101,7 @@ pub struct RaftActor {
 
 /// What the Raft actor is connected to.
 pub struct RaftWiring {
-    /// The applied store (written only by the replica's apply).
+    /// The applied store (written only by the member's apply).
     pub store: SharedStore,
     /// Events the state machine queues on apply.
     pub events: EventQueue,
@@ -120,10 +120,10 @@ pub struct RaftWiring {
 pub use crate::actors::environment::system_now_ms;
 
 impl RaftActor {
-    /// An actor over a started replica; `peers` seeds known manager addresses.
+    /// An actor over a started member; `peers` seeds known manager addresses.
     pub fn new(
-        replica: RaftReplica<StoreMachine>,
-        reopen: Box<dyn Fn() -> Result<RaftReplica<StoreMachine>, String>>,
+        member: RaftMember<StoreMachine>,
+        reopen: Box<dyn Fn() -> Result<RaftMember<StoreMachine>, String>>,
         wiring: RaftWiring,
     ) -> Self {
         let RaftWiring {
@@ -136,7 +136,7 @@ impl RaftActor {
             environment,
         } = wiring;
         Self {
-            replica: Some(replica),
+            member: Some(member),
             reopen,
             store,
             events,
@@ -163,10 +163,10 @@ impl RaftActor {
         }
     }
 
-    fn replica(&mut self) -> &mut RaftReplica<StoreMachine> {
-        self.replica
+    fn member(&mut self) -> &mut RaftMember<StoreMachine> {
+        self.member
             .as_mut()
-            .expect("the raft replica exists except inside restarting()")
+            .expect("the raft member exists except inside restarting()")
     }
 
     fn next_id(&mut self) -> u64 {
@@ -192,7 +192,7 @@ impl RaftActor {
     fn drive(&mut self, ctx: &mut Context<Self>) {
         self.drive_scheduled = false;
         let started = std::time::Instant::now();
-        let output = match self.replica().handle_ready() {
+        let output = match self.member().handle_ready() {
             Ok(output) => output,
             Err(error) => return self.fatal(ctx, error),
         };
@@ -204,7 +204,7 @@ impl RaftActor {
         );
         self.act_on(ctx, output);
         self.propose_queued_change(ctx);
-        if self.replica().has_ready() {
+        if self.member().has_ready() {
             self.schedule_drive(ctx);
         }
         self.publish_events();
@@ -290,9 +290,9 @@ impl RaftActor {
             .retain(|subscriber| subscriber.try_send(leadership.clone()).is_ok());
     }
 
-    fn fatal(&mut self, ctx: &mut Context<Self>, error: ReplicaError) {
+    fn fatal(&mut self, ctx: &mut Context<Self>, error: MemberError) {
         // The Ready is half done: the only safe continuation is a restart from disk.
-        tracing::error!(%error, "raft replica failed; stopping the node");
+        tracing::error!(%error, "raft member failed; stopping the node");
         ctx.stop();
         System::current().stop_with_code(70);
     }
@@ -326,7 +326,7 @@ impl Handler<CrashRaft> for RaftActor {
 }
 
 impl Supervised for RaftActor {
-    /// Everything in memory is suspect after a crash: rebuild the replica from disk, as a
+    /// Everything in memory is suspect after a crash: rebuild the member from disk, as a
     /// process restart would. Pending requests fail (their outcome is unknown).
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         tracing::warn!("raft actor restarting from disk");
@@ -336,9 +336,9 @@ impl Supervised for RaftActor {
         self.reads.clear();
         self.outboxes.clear();
         self.drive_scheduled = false;
-        self.replica = None;
+        self.member = None;
         match (self.reopen)() {
-            Ok(replica) => self.replica = Some(replica),
+            Ok(member) => self.member = Some(member),
             Err(error) => {
                 tracing::error!(%error, "cannot reopen the raft storage; stopping the node");
                 ctx.stop();
@@ -376,7 +376,7 @@ impl Handler<Tick> for RaftActor {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        self.replica().tick();
+        self.member().tick();
         self.expire_closed_waiters();
         self.publisher.notify_behind();
         self.schedule_drive(ctx);

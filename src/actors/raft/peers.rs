@@ -1,5 +1,5 @@
 //! Traffic with the other managers: ordered per-peer channels for Raft messages, snapshots on
-//! requests that learn whether they arrived, and peer messages stepped into the replica.
+//! requests that learn whether they arrived, and peer messages stepped into the member.
 
 use super::*;
 
@@ -37,13 +37,13 @@ impl RaftActor {
                 .insert(to, (addr, self.transport.ordered_sender(addr)));
         }
         let envelope = RaftEnvelope {
-            from: self.replica().id(),
+            from: self.member().id(),
             to,
             bytes,
         };
         if let Some((_, outbox)) = self.outboxes.get(&to) {
             if !outbox.send(WireMessage::Raft(envelope)) {
-                self.replica().report_unreachable(to);
+                self.member().report_unreachable(to);
             }
         }
     }
@@ -52,13 +52,13 @@ impl RaftActor {
     /// new until it hears how the snapshot fared.
     pub(super) fn send_snapshot(&mut self, ctx: &mut Context<Self>, to: u64, bytes: Vec<u8>) {
         let Some(addr) = self.peer_addr(to) else {
-            self.replica().report_snapshot(to, false);
+            self.member().report_snapshot(to, false);
             return;
         };
         let request = Request {
             to: addr,
             message: WireMessage::Raft(RaftEnvelope {
-                from: self.replica().id(),
+                from: self.member().id(),
                 to,
                 bytes,
             }),
@@ -69,7 +69,7 @@ impl RaftActor {
             .into_actor(self)
             .map(move |result, actor, ctx| {
                 let delivered = matches!(result, Ok(Ok(WireMessage::Ack)));
-                actor.replica().report_snapshot(to, delivered);
+                actor.member().report_snapshot(to, delivered);
                 actor.schedule_drive(ctx);
             })
             .spawn(ctx);
@@ -80,10 +80,10 @@ impl Handler<StepRaft> for RaftActor {
     type Result = ();
 
     fn handle(&mut self, message: StepRaft, ctx: &mut Context<Self>) {
-        if message.envelope.to != self.replica().id() {
+        if message.envelope.to != self.member().id() {
             tracing::debug!(
                 to = message.envelope.to,
-                "raft message for another replica dropped"
+                "raft message for another member dropped"
             );
             return;
         }
@@ -95,7 +95,7 @@ impl Handler<StepRaft> for RaftActor {
             bytes = message.envelope.bytes.len(),
             "raft message"
         );
-        if let Err(error) = self.replica().step(&message.envelope.bytes) {
+        if let Err(error) = self.member().step(&message.envelope.bytes) {
             tracing::debug!(%error, from = message.envelope.from, "raft message refused");
         }
         self.schedule_drive(ctx);

@@ -27,9 +27,9 @@ impl Handler<Propose> for RaftActor {
             now_ms: self.environment.unix_ms(),
             command: propose.command,
         };
-        if let Err(error) = self.replica().propose(id, &proposal) {
+        if let Err(error) = self.member().propose(id, &proposal) {
             let error = match error {
-                ReplicaError::NotLeader { leader_id } => RaftError::NotLeader { leader_id },
+                MemberError::NotLeader { leader_id } => RaftError::NotLeader { leader_id },
                 other => RaftError::Internal(other.to_string()),
             };
             return Box::pin(async move { Err(error) });
@@ -64,7 +64,7 @@ impl Handler<ChangeMembership> for RaftActor {
 impl RaftActor {
     /// Proposes the next queued membership change, unless one is still unapplied.
     pub(super) fn propose_queued_change(&mut self, ctx: &mut Context<Self>) {
-        while !self.replica().membership_change_pending() {
+        while !self.member().membership_change_pending() {
             let Some((change, reply)) = self.queued_changes.pop_front() else {
                 return;
             };
@@ -72,13 +72,13 @@ impl RaftActor {
                 continue;
             }
             let id = self.next_id();
-            match self.replica().propose_conf_change(id, change) {
+            match self.member().propose_conf_change(id, change) {
                 Ok(()) => {
                     self.membership_changes.insert(id, reply);
                     self.schedule_drive(ctx);
                     return;
                 }
-                Err(ReplicaError::NotLeader { leader_id }) => {
+                Err(MemberError::NotLeader { leader_id }) => {
                     let _ = reply.send(Err(RaftError::NotLeader { leader_id }));
                 }
                 Err(other) => {
@@ -96,16 +96,12 @@ impl Handler<TransferLeadership> for RaftActor {
         if !self.leadership.is_leader {
             return;
         }
-        let own = self.replica().id();
-        let target = request.to.or_else(|| {
-            self.replica()
-                .voters()
-                .iter()
-                .copied()
-                .find(|id| *id != own)
-        });
+        let own = self.member().id();
+        let target = request
+            .to
+            .or_else(|| self.member().voters().iter().copied().find(|id| *id != own));
         if let Some(target) = target {
-            self.replica().transfer_leader(target);
+            self.member().transfer_leader(target);
             self.schedule_drive(ctx);
         }
     }
@@ -118,7 +114,7 @@ impl Handler<LinearizableRead> for RaftActor {
         let id = self.next_id();
         let (sender, receiver) = oneshot::channel();
         self.reads.insert(id, sender);
-        self.replica().read_index(id);
+        self.member().read_index(id);
         self.schedule_drive(ctx);
         Box::pin(await_reply(receiver))
     }
@@ -143,18 +139,18 @@ impl Handler<GetStatus> for RaftActor {
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         let leadership = self.leadership.clone();
-        let replica = self.replica();
+        let member = self.member();
         MessageResult(RaftStatus {
             leadership,
-            voters: replica.voters().to_vec(),
-            learners: replica.learners().to_vec(),
-            caught_up_learners: replica
+            voters: member.voters().to_vec(),
+            learners: member.learners().to_vec(),
+            caught_up_learners: member
                 .learners()
                 .iter()
                 .copied()
-                .filter(|id| replica.caught_up(*id))
+                .filter(|id| member.caught_up(*id))
                 .collect(),
-            raft_id: replica.id(),
+            raft_id: member.id(),
         })
     }
 }
