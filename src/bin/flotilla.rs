@@ -133,8 +133,8 @@ fn client_host(host: &Option<String>, config: &std::path::Path) -> Result<String
     if let Some(host) = host {
         return Ok(host.clone());
     }
-    let config: flotilla::node::state::ClientConfig =
-        flotilla::node::state::read_toml(config).map_err(|e| ClientError::Remote(e.to_string()))?;
+    let config = flotilla::net::admin::ClientConfig::load(config)
+        .map_err(|reason| ClientError::Remote(format!("{}: {reason}", config.display())))?;
     config.managers.first().cloned().ok_or(ClientError::NoHost)
 }
 

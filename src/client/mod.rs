@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::net::admin::ClientConfig;
 use crate::net::admin::{AdminReply, AdminRequest, TaskView, TASK_PAGE_MAX};
 use crate::net::message::Message as WireMessage;
 use crate::net::transport::{self, TransportError};
-use crate::node::state::{self, ClientConfig};
 
 /// How long one command may take (the managers answer within 5 s even without quorum).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
@@ -72,14 +72,10 @@ pub fn default_config_path() -> PathBuf {
 impl Client {
     /// Loads `config_path` and picks `host` (default: the first manager in the file).
     pub fn load(config_path: &Path, host: Option<&str>) -> Result<Self, ClientError> {
-        let config: ClientConfig =
-            state::read_toml(config_path).map_err(|e| ClientError::Config {
-                path: config_path.to_path_buf(),
-                reason: match e {
-                    state::StateError::Io { source, .. } => source.to_string(),
-                    state::StateError::Corrupt { reason, .. } => reason,
-                },
-            })?;
+        let config = ClientConfig::load(config_path).map_err(|reason| ClientError::Config {
+            path: config_path.to_path_buf(),
+            reason,
+        })?;
         let host = match host {
             Some(host) => host.to_string(),
             None => config

@@ -324,3 +324,29 @@ mod tests {
         assert_eq!(json["self"], true);
     }
 }
+
+/// The CLI's configuration file (`client.toml`): where the managers are and the admin's
+/// credentials. Written by `init`, read by the CLI.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    /// Manager addresses; the first is the default `--host`.
+    pub managers: Vec<String>,
+    /// The admin certificate, its key and the cluster CA.
+    pub credentials: crate::net::tls::Credentials,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("managers", &self.managers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Reads `path`; the error says what is wrong, for the CLI to print with the path.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        toml::from_str(&text).map_err(|e| e.to_string())
+    }
+}
