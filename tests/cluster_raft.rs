@@ -119,3 +119,70 @@ fn without_quorum_commands_fail_within_five_seconds_and_the_cluster_recovers() {
         || service_names(&cluster, 0).is_some_and(|names| names.contains(&"kept".to_string())),
     );
 }
+
+/// SPEC §12: without `--host`, the CLI tries each manager of `client.toml` in turn.
+#[test]
+fn the_cli_tries_each_manager_of_its_config_in_turn() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    cluster.join("manager");
+    cluster.join("manager");
+    cluster.wait_until(
+        "three managers, all reachable",
+        Duration::from_secs(20),
+        || {
+            cluster.nodes_json(None).is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n["manager_status"] == "reachable")
+                    .count()
+                    == 2
+            })
+        },
+    );
+    let mut config =
+        flotilla::net::admin::ClientConfig::load(&cluster.config()).expect("client.toml");
+    config.managers = (0..3).map(|i| cluster.addr(i)).collect();
+    let all_managers = cluster.config().with_file_name("client-all.toml");
+    std::fs::write(
+        &all_managers,
+        toml::to_string(&config).expect("client.toml encodes"),
+    )
+    .expect("write client-all.toml");
+    cluster.kill(0);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("--config")
+            .arg(&all_managers)
+            .args(args)
+            .env_remove("FLOTILLA_HOST")
+            .env_remove("FLOTILLA_CONFIG")
+            .output()
+            .expect("run flotilla")
+    };
+    // The first manager is dead: the next one answers (after a new leader, if it was leader).
+    let started = Instant::now();
+    cluster.wait_until("a manager answers", Duration::from_secs(15), || {
+        cli(&["node", "ls"]).status.success()
+    });
+    eprintln!(
+        "first manager dead -> node ls answered: {:?}",
+        started.elapsed()
+    );
+    let create = cli(&[
+        "service", "create", "-d", "--name", "failover", "busybox", "sleep", "1",
+    ]);
+    assert!(
+        create.status.success(),
+        "create through the config's managers: {}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let listing = cli(&["service", "ls", "--format", "json"]);
+    let services: Vec<serde_json::Value> =
+        serde_json::from_slice(&listing.stdout).expect("service ls json");
+    assert_eq!(
+        services.iter().filter(|s| s["name"] == "failover").count(),
+        1,
+        "the write went to one manager once"
+    );
+}
