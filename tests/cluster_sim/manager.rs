@@ -165,6 +165,12 @@ impl Simulation {
             .map_err(|e| e.to_string())?;
         let id = manager.next_proposal_id;
         manager.next_proposal_id += 1;
+        trace!(
+            now_ms,
+            "manager {} proposes {}",
+            manager.raft_id,
+            command_summary(&command)
+        );
         let proposal = Proposal { now_ms, command };
         replica.propose(id, &proposal).map_err(|e| e.to_string())?;
         manager.pending.insert(id, origin);
@@ -622,4 +628,46 @@ impl Simulation {
 
 pub fn worker_addr(node_id: &str) -> Option<Addr> {
     worker_addr_of(node_id)
+}
+
+/// A one-line description of a command for the trace.
+fn command_summary(command: &Command) -> String {
+    match command {
+        Command::UpsertNode(node) => format!(
+            "UpsertNode({} {:?} {:?})",
+            node.id, node.status, node.availability
+        ),
+        Command::UpdateNodeStatus { node_id, status } => {
+            format!("UpdateNodeStatus({node_id} {status:?})")
+        }
+        Command::UpdateNodeSpec(update) => format!(
+            "UpdateNodeSpec({} {:?})",
+            update.node_id, update.availability
+        ),
+        Command::RemoveNode { node_id, .. } => format!("RemoveNode({node_id})"),
+        Command::CreateTasks(tasks) => format!(
+            "CreateTasks({:?})",
+            tasks
+                .iter()
+                .map(|t| (&t.id[..6], t.slot))
+                .collect::<Vec<_>>()
+        ),
+        Command::AssignTasks(items) => format!(
+            "AssignTasks({:?})",
+            items.iter().map(|(t, n)| (&t[..6], n)).collect::<Vec<_>>()
+        ),
+        Command::UpdateTaskStatuses(updates) => format!(
+            "UpdateTaskStatuses({:?})",
+            updates
+                .iter()
+                .map(|u| (&u.task_id[..6], u.status.state))
+                .collect::<Vec<_>>()
+        ),
+        Command::SetTaskDesiredStates(items) => format!(
+            "SetTaskDesiredStates({:?})",
+            items.iter().map(|(t, s)| (&t[..6], s)).collect::<Vec<_>>()
+        ),
+        Command::RemoveTasks(ids) => format!("RemoveTasks({})", ids.len()),
+        other => format!("{:?}", std::mem::discriminant(other)),
+    }
 }
