@@ -14,7 +14,6 @@ use crate::actors::raft::{
     ChangeMembership, LeadershipChanged, LinearizableRead, Propose, RaftActor, RaftError,
 };
 use crate::actors::transport::Request;
-use crate::consensus::store_machine::{raft_id_of, SharedStore};
 use crate::consensus::MembershipChange;
 use crate::core::model::{Node, NodeRole, NodeStatus, Service};
 use crate::core::spec::ServiceMode;
@@ -28,6 +27,7 @@ use crate::net::message::{
 };
 use crate::net::tls::{certificate_digest, ClusterCa, Role};
 use crate::net::token::{self, JoinToken};
+use crate::consensus::store_machine::{raft_id_of, SharedStore};
 
 /// How long a forwarded request may take at the leader.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);

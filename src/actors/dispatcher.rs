@@ -16,8 +16,6 @@ use crate::actors::raft::{
     ChangeMembership, GetStatus, Propose, RaftActor, StoreEvents, Subscribe,
 };
 use crate::actors::transport::SendMessage;
-use crate::consensus::store_machine::raft_id_of;
-use crate::consensus::store_machine::SharedStore;
 use crate::consensus::MembershipChange;
 use crate::core::model::{Node, NodeRole, NodeStatus, Task};
 use crate::core::store::{Command, Event, Store, TaskStatusUpdate};
@@ -26,6 +24,8 @@ use crate::net::message::{
     AssignmentSet, ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError,
 };
 use crate::net::tls::{ClusterCa, Role};
+use crate::consensus::store_machine::raft_id_of;
+use crate::consensus::store_machine::SharedStore;
 
 /// Periods without a heartbeat after which a node is down (SPEC §3).
 pub const MISSED_HEARTBEATS_DOWN: u32 = 3;

@@ -13,11 +13,11 @@ use crate::actors::raft::{LeadershipChanged, RaftActor, StepRaft, Subscribe};
 use crate::actors::scheduler::{SchedulerActor, StopScheduler};
 use crate::actors::transport::SendMessage;
 use crate::actors::worker::{ApplyAssignments, WorkerActor};
-use crate::consensus::store_machine::SharedStore;
 use crate::core::model::NodeRole;
 use crate::net::message::{ChaosRequest, ErrorKind, Message as WireMessage, WireError};
 use crate::net::tls::Role;
 use crate::net::transport::{Inbound, Transport};
+use crate::consensus::store_machine::SharedStore;
 
 /// The exact refusal of SPEC §2 for control commands sent to a worker.
 pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";

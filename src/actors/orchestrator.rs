@@ -8,9 +8,9 @@ use actix::prelude::*;
 
 use crate::actors::raft::{RaftActor, StoreEvents, Subscribe};
 use crate::actors::service::{Crash, Reconcile, ServiceActor};
-use crate::consensus::store_machine::SharedStore;
 use crate::core::orchestrator::{services_affected_by_node, services_to_reconcile};
 use crate::core::store::Event;
+use crate::consensus::store_machine::SharedStore;
 
 /// Stop the orchestrator and its service actors (leadership lost).
 #[derive(Message)]

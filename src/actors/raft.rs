@@ -16,15 +16,13 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::actors::transport::Request;
-use crate::consensus::store_machine::{
-    raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine,
-};
 use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
 use crate::core::model::NodeRole;
 use crate::core::store::{Command, Event};
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
 use crate::net::transport::{OrderedSender, Transport};
+use crate::consensus::store_machine::{raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine};
 
 /// How long sending a snapshot to a follower may take.
 pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(30);

@@ -13,9 +13,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::actors::raft::{system_now_ms, Propose, RaftActor};
-use crate::consensus::store_machine::SharedStore;
 use crate::core::orchestrator::reconcile_service;
 use crate::core::restart::RestartTracker;
+use crate::consensus::store_machine::SharedStore;
 
 /// Something about this service (or its tasks or nodes) changed: reconcile.
 #[derive(Debug, Clone, Copy, Message)]

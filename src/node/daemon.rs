@@ -13,7 +13,6 @@ use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor
 use crate::actors::raft::{GetStatus, Propose, RaftActor, RaftWiring, TransferLeadership};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, StopAllTasks, WorkerActor};
-use crate::consensus::store_machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
 use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
 use crate::core::ids;
 use crate::core::model::{Availability, ClusterInfo, Node, NodeRole, NodeStatus, Resources};
@@ -22,6 +21,7 @@ use crate::net::message::{JoinRequest, Message as WireMessage, NodeDescription, 
 use crate::net::tls::{self, ClusterCa, Credentials, Role};
 use crate::net::token::{self, JoinToken};
 use crate::net::transport::{self, Transport, TransportConfig};
+use crate::consensus::store_machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
 use crate::node::state::{
     self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE, RAFT_FILE,
 };
