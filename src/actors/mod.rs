@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod dispatcher;
+pub mod environment;
 pub mod node;
 pub mod orchestrator;
 pub mod raft;

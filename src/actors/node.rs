@@ -8,16 +8,17 @@ use actix::prelude::*;
 
 use crate::actors::control::{Admit, Control, ControlActor};
 use crate::actors::dispatcher::{DispatcherActor, NodeHeartbeat, NodeTaskStatuses, StopDispatcher};
+use crate::actors::environment::NodeEnvironment;
 use crate::actors::orchestrator::{CrashService, OrchestratorActor, StopOrchestrator};
 use crate::actors::raft::{LeadershipChanged, RaftActor, StepRaft, Subscribe};
 use crate::actors::scheduler::{SchedulerActor, StopScheduler};
 use crate::actors::transport::SendMessage;
 use crate::actors::worker::{ApplyAssignments, WorkerActor};
+use crate::consensus::store_machine::SharedStore;
 use crate::core::model::NodeRole;
 use crate::net::message::{ChaosRequest, ErrorKind, Message as WireMessage, WireError};
 use crate::net::tls::Role;
 use crate::net::transport::{Inbound, Transport};
-use crate::consensus::store_machine::SharedStore;
 
 /// The exact refusal of SPEC §2 for control commands sent to a worker.
 pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
@@ -34,6 +35,8 @@ pub struct ManagerParts {
     pub control: Addr<ControlActor>,
     /// The applied store.
     pub store: SharedStore,
+    /// The clock and seed the leader components run with.
+    pub environment: NodeEnvironment,
 }
 
 /// Plug the worker half in once it is started.
@@ -292,6 +295,7 @@ impl NodeActor {
                     manager.raft.clone(),
                     sender.clone(),
                     self.heartbeat_period,
+                    manager.environment.clone(),
                 )
                 .start(),
             );
@@ -305,8 +309,9 @@ impl NodeActor {
         }
         if self.orchestrator.is_none() {
             let (store, raft) = (manager.store.clone(), manager.raft.clone());
+            let environment = manager.environment.clone();
             self.orchestrator = Some(OrchestratorActor::start_in_arbiter(&arbiter, move |_| {
-                OrchestratorActor::new(store, raft)
+                OrchestratorActor::new(store, raft, environment)
             }));
         }
     }

@@ -6,11 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use actix::prelude::*;
 
+use crate::actors::environment::NodeEnvironment;
 use crate::actors::raft::{RaftActor, StoreEvents, Subscribe};
 use crate::actors::service::{Crash, Reconcile, ServiceActor};
+use crate::consensus::store_machine::SharedStore;
 use crate::core::orchestrator::{services_affected_by_node, services_to_reconcile};
 use crate::core::store::Event;
-use crate::consensus::store_machine::SharedStore;
 
 /// Stop the orchestrator and its service actors (leadership lost).
 #[derive(Message)]
@@ -27,15 +28,17 @@ pub struct OrchestratorActor {
     store: SharedStore,
     raft: Addr<RaftActor>,
     services: HashMap<String, Addr<ServiceActor>>,
+    environment: NodeEnvironment,
 }
 
 impl OrchestratorActor {
     /// An orchestrator over `store`, proposing through `raft`.
-    pub fn new(store: SharedStore, raft: Addr<RaftActor>) -> Self {
+    pub fn new(store: SharedStore, raft: Addr<RaftActor>, environment: NodeEnvironment) -> Self {
         Self {
             store,
             raft,
             services: HashMap::new(),
+            environment,
         }
     }
 
@@ -49,7 +52,8 @@ impl OrchestratorActor {
                     self.raft.clone(),
                     service_id.to_string(),
                 );
-                Supervisor::start(move |_| ServiceActor::new(id, store, raft))
+                let environment = self.environment.clone();
+                Supervisor::start(move |_| ServiceActor::new(id, store, raft, environment))
             });
         actor.do_send(Reconcile);
     }

@@ -15,14 +15,17 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::actors::environment::NodeEnvironment;
 use crate::actors::transport::Request;
+use crate::consensus::store_machine::{
+    raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine,
+};
 use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
 use crate::core::model::NodeRole;
 use crate::core::store::{Command, Event};
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
 use crate::net::transport::{OrderedSender, Transport};
-use crate::consensus::store_machine::{raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine};
 
 /// How long sending a snapshot to a follower may take.
 pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -164,7 +167,7 @@ pub struct RaftActor {
     outboxes: HashMap<u64, (SocketAddr, OrderedSender)>,
     requests: Recipient<Request>,
     tick_period: Duration,
-    now_ms: fn() -> u64,
+    environment: NodeEnvironment,
     peer_addrs: HashMap<u64, SocketAddr>,
     next_request_id: u64,
     proposals: HashMap<u64, Reply<Vec<Event>>>,
@@ -194,15 +197,11 @@ pub struct RaftWiring {
     pub tick_period: Duration,
     /// Known manager addresses by Raft ID.
     pub peers: HashMap<u64, SocketAddr>,
+    /// The clock proposals are stamped with.
+    pub environment: NodeEnvironment,
 }
 
-/// Unix milliseconds from the system clock (the production clock for proposals).
-pub fn system_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::actors::environment::system_now_ms;
 
 impl RaftActor {
     /// An actor over a started replica; `peers` seeds known manager addresses.
@@ -218,6 +217,7 @@ impl RaftActor {
             requests,
             tick_period,
             peers,
+            environment,
         } = wiring;
         Self {
             replica: Some(replica),
@@ -228,7 +228,7 @@ impl RaftActor {
             outboxes: HashMap::new(),
             requests,
             tick_period,
-            now_ms: system_now_ms,
+            environment,
             peer_addrs: peers,
             next_request_id: 1,
             proposals: HashMap::new(),
@@ -609,7 +609,7 @@ impl Handler<Propose> for RaftActor {
         }
         let id = self.next_id();
         let proposal = Proposal {
-            now_ms: (self.now_ms)(),
+            now_ms: self.environment.unix_ms(),
             command: propose.command,
         };
         if let Err(error) = self.replica().propose(id, &proposal) {

@@ -8,10 +8,10 @@
 use actix::prelude::*;
 
 use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
+use crate::consensus::store_machine::SharedStore;
 use crate::core::model::TaskState;
 use crate::core::scheduler::schedule_unassigned;
 use crate::core::store::Event;
-use crate::consensus::store_machine::SharedStore;
 
 /// Tasks placed per proposal; bigger backlogs take several rounds.
 pub const SCHEDULE_BATCH_MAX: usize = 10_000;

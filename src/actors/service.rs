@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
 
-use crate::actors::raft::{system_now_ms, Propose, RaftActor};
+use crate::actors::environment::NodeEnvironment;
+use crate::actors::raft::{Propose, RaftActor};
+use crate::consensus::store_machine::SharedStore;
 use crate::core::orchestrator::reconcile_service;
 use crate::core::restart::RestartTracker;
-use crate::consensus::store_machine::SharedStore;
 
 /// Something about this service (or its tasks or nodes) changed: reconcile.
 #[derive(Debug, Clone, Copy, Message)]
@@ -34,20 +34,28 @@ pub struct ServiceActor {
     raft: Addr<RaftActor>,
     restarts: RestartTracker,
     rng: StdRng,
+    environment: NodeEnvironment,
     in_flight: bool,
     dirty: bool,
     wake: Option<SpawnHandle>,
 }
 
 impl ServiceActor {
-    /// The actor for `service_id`.
-    pub fn new(service_id: String, store: SharedStore, raft: Addr<RaftActor>) -> Self {
+    /// The actor for `service_id`, drawing its randomness (backoff jitter) from a generator
+    /// of its own derived from the node's seed.
+    pub fn new(
+        service_id: String,
+        store: SharedStore,
+        raft: Addr<RaftActor>,
+        environment: NodeEnvironment,
+    ) -> Self {
         Self {
+            rng: environment.rng(&format!("service/{service_id}")),
+            environment,
             service_id,
             store,
             raft,
             restarts: RestartTracker::new(),
-            rng: StdRng::from_os_rng(),
             in_flight: false,
             dirty: false,
             wake: None,
@@ -60,7 +68,7 @@ impl ServiceActor {
             return;
         }
         self.dirty = false;
-        let now_ms = system_now_ms();
+        let now_ms = self.environment.unix_ms();
         let plan = {
             let store = self.store.read();
             reconcile_service(

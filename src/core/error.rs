@@ -74,6 +74,13 @@ pub enum CoreError {
     /// A command that is well-formed bytes but makes no sense (empty batch, mode change ...).
     #[error("invalid command: {0}")]
     InvalidCommand(String),
+    /// A request that the cluster's current state forbids (removing a manager, demoting the
+    /// last one ...); the message says what to do instead.
+    #[error("{0}")]
+    Conflict(String),
+    /// A request that can never succeed as asked (scaling a global service ...).
+    #[error("{0}")]
+    BadRequest(String),
     /// A snapshot could not be decoded.
     #[error("cannot decode store snapshot: {0}")]
     Snapshot(String),

@@ -11,16 +11,23 @@
 //! - [`spec`]: the service spec, constraints, restart policy, CLI value parsers, validation.
 //! - [`store`]: the Raft-applied state machine (`check`, `apply`, events, snapshots, queries).
 //! - [`scheduler`]: filters and spread over a store, returning a placement plan.
+//! - [`sessions`]: node heartbeats and liveness over a `now_ms` passed in.
 //! - [`orchestrator`]: per-service reconcile (replicated and global) returning a plan.
+//! - [`clock`]: the [`clock::Clock`] handed to actors at start-up, and a manual one for tests.
+//! - [`control_plan`]: what an admin's write turns into (commands to propose), and the
+//!   promote/demote rules.
 //! - [`restart`]: restart policy and backoff bookkeeping, per slot.
 //! - [`error`]: [`CoreError`], the one error type of this layer.
 
+pub mod clock;
+pub mod control_plan;
 pub mod error;
 pub mod ids;
 pub mod model;
 pub mod orchestrator;
 pub mod restart;
 pub mod scheduler;
+pub mod sessions;
 pub mod spec;
 pub mod store;
 

@@ -403,3 +403,18 @@ mod tests {
         assert_eq!(task.flotilla_env()["FLOTILLA_NODE_ID"], "n1");
     }
 }
+
+/// The facts a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescription {
+    /// Hostname.
+    pub hostname: String,
+    /// Address other nodes reach it at.
+    pub addr: String,
+    /// Runtime and version, e.g. `process` or `docker 28.2.2`.
+    pub engine_version: String,
+    /// Capacity the scheduler may reserve.
+    pub resources: Resources,
+    /// Labels given at init/join.
+    pub labels: BTreeMap<String, String>,
+}

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::model::{Resources, Task};
+use crate::core::model::Task;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::control::{ControlReply, ControlRequest};
 
@@ -70,20 +70,7 @@ pub struct Heartbeat {
     pub assignments_version: u64,
 }
 
-/// The facts a node reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeDescription {
-    /// Hostname.
-    pub hostname: String,
-    /// Address other nodes reach it at.
-    pub addr: String,
-    /// Runtime and version, e.g. `process` or `docker 28.2.2`.
-    pub engine_version: String,
-    /// Capacity the scheduler may reserve.
-    pub resources: Resources,
-    /// Labels given at init/join.
-    pub labels: std::collections::BTreeMap<String, String>,
-}
+pub use crate::core::model::NodeDescription;
 
 /// The leader's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

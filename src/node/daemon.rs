@@ -9,10 +9,12 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::control::ControlActor;
+use crate::actors::environment::NodeEnvironment;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{GetStatus, Propose, RaftActor, RaftWiring, TransferLeadership};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, StopAllTasks, WorkerActor};
+use crate::consensus::store_machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
 use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
 use crate::core::ids;
 use crate::core::model::{Availability, ClusterInfo, Node, NodeRole, NodeStatus, Resources};
@@ -21,7 +23,6 @@ use crate::net::message::{JoinRequest, Message as WireMessage, NodeDescription, 
 use crate::net::tls::{self, ClusterCa, Credentials, Role};
 use crate::net::token::{self, JoinToken};
 use crate::net::transport::{self, Transport, TransportConfig};
-use crate::consensus::store_machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
 use crate::node::state::{
     self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE, RAFT_FILE,
 };
@@ -439,6 +440,15 @@ async fn select_runtime(
     Ok((runtime, None))
 }
 
+/// The clock and seed a node's actors are given: the system clock, and `FLOTILLA_SEED` when
+/// set (a replayable run), else a seed from the operating system.
+fn node_environment() -> NodeEnvironment {
+    let seed = std::env::var("FLOTILLA_SEED")
+        .ok()
+        .and_then(|value| value.trim().parse().ok());
+    NodeEnvironment::system(seed)
+}
+
 /// A started node's actors.
 pub struct RunningNode {
     /// The settings it runs with.
@@ -476,6 +486,7 @@ async fn run(
         ))
     })?;
     let heartbeat = Duration::from_millis(settings.heartbeat_ms.max(10));
+    let environment = node_environment();
     // The node actor must exist before the endpoint (which delivers to it), and the endpoint
     // before the actors that send: create the context first, start the actor last.
     let node_context = Context::<NodeActor>::new();
@@ -509,6 +520,7 @@ async fn run(
             let (raft_transport, raft_requests) =
                 (transport.clone(), transport_actor.clone().recipient());
             let raft_store = store.clone();
+            let raft_environment = environment.clone();
             // Its own thread: persisting a Ready waits for the disk (fdatasync), and the
             // transport, the dispatcher's heartbeats and the CLI must not wait with it.
             let raft_thread = Arbiter::new();
@@ -523,6 +535,7 @@ async fn run(
                         requests: raft_requests,
                         tick_period: tick,
                         peers,
+                        environment: raft_environment,
                     },
                 )
             });
@@ -531,6 +544,7 @@ async fn run(
                 store.clone(),
                 raft.clone(),
                 transport_actor.clone().recipient(),
+                environment.rng("control/ids"),
             )
             .start();
             (
@@ -538,6 +552,7 @@ async fn run(
                     raft: raft.clone(),
                     control,
                     store,
+                    environment: environment.clone(),
                 }),
                 Some(raft),
             )

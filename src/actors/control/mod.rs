@@ -1,0 +1,159 @@
+//! The control actor (managers): carries out the admin's commands against the store.
+//!
+//! On the leader it validates, proposes and answers; reads wait for a linearizable read
+//! barrier first. On a follower it forwards the request to the leader and relays the answer.
+//! It also admits joining nodes: checks the join secret, signs the node's certificate and,
+//! for managers, adds the new Raft voter.
+//!
+//! The rules (what a write turns into, when a demotion is safe) are `core::control_plan`;
+//! the files here only route, wait and answer:
+//!
+//! - `routing`: leader or forward, and the forward itself;
+//! - `reads`: answers from the store after a read barrier;
+//! - `writes`: proposes a planned write;
+//! - `roles`: `node promote` / `node demote`;
+//! - `admission`: joins;
+//! - `errors`: how failures reach the CLI.
+
+mod admission;
+mod errors;
+mod reads;
+mod roles;
+mod routing;
+mod writes;
+
+use actix::prelude::*;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::actors::raft::{LeadershipChanged, RaftActor};
+use crate::actors::transport::Request;
+use crate::consensus::store_machine::SharedStore;
+use crate::net::control::{ControlReply, ControlRequest};
+use crate::net::message::{JoinAccepted, JoinRequest, WireError};
+
+pub use errors::wire_error;
+pub use reads::join_token;
+pub use routing::FORWARD_TIMEOUT;
+
+use routing::RequestContext;
+
+/// An admin command (or one forwarded by another manager).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<ControlReply, WireError>")]
+pub struct Control {
+    /// The command.
+    pub request: ControlRequest,
+}
+
+/// A node asks to join.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<JoinAccepted, WireError>")]
+pub struct Admit {
+    /// The request as received.
+    pub request: JoinRequest,
+}
+
+/// The control actor. See the module documentation.
+pub struct ControlActor {
+    node_id: String,
+    store: SharedStore,
+    raft: Addr<RaftActor>,
+    transport: Recipient<Request>,
+    leadership: tokio::sync::watch::Sender<Option<LeadershipChanged>>,
+    /// New IDs (services, nodes) come from here: seeded at start-up, so a run with a given
+    /// seed names its objects the same way.
+    ids: StdRng,
+}
+
+impl ControlActor {
+    /// A control actor for the manager `node_id`, drawing new IDs from `ids`.
+    pub fn new(
+        node_id: String,
+        store: SharedStore,
+        raft: Addr<RaftActor>,
+        transport: Recipient<Request>,
+        ids: StdRng,
+    ) -> Self {
+        Self {
+            node_id,
+            store,
+            raft,
+            transport,
+            leadership: tokio::sync::watch::channel(None).0,
+            ids,
+        }
+    }
+
+    /// What one request needs, with its own ID generator split off this actor's (requests
+    /// run concurrently; each draws from its own stream).
+    fn context(&mut self) -> RequestContext {
+        RequestContext {
+            node_id: self.node_id.clone(),
+            store: self.store.clone(),
+            raft: self.raft.clone(),
+            transport: self.transport.clone(),
+            leadership: self.leadership.subscribe(),
+            ids: std::cell::RefCell::new(StdRng::seed_from_u64(self.ids.next_u64())),
+        }
+    }
+}
+
+impl Actor for ControlActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.raft.do_send(crate::actors::raft::Subscribe {
+            events: None,
+            leadership: Some(ctx.address().recipient()),
+        });
+    }
+}
+
+impl Handler<LeadershipChanged> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, leadership: LeadershipChanged, _: &mut Context<Self>) {
+        self.leadership.send_replace(Some(leadership));
+    }
+}
+
+impl Handler<Control> for ControlActor {
+    type Result = ResponseFuture<Result<ControlReply, WireError>>;
+
+    fn handle(&mut self, control: Control, _: &mut Context<Self>) -> Self::Result {
+        let request = control.request;
+        let context = self.context();
+        Box::pin(async move {
+            context
+                .on_leader(
+                    async |context: &RequestContext| writes::on_leader(context, &request).await,
+                    async |context: &RequestContext, leader| {
+                        routing::forward(context, leader, request.clone()).await
+                    },
+                )
+                .await
+        })
+    }
+}
+
+impl Handler<Admit> for ControlActor {
+    type Result = ResponseFuture<Result<JoinAccepted, WireError>>;
+
+    fn handle(&mut self, admit: Admit, _: &mut Context<Self>) -> Self::Result {
+        let context = self.context();
+        let request = admit.request;
+        Box::pin(async move {
+            context
+                .on_leader(
+                    async |context: &RequestContext| {
+                        admission::admit_on_leader(context, request.clone()).await
+                    },
+                    async |context: &RequestContext, leader| {
+                        admission::forward_join(context, leader, request.clone()).await
+                    },
+                )
+                .await
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! `node promote` / `node demote` on the leader. The rules are `core::control_plan`'s
+//! [`plan_role_change`]; here the plan is carried out.
+
+use super::errors::{core, mailbox, wire_error};
+use super::routing::RequestContext;
+use crate::actors::raft::{ChangeMembership, LinearizableRead, Propose, TransferLeadership};
+use crate::consensus::store_machine::raft_id_of;
+use crate::consensus::MembershipChange;
+use crate::core::control_plan::{plan_role_change, RolePlan};
+use crate::core::model::NodeRole;
+use crate::net::control::ControlReply;
+use crate::net::message::{ErrorKind, WireError};
+
+/// The store records the new role; the node learns it from its next heartbeat answer with new
+/// credentials and restarts in that role. A promoted node becomes a Raft voter when it first
+/// heartbeats as a manager (the dispatcher adds it); a demoted one leaves the Raft group here,
+/// right after its role changes in the store.
+pub(super) async fn set_roles(
+    context: &RequestContext,
+    nodes: &[String],
+    role: NodeRole,
+) -> Result<ControlReply, WireError> {
+    let raft = &context.raft;
+    raft.send(LinearizableRead)
+        .await
+        .map_err(mailbox)?
+        .map_err(wire_error)?;
+    let mut changed = Vec::new();
+    for query in nodes {
+        let plan =
+            plan_role_change(&context.store.read(), query, role, &context.node_id).map_err(core)?;
+        match plan {
+            RolePlan::Unchanged { node_id } => changed.push(node_id),
+            RolePlan::MoveLeadershipFirst { refusal } => {
+                raft.do_send(TransferLeadership { to: None });
+                return Err(WireError::new(ErrorKind::Conflict, refusal));
+            }
+            RolePlan::Change {
+                node_id,
+                command,
+                leaves_raft_group,
+            } => {
+                raft.send(Propose { command: *command })
+                    .await
+                    .map_err(mailbox)?
+                    .map_err(wire_error)?;
+                if leaves_raft_group {
+                    raft.send(ChangeMembership {
+                        change: MembershipChange::RemoveMember(raft_id_of(&node_id)),
+                        addr: None,
+                    })
+                    .await
+                    .map_err(mailbox)?
+                    .map_err(wire_error)?;
+                }
+                changed.push(node_id);
+            }
+        }
+    }
+    Ok(ControlReply::Done(changed))
+}

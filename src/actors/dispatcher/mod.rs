@@ -1,0 +1,318 @@
+//! The dispatcher (leader only): one session per node, kept alive by heartbeats.
+//!
+//! The liveness rules (grace after leadership and after a stall, three missed periods, the
+//! mass-silence guard) are `core::sessions`; this actor keeps the timer and the mailbox. It
+//! registers nodes on their heartbeats and marks them `ready`, keeps each worker's assignment
+//! set (pushing the set when the store changes it, and answering a heartbeat that reports a
+//! stale version with the full set), group-commits task status reports (`statuses`), adds
+//! managers to the Raft group (`membership`) and hands promoted or demoted nodes their new
+//! credentials (`credentials`).
+
+mod credentials;
+mod membership;
+mod statuses;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::actors::environment::NodeEnvironment;
+use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
+use crate::actors::transport::SendMessage;
+use crate::consensus::store_machine::SharedStore;
+use crate::core::model::{NodeRole, NodeStatus, Task};
+use crate::core::sessions::{self, NodeSessions, SessionCheck, MISSED_HEARTBEATS_DOWN};
+use crate::core::store::{Command, Event, Store, TaskStatusUpdate};
+use crate::net::message::{
+    AssignmentSet, ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError,
+};
+
+use credentials::RoleChanges;
+
+/// Most task status updates committed as one Raft entry (reports are never split).
+pub const STATUS_BATCH_MAX: usize = 10_000;
+
+/// A node's heartbeat, as the dispatcher receives it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<HeartbeatAck, WireError>")]
+pub struct NodeHeartbeat {
+    /// The node (from its certificate).
+    pub node_id: String,
+    /// Its certificate role.
+    pub role: NodeRole,
+    /// What it reported.
+    pub heartbeat: Heartbeat,
+}
+
+/// A node's batch of task status changes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), WireError>")]
+pub struct NodeTaskStatuses {
+    /// The node (from its certificate).
+    pub node_id: String,
+    /// The changes.
+    pub updates: Vec<TaskStatusUpdate>,
+}
+
+/// Stop the dispatcher (leadership lost, or chaos).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopDispatcher;
+
+/// Internal: check for nodes that stopped heartbeating.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CheckSessions;
+
+/// A node's status report waiting to be committed, with the channel that answers the node.
+type PendingReport = (
+    Vec<TaskStatusUpdate>,
+    oneshot::Sender<Result<(), WireError>>,
+);
+
+/// The dispatcher actor. See the module documentation.
+pub struct DispatcherActor {
+    store: SharedStore,
+    raft: Addr<RaftActor>,
+    transport: Recipient<SendMessage>,
+    environment: NodeEnvironment,
+    sessions: NodeSessions,
+    /// Nodes with a status or registration proposal in flight (not proposed again meanwhile).
+    proposing: HashSet<String>,
+    /// Version of the assignment set last pushed to each node.
+    pushed: HashMap<String, u64>,
+    /// Status reports waiting for the batch in flight to commit, with their reporters.
+    statuses: VecDeque<PendingReport>,
+    /// Whether a batch of status reports is being committed.
+    statuses_in_flight: bool,
+    role_changes: RoleChanges,
+}
+
+impl DispatcherActor {
+    /// A dispatcher expecting heartbeats every `period`.
+    pub fn new(
+        store: SharedStore,
+        raft: Addr<RaftActor>,
+        transport: Recipient<SendMessage>,
+        period: Duration,
+        environment: NodeEnvironment,
+    ) -> Self {
+        let sessions = NodeSessions::new(period.as_millis() as u64, environment.monotonic_ms());
+        Self {
+            store,
+            raft,
+            transport,
+            environment,
+            sessions,
+            proposing: HashSet::new(),
+            pushed: HashMap::new(),
+            statuses: VecDeque::new(),
+            statuses_in_flight: false,
+            role_changes: RoleChanges::default(),
+        }
+    }
+
+    fn propose(&mut self, ctx: &mut Context<Self>, node_id: String, command: Command) {
+        if !self.proposing.insert(node_id.clone()) {
+            return;
+        }
+        self.raft
+            .send(Propose { command })
+            .into_actor(self)
+            .map(move |result, actor, _| {
+                actor.proposing.remove(&node_id);
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(node = %node_id, %error, "node update not applied")
+                    }
+                    Err(error) => tracing::warn!(%error, "raft actor unavailable"),
+                }
+            })
+            .spawn(ctx);
+    }
+
+    fn push_assignments(&mut self, store: &Store, node_id: &str) {
+        let Some(node) = store.node(node_id) else {
+            return;
+        };
+        if self.pushed.get(node_id) == Some(&assignment_version(store, node_id)) {
+            return;
+        }
+        let set = assignment_set(store, node_id);
+        let Ok(addr) = node.addr.parse() else {
+            return;
+        };
+        self.pushed.insert(node_id.to_string(), set.version);
+        self.transport.do_send(SendMessage {
+            to: addr,
+            message: WireMessage::Assignments(set),
+        });
+    }
+}
+
+/// Every task a node must know of: those placed on it that have not finished. The version is a
+/// digest of the tasks and their desired states, so equal sets have equal versions on any
+/// leader.
+pub fn assignment_set(store: &Store, node_id: &str) -> AssignmentSet {
+    AssignmentSet {
+        version: assignment_version(store, node_id),
+        tasks: live_tasks_of(store, node_id).cloned().collect(),
+    }
+}
+
+/// The version [`assignment_set`] would carry: the store's per-node digest, kept on apply (every
+/// heartbeat compares it; visiting the node's tasks each time was the leader's largest CPU
+/// cost at 1,500 nodes).
+pub fn assignment_version(store: &Store, node_id: &str) -> u64 {
+    store.assignment_digest(node_id).max(1)
+}
+
+fn live_tasks_of<'s>(store: &'s Store, node_id: &str) -> impl Iterator<Item = &'s Task> {
+    store
+        .tasks_of_node(node_id)
+        .into_iter()
+        .filter(|task| !task.status.state.is_terminal())
+}
+
+impl Actor for DispatcherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        self.sessions =
+            NodeSessions::new(self.sessions.period_ms(), self.environment.monotonic_ms());
+        self.raft.do_send(Subscribe {
+            events: Some(ctx.address().recipient()),
+            leadership: None,
+        });
+        let period = Duration::from_millis(self.sessions.period_ms());
+        ctx.run_interval(period, |_, ctx| ctx.notify(CheckSessions));
+        tracing::info!("dispatcher started");
+    }
+}
+
+impl Handler<StopDispatcher> for DispatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopDispatcher, ctx: &mut Context<Self>) {
+        tracing::info!("dispatcher stopped");
+        ctx.stop();
+    }
+}
+
+impl Handler<NodeHeartbeat> for DispatcherActor {
+    type Result = Result<HeartbeatAck, WireError>;
+
+    fn handle(&mut self, beat: NodeHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
+        self.sessions
+            .heartbeat(&beat.node_id, self.environment.monotonic_ms());
+        let store = self.store.clone();
+        let store = store.read_now();
+        let Some(node) = store.node(&beat.node_id) else {
+            return Err(WireError::new(
+                ErrorKind::Forbidden,
+                "this node is not (or no longer) registered in the swarm",
+            ));
+        };
+        if let Some(refreshed) = sessions::refreshed_record(node, &beat.heartbeat.description) {
+            self.propose(ctx, beat.node_id.clone(), Command::UpsertNode(refreshed));
+        }
+        let version = assignment_version(&store, &beat.node_id);
+        let assignments = (version != beat.heartbeat.assignments_version).then(|| {
+            self.pushed.insert(beat.node_id.clone(), version);
+            assignment_set(&store, &beat.node_id)
+        });
+        let manager_addrs = store
+            .nodes()
+            .values()
+            .filter(|n| n.role == NodeRole::Manager)
+            .map(|n| n.addr.clone())
+            .collect();
+        if beat.role == node.role && node.role == NodeRole::Manager {
+            self.ensure_voter(ctx, node);
+        }
+        let role_change = self.role_changes.for_heartbeat(&store, node, beat.role);
+        Ok(HeartbeatAck {
+            period_ms: self.sessions.period_ms(),
+            manager_addrs,
+            assignments,
+            role_change,
+        })
+    }
+}
+
+impl Handler<CheckSessions> for DispatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckSessions, ctx: &mut Context<Self>) {
+        let now_ms = self.environment.monotonic_ms();
+        let check = self.sessions.check(&self.store.read_now(), now_ms);
+        match check {
+            SessionCheck::Grace => {}
+            SessionCheck::Stalled { stalled_ms } => {
+                // This manager was stalled, not the nodes: heartbeats may be waiting unread.
+                tracing::warn!(
+                    stalled_ms,
+                    "dispatcher stalled; extending every node's grace period"
+                );
+            }
+            SessionCheck::MassSilence { expired, up } => {
+                // Marking them down would replace their tasks elsewhere and make an overload
+                // of this manager worse. Wait for them instead.
+                tracing::warn!(
+                    expired,
+                    up,
+                    "most nodes missed heartbeats at once; not marking them down"
+                );
+            }
+            SessionCheck::Down(expired) => {
+                for node_id in expired {
+                    tracing::info!(node = %node_id, "node missed {MISSED_HEARTBEATS_DOWN} heartbeats: down");
+                    self.pushed.remove(&node_id);
+                    self.propose(
+                        ctx,
+                        node_id.clone(),
+                        Command::UpdateNodeStatus {
+                            node_id,
+                            status: NodeStatus::Down,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Handler<StoreEvents> for DispatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, StoreEvents(events): StoreEvents, _: &mut Context<Self>) {
+        let mut touched = BTreeSet::new();
+        for event in &events {
+            match event {
+                Event::TaskCreated(task) | Event::TaskUpdated(task) | Event::TaskRemoved(task) => {
+                    if let Some(node) = &task.node_id {
+                        touched.insert(node.clone());
+                    }
+                }
+                Event::NodeRemoved { node_id } => {
+                    self.sessions.forget(node_id);
+                    self.role_changes.forget(node_id);
+                    self.pushed.remove(node_id);
+                }
+                _ => {}
+            }
+        }
+        if touched.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let store = store.read();
+        for node_id in touched {
+            self.push_assignments(&store, &node_id);
+        }
+    }
+}

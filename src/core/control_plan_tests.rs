@@ -1,0 +1,144 @@
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::*;
+use crate::core::testkit::{node, service, Harness};
+
+fn manager(id: &str, status: NodeStatus) -> Node {
+    Node {
+        role: NodeRole::Manager,
+        status,
+        ..node(id)
+    }
+}
+
+#[test]
+fn create_validates_and_takes_its_id_from_the_generator() {
+    let spec = service("x", "web", 3).spec;
+    let first = plan_service_create(&spec, &mut StdRng::seed_from_u64(7)).unwrap();
+    let again = plan_service_create(&spec, &mut StdRng::seed_from_u64(7)).unwrap();
+    assert_eq!(first, again, "the same seed plans the same ID");
+    assert_eq!(first.ids.len(), 1);
+    let Command::CreateService(created) = &first.commands[0] else {
+        panic!("expected CreateService, got {:?}", first.commands);
+    };
+    assert_eq!(created.id, first.ids[0]);
+
+    let mut bad = spec.clone();
+    bad.name = String::new();
+    assert!(plan_service_create(&bad, &mut StdRng::seed_from_u64(7)).is_err());
+}
+
+#[test]
+fn scale_is_conditional_on_the_version_read_and_refused_for_global_services() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    h.apply(Command::CreateService(service("s1", "web", 1)));
+    let mut global = service("s2", "agent", 0);
+    global.spec.mode = ServiceMode::Global;
+    h.apply(Command::CreateService(global));
+
+    let plan = plan_service_scale(&h.store, &[("web".into(), 5)]).unwrap();
+    let version = h.store.service("s1").unwrap().meta.version;
+    match &plan.commands[..] {
+        [Command::UpdateService {
+            service_id,
+            spec,
+            expected_version,
+        }] => {
+            assert_eq!(service_id, "s1");
+            assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 5 });
+            assert_eq!(*expected_version, Some(version));
+        }
+        other => panic!("unexpected plan {other:?}"),
+    }
+    let error = plan_service_scale(&h.store, &[("agent".into(), 2)]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "agent: scale can only be used with replicated mode"
+    );
+    assert!(matches!(
+        plan_service_scale(&h.store, &[("nope".into(), 2)]),
+        Err(CoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn remove_refuses_managers_and_live_nodes_unless_forced() {
+    let mut down = node("w2");
+    down.status = NodeStatus::Down;
+    let h = Harness::with_nodes(vec![manager("m1", NodeStatus::Ready), node("w1"), down]);
+    let error = plan_node_remove(&h.store, &["m1".into()], true).unwrap_err();
+    assert!(error.to_string().contains("is a manager: demote it first"));
+    let error = plan_node_remove(&h.store, &["w1".into()], false).unwrap_err();
+    assert!(error
+        .to_string()
+        .contains("is not down and can't be removed"));
+    assert_eq!(
+        plan_node_remove(&h.store, &["w1".into()], true)
+            .unwrap()
+            .commands,
+        vec![Command::RemoveNode {
+            node_id: "w1".into(),
+            force: true
+        }]
+    );
+    assert_eq!(
+        plan_node_remove(&h.store, &["w2".into()], false)
+            .unwrap()
+            .ids,
+        vec!["w2".to_string()]
+    );
+}
+
+#[test]
+fn demotion_keeps_a_quorum_and_never_demotes_the_answering_leader() {
+    let h = Harness::with_nodes(vec![manager("m1", NodeStatus::Ready)]);
+    let error = plan_role_change(&h.store, "m1", NodeRole::Worker, "m1").unwrap_err();
+    assert!(error.to_string().contains("last manager"));
+
+    // Three managers, one of the other two down: demoting m3 leaves m1, m2 with m2 down.
+    let h = Harness::with_nodes(vec![
+        manager("m1", NodeStatus::Ready),
+        manager("m2", NodeStatus::Down),
+        manager("m3", NodeStatus::Ready),
+    ]);
+    let error = plan_role_change(&h.store, "m3", NodeRole::Worker, "m1").unwrap_err();
+    assert!(
+        error.to_string().contains("would not have a quorum"),
+        "{error}"
+    );
+
+    let h = Harness::with_nodes(vec![
+        manager("m1", NodeStatus::Ready),
+        manager("m2", NodeStatus::Ready),
+        manager("m3", NodeStatus::Ready),
+        node("w1"),
+    ]);
+    assert!(matches!(
+        plan_role_change(&h.store, "m1", NodeRole::Worker, "m1").unwrap(),
+        RolePlan::MoveLeadershipFirst { .. }
+    ));
+    match plan_role_change(&h.store, "m3", NodeRole::Worker, "m1").unwrap() {
+        RolePlan::Change {
+            node_id,
+            leaves_raft_group,
+            ..
+        } => {
+            assert_eq!(node_id, "m3");
+            assert!(leaves_raft_group);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match plan_role_change(&h.store, "w1", NodeRole::Manager, "m1").unwrap() {
+        RolePlan::Change {
+            leaves_raft_group, ..
+        } => assert!(!leaves_raft_group),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(
+        plan_role_change(&h.store, "m2", NodeRole::Manager, "m1").unwrap(),
+        RolePlan::Unchanged {
+            node_id: "m2".into()
+        }
+    );
+}
