@@ -20,6 +20,8 @@ mod manager;
 mod messages;
 #[path = "cluster_sim/network.rs"]
 mod network;
+#[path = "cluster_sim/planning.rs"]
+mod planning;
 #[path = "cluster_sim/sim.rs"]
 mod sim;
 #[path = "cluster_sim/standins.rs"]
@@ -42,28 +44,45 @@ fn replay_hint(seed: u64) -> String {
     format!("replay with FLOTILLA_SEED={seed} cargo nextest run -E 'test(cluster_sim)'")
 }
 
-fn run_seed(seed: u64, record_digest: bool) -> (Stats, u64) {
+/// Runs one seed; `Err` carries the failure and the replay line.
+fn run_seed(seed: u64, record_digest: bool) -> Result<(Stats, u64), String> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         Simulation::new(seed, record_digest)?.run()
     }));
     match outcome {
-        Ok(Ok(result)) => result,
-        Ok(Err(failure)) => panic!("seed {seed} failed: {failure}\n{}", replay_hint(seed)),
-        Err(_) => panic!("seed {seed} panicked (see above)\n{}", replay_hint(seed)),
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(failure)) => Err(format!(
+            "seed {seed} failed: {failure}\n{}",
+            replay_hint(seed)
+        )),
+        Err(_) => Err(format!(
+            "seed {seed} panicked (see above)\n{}",
+            replay_hint(seed)
+        )),
     }
 }
 
+/// Runs every seed (a failure does not stop the others, so one run lists them all), prints
+/// the stats line, and fails with the failing seeds.
 fn run_seeds(seeds: impl Iterator<Item = u64>) {
     let started = Instant::now();
     let mut total = Stats::default();
+    let mut failures = Vec::new();
     for seed in seeds {
-        total.add(&run_seed(seed, false).0);
+        match run_seed(seed, false) {
+            Ok((stats, _)) => total.add(&stats),
+            Err(failure) => {
+                eprintln!("{failure}");
+                failures.push(failure);
+            }
+        }
     }
     let elapsed = started.elapsed();
+    let runs = total.runs + failures.len() as u64;
     println!(
-        "cluster_sim: {} runs in {elapsed:.1?} ({:.0?} per seed): leaders elected {}, manager crashes {}, worker crashes {}, partitions {}, tasks started {}, task crashes {}, ops acked {} / unknown {} / rejected {}, nodes removed {} (learned {}), proposals {}, messages {}, converged after {} ms on average ({} ms at most)",
-        total.runs,
-        elapsed / total.runs.max(1) as u32,
+        "cluster_sim: {runs} runs ({} failed) in {elapsed:.1?} ({:.0?} per seed): leaders elected {}, manager crashes {}, worker crashes {}, partitions {}, tasks started {}, task crashes {}, ops acked {} / unknown {} / rejected {}, nodes removed {} (learned {}), proposals {}, messages {}, converged after {} ms on average ({} ms at most), known lost node updates {}",
+        failures.len(),
+        elapsed / runs.max(1) as u32,
         total.leaders_elected,
         total.manager_crashes,
         total.worker_crashes,
@@ -79,6 +98,13 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) {
         total.messages_sent,
         total.converge_ms_total / total.runs.max(1),
         total.converge_ms_max,
+        total.known_lost_node_updates,
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} seeds failed; the first:\n{}",
+        failures.len(),
+        failures[0]
     );
 }
 
@@ -115,8 +141,8 @@ fn cluster_sim_long_run() {
 #[test]
 fn cluster_sim_replays_exactly() {
     let seed = replay_seed().unwrap_or(7);
-    let (first_stats, first) = run_seed(seed, true);
-    let (second_stats, second) = run_seed(seed, true);
+    let (first_stats, first) = run_seed(seed, true).unwrap_or_else(|failure| panic!("{failure}"));
+    let (second_stats, second) = run_seed(seed, true).unwrap_or_else(|failure| panic!("{failure}"));
     assert_ne!(first, 0, "the digest covers something");
     assert_eq!(
         first, second,

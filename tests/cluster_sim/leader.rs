@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use flotilla::core::model::{NodeStatus, TaskState};
 use flotilla::core::orchestrator::{reconcile_service, services_affected_by_node};
 use flotilla::core::scheduler::schedule_unassigned;
+use flotilla::core::sessions::SessionCheck;
 use flotilla::core::store::{Command, Event};
 
 use crate::manager::{worker_addr, Origin};
@@ -52,7 +53,7 @@ impl Simulation {
                 }
                 Event::NodeRemoved { node_id } => {
                     leader.scheduler_dirty = true;
-                    leader.last_seen_ms.remove(node_id);
+                    leader.sessions.forget(node_id);
                     leader.pushed.remove(node_id);
                     nodes.push(node_id.clone());
                 }
@@ -93,13 +94,10 @@ impl Simulation {
             }
             leader.next_session_check_ms = now_ms + HEARTBEAT_PERIOD_MS;
             let store = manager.store.read();
-            standins::expired_nodes(
-                &store,
-                &mut leader.last_seen_ms,
-                leader.since_ms,
-                now_ms,
-                HEARTBEAT_PERIOD_MS,
-            )
+            match leader.sessions.check(&store, now_ms) {
+                SessionCheck::Down(expired) => expired,
+                _ => return,
+            }
         };
         for node_id in expired {
             let Some(leader) = self.managers[position].leader.as_mut() else {

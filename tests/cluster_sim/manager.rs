@@ -8,13 +8,15 @@ use flotilla::consensus::store_machine::{EventQueue, Proposal, SharedStore, Stor
 use flotilla::consensus::{RaftReplica, RedbStorage, ReplicaError, SimDisk};
 use flotilla::core::model::TaskState;
 use flotilla::core::restart::RestartTracker;
+use flotilla::core::sessions::{refreshed_record, NodeSessions};
 use flotilla::core::store::{Command, Event, TaskStatusUpdate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::messages::{AdminOp, AdminOutcome, Payload};
 use crate::network::Addr;
-use crate::sim::{trace, SimResult, Simulation, WORKER_ADDR_BASE};
+use crate::planning::{description_of, plan_admin_write};
+use crate::sim::{trace, SimResult, Simulation, HEARTBEAT_PERIOD_MS, WORKER_ADDR_BASE};
 use crate::standins;
 
 /// Who waits for a proposal's result.
@@ -33,14 +35,13 @@ pub enum Origin {
 
 /// The leader-only components' state; dropped when leadership is lost.
 pub struct LeaderState {
-    pub since_ms: u64,
     /// The leader's first entry of its term: once applied, the store holds everything
     /// committed before the term (a "caught-up" leader).
     pub term_start_index: u64,
     pub restarts: RestartTracker,
     pub rng: StdRng,
     // dispatcher
-    pub last_seen_ms: BTreeMap<String, u64>,
+    pub sessions: NodeSessions,
     pub next_session_check_ms: u64,
     pub nodes_proposing: BTreeSet<String>,
     pub pushed: BTreeMap<String, u64>,
@@ -245,11 +246,10 @@ impl Simulation {
         let all_services =
             flotilla::core::orchestrator::services_to_reconcile(&manager.store.read());
         manager.leader = Some(LeaderState {
-            since_ms: self.now_ms,
             term_start_index: last_index,
             restarts: RestartTracker::new(),
             rng: StdRng::seed_from_u64(seed),
-            last_seen_ms: BTreeMap::new(),
+            sessions: NodeSessions::new(HEARTBEAT_PERIOD_MS, self.now_ms),
             next_session_check_ms: self.now_ms,
             nodes_proposing: BTreeSet::new(),
             pushed: BTreeMap::new(),
@@ -411,14 +411,14 @@ impl Simulation {
             self.send(raft_id, from, Payload::Refused { sequence, removed });
             return;
         };
-        let refreshed = standins::refreshed_node(node, &node_id);
+        let refreshed = refreshed_record(node, &description_of(&node_id));
         let current = standins::assignment_version(&store, &node_id);
         let assignments = (current != version).then(|| standins::assignment_set(&store, &node_id));
         drop(store);
         let Some(leader) = self.managers[position].leader.as_mut() else {
             return;
         };
-        leader.last_seen_ms.insert(node_id.clone(), now_ms);
+        leader.sessions.heartbeat(&node_id, now_ms);
         if assignments.is_some() {
             leader.pushed.insert(node_id.clone(), current);
         }
@@ -556,7 +556,7 @@ impl Simulation {
                 let Some(leader) = manager.leader.as_mut() else {
                     return;
                 };
-                standins::plan_admin_write(&store, &op, &mut leader.rng)
+                plan_admin_write(&store, &op, &mut leader.rng)
             };
             match planned {
                 Err(error) => AdminOutcome::Rejected(error),

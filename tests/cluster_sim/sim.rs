@@ -56,6 +56,8 @@ pub struct Stats {
     /// Simulated milliseconds of the quiet phase until convergence, summed and at most.
     pub converge_ms_total: u64,
     pub converge_ms_max: u64,
+    /// Runs where the known heartbeat-refresh overwrite lost an acknowledged node update.
+    pub known_lost_node_updates: u64,
 }
 
 impl Stats {
@@ -76,6 +78,7 @@ impl Stats {
         self.proposals += other.proposals;
         self.converge_ms_total += other.converge_ms_total;
         self.converge_ms_max = self.converge_ms_max.max(other.converge_ms_max);
+        self.known_lost_node_updates += other.known_lost_node_updates;
     }
 }
 
