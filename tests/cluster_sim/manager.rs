@@ -67,8 +67,9 @@ pub struct Manager {
     pub leader: Option<LeaderState>,
     pub pending: BTreeMap<u64, Origin>,
     pub next_proposal_id: u64,
-    /// Nodes whose removal this manager applied since it started (for the invariants).
-    pub removed_seen: BTreeSet<String>,
+    /// Nodes whose removal this manager applied since it started, with the tasks placed on
+    /// them then (for the invariants: no task is placed on them afterwards).
+    pub removed_seen: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Most status updates in one proposal (as the dispatcher's group commit).
@@ -86,7 +87,7 @@ impl Manager {
             leader: None,
             pending: BTreeMap::new(),
             next_proposal_id: 1,
-            removed_seen: BTreeSet::new(),
+            removed_seen: BTreeMap::new(),
         }
     }
 
@@ -303,29 +304,37 @@ impl Simulation {
             return Ok(());
         }
         let raft_id = self.managers[position].raft_id;
+        let manager = &mut self.managers[position];
         for event in &events {
             match event {
                 Event::NodeRemoved { node_id } => {
-                    self.managers[position].removed_seen.insert(node_id.clone());
+                    let placed: BTreeSet<String> = manager
+                        .store
+                        .read()
+                        .tasks_of_node(node_id)
+                        .into_iter()
+                        .map(|task| task.id.clone())
+                        .collect();
+                    manager.removed_seen.insert(node_id.clone(), placed);
                 }
-                Event::NodeChanged { node_id }
-                    if self.managers[position].removed_seen.contains(node_id) =>
-                {
+                Event::NodeChanged { node_id } if manager.removed_seen.contains_key(node_id) => {
                     return Err(format!(
                         "manager {raft_id}: removed node {node_id} came back into the store"
                     ));
                 }
-                Event::TaskUpdated(task)
-                    if task.state == TaskState::Assigned
-                        && task
-                            .node_id
-                            .as_ref()
-                            .is_some_and(|n| self.managers[position].removed_seen.contains(n)) =>
-                {
-                    return Err(format!(
-                        "manager {raft_id}: task {} assigned to removed node {:?}",
-                        task.task_id, task.node_id
-                    ));
+                Event::TaskUpdated(task) if task.state == TaskState::Assigned => {
+                    let Some(node_id) = &task.node_id else {
+                        continue;
+                    };
+                    let Some(placed_before) = manager.removed_seen.get(node_id) else {
+                        continue;
+                    };
+                    if !placed_before.contains(&task.task_id) {
+                        return Err(format!(
+                            "manager {raft_id}: task {} assigned to removed node {node_id}",
+                            task.task_id
+                        ));
+                    }
                 }
                 _ => {}
             }
