@@ -9,7 +9,7 @@ use flotilla::core::store::Store;
 
 use crate::admin::Outcome;
 use crate::messages::AdminOp;
-use crate::sim::{SimResult, Simulation, STABLE_MS};
+use crate::sim::{SimResult, Simulation, HEARTBEAT_PERIOD_MS, STABLE_MS};
 use crate::standins;
 
 /// KNOWN PRODUCT BUG (found by this simulation, seed 23): the dispatcher's heartbeat refresh
@@ -153,6 +153,19 @@ impl Simulation {
                 }
                 Some(_) => {}
             }
+            // A worker the leader has not heard from lately is about to be marked down.
+            let seen_ms = leader_manager
+                .leader
+                .as_ref()
+                .and_then(|l| l.sessions.last_seen_ms(&worker.node_id));
+            if seen_ms
+                .is_none_or(|seen| self.now_ms.saturating_sub(seen) > HEARTBEAT_PERIOD_MS + 100)
+            {
+                return Err(format!(
+                    "the leader has not heard from {} lately",
+                    worker.node_id
+                ));
+            }
             if !worker.authoritative
                 || worker.assignments.version
                     != standins::assignment_version(&store, &worker.node_id)
@@ -189,8 +202,21 @@ impl Simulation {
                 expected.insert((service.id.clone(), Some(slot)), 1);
             }
             if store.running_count(&service.id) != replicas {
+                let tasks: Vec<String> = store
+                    .service_task_iter(&service.id)
+                    .map(|t| {
+                        format!(
+                            "{} slot {:?} on {:?} {:?} (desired {:?})",
+                            &t.id[..6],
+                            t.slot,
+                            t.node_id,
+                            t.status.state,
+                            t.desired_state
+                        )
+                    })
+                    .collect();
                 return Err(format!(
-                    "service {} runs {} of {replicas} in the store",
+                    "service {} runs {} of {replicas} in the store: {tasks:?}",
                     service.spec.name,
                     store.running_count(&service.id)
                 ));

@@ -265,6 +265,17 @@ impl Simulation {
         worker.batch_sequence += 1;
         let batch: Vec<TaskStatusUpdate> =
             std::mem::take(&mut worker.unsent).into_values().collect();
+        trace!(
+            now_ms,
+            "worker {} reports batch {} to manager {}: {:?}",
+            worker.node_id,
+            worker.batch_sequence,
+            worker.target,
+            batch
+                .iter()
+                .map(|u| (&u.task_id[..6], u.status.state))
+                .collect::<Vec<_>>()
+        );
         worker.flush = Some((worker.batch_sequence, now_ms, batch.clone()));
         let payload = Payload::Statuses {
             node_id: worker.node_id.clone(),
