@@ -279,3 +279,110 @@ async fn drain_empties_a_node_and_scale_down_leaves_exactly_the_desired_count() 
         "the highest slots go first: {slots:?}"
     );
 }
+
+/// A store watcher that falls behind: its mailbox holds one batch and its first batch takes
+/// long to handle, so the batches published meanwhile are dropped for it.
+struct SlowWatcher {
+    store: flotilla::consensus::store_machine::SharedStore,
+    cursor: flotilla::core::events::EventCursor,
+    first: bool,
+    view: std::sync::Arc<parking_lot::Mutex<WatcherView>>,
+}
+
+#[derive(Default)]
+struct WatcherView {
+    services: std::collections::BTreeSet<String>,
+    reconciles: usize,
+}
+
+impl actix::Actor for SlowWatcher {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1);
+    }
+}
+
+impl actix::Handler<flotilla::actors::raft::StoreEvents> for SlowWatcher {
+    type Result = ();
+
+    fn handle(
+        &mut self,
+        flotilla::actors::raft::StoreEvents(batch): flotilla::actors::raft::StoreEvents,
+        _: &mut Self::Context,
+    ) {
+        use flotilla::core::events::Delivery;
+        use flotilla::core::store::Event;
+        if std::mem::take(&mut self.first) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let mut view = self.view.lock();
+        match self.cursor.accept(&batch) {
+            Delivery::Events(events) => {
+                for event in events {
+                    match event {
+                        Event::ServiceCreated { service_id } => {
+                            view.services.insert(service_id.clone());
+                        }
+                        Event::ServiceRemoved { service_id } => {
+                            view.services.remove(service_id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Delivery::Reconcile { .. } => {
+                let store = self.store.read();
+                view.services = store.services().keys().cloned().collect();
+                view.reconciles += 1;
+            }
+            Delivery::Nothing => {}
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_watcher_that_misses_events_is_told_and_heals_by_reconciling() {
+    use actix::Actor;
+    let cluster = InProcessCluster::start(1).await;
+    let store = cluster.nodes[0].store.clone().expect("manager store");
+    let raft = cluster.nodes[0].raft.clone().expect("manager raft");
+    let view = std::sync::Arc::new(parking_lot::Mutex::new(WatcherView::default()));
+    let thread = actix::Arbiter::new();
+    let watcher = {
+        let (store, view) = (store.clone(), view.clone());
+        let cursor = flotilla::core::events::EventCursor::at(store.read().applied_index());
+        SlowWatcher::start_in_arbiter(&thread.handle(), move |_| SlowWatcher {
+            store,
+            cursor,
+            first: true,
+            view,
+        })
+    };
+    raft.do_send(flotilla::actors::raft::Subscribe {
+        events: Some(watcher.recipient()),
+        leadership: None,
+    });
+    for index in 0..8 {
+        let mut spec = flotilla::core::spec::ServiceSpec::new(&format!("svc{index}"), "busybox");
+        spec.mode = flotilla::core::spec::ServiceMode::Replicated { replicas: 2 };
+        cluster
+            .control(ControlRequest::ServiceCreate { spec })
+            .await;
+    }
+    let expected: std::collections::BTreeSet<String> =
+        cluster.store().services().keys().cloned().collect();
+    assert_eq!(expected.len(), 8);
+    // Batches keep coming (tasks start); the view heals as soon as one arrives after the gap.
+    wait_until(
+        "the watcher's view matches the store",
+        Duration::from_secs(10),
+        || async { view.lock().services == expected },
+    )
+    .await;
+    assert!(
+        view.lock().reconciles >= 1,
+        "the watcher never learned that it missed events"
+    );
+    thread.stop();
+}

@@ -9,5 +9,6 @@ pub mod raft;
 pub mod replica;
 pub mod scheduler;
 pub mod service;
+pub mod store_events;
 pub mod transport;
 pub mod worker;

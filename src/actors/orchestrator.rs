@@ -10,6 +10,7 @@ use crate::actors::environment::NodeEnvironment;
 use crate::actors::raft::{RaftActor, StoreEvents, Subscribe};
 use crate::actors::service::{Crash, Reconcile, ServiceActor};
 use crate::consensus::store_machine::SharedStore;
+use crate::core::events::{Delivery, EventCursor};
 use crate::core::orchestrator::{services_affected_by_node, services_to_reconcile};
 use crate::core::store::Event;
 
@@ -29,6 +30,7 @@ pub struct OrchestratorActor {
     raft: Addr<RaftActor>,
     services: HashMap<String, Addr<ServiceActor>>,
     environment: NodeEnvironment,
+    events: EventCursor,
 }
 
 impl OrchestratorActor {
@@ -39,6 +41,7 @@ impl OrchestratorActor {
             raft,
             services: HashMap::new(),
             environment,
+            events: EventCursor::at(0),
         }
     }
 
@@ -56,6 +59,20 @@ impl OrchestratorActor {
                 Supervisor::start(move |_| ServiceActor::new(id, store, raft, environment))
             });
         actor.do_send(Reconcile);
+    }
+
+    /// Every service with something to do, from the store as it is now (on start, and when
+    /// events were missed); the cursor moves to the index that read covers.
+    fn reconcile_all(&mut self) {
+        let (all, applied_index) = {
+            let store = self.store.read();
+            (services_to_reconcile(&store), store.applied_index())
+        };
+        self.events = EventCursor::at(applied_index);
+        for service_id in all {
+            self.nudge(&service_id);
+        }
+        self.retire_finished();
     }
 
     /// Service actors of services that are gone and have no tasks left are stopped for good.
@@ -86,10 +103,7 @@ impl Actor for OrchestratorActor {
             events: Some(ctx.address().recipient()),
             leadership: None,
         });
-        let all = services_to_reconcile(&self.store.read());
-        for service_id in all {
-            self.nudge(&service_id);
-        }
+        self.reconcile_all();
         tracing::info!("orchestrator started");
     }
 }
@@ -97,7 +111,18 @@ impl Actor for OrchestratorActor {
 impl Handler<StoreEvents> for OrchestratorActor {
     type Result = ();
 
-    fn handle(&mut self, StoreEvents(events): StoreEvents, _: &mut Context<Self>) {
+    fn handle(&mut self, StoreEvents(batch): StoreEvents, _: &mut Context<Self>) {
+        let events = match self.events.accept(&batch) {
+            Delivery::Events(events) => events,
+            Delivery::Nothing => return,
+            Delivery::Reconcile { missed_from } => {
+                tracing::info!(
+                    missed_from,
+                    "orchestrator missed store events; reconciling every service"
+                );
+                return self.reconcile_all();
+            }
+        };
         let mut services = BTreeSet::new();
         let mut nodes = BTreeSet::new();
         for event in events {
@@ -105,17 +130,17 @@ impl Handler<StoreEvents> for OrchestratorActor {
                 Event::ServiceCreated { service_id }
                 | Event::ServiceUpdated { service_id }
                 | Event::ServiceRemoved { service_id } => {
-                    services.insert(service_id);
+                    services.insert(service_id.clone());
                 }
                 // A worker's progress on a live task changes no plan: skipping it keeps the
                 // per-service reconcile (linear in the service's tasks) off the hot path of
                 // thousands of status reports.
                 Event::TaskUpdated(task) if task.is_progress() => {}
                 Event::TaskCreated(task) | Event::TaskUpdated(task) | Event::TaskRemoved(task) => {
-                    services.insert(task.service_id);
+                    services.insert(task.service_id.clone());
                 }
                 Event::NodeChanged { node_id } | Event::NodeRemoved { node_id } => {
-                    nodes.insert(node_id);
+                    nodes.insert(node_id.clone());
                 }
                 Event::ClusterChanged => {}
             }

@@ -16,13 +16,14 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::actors::environment::NodeEnvironment;
+use crate::actors::store_events::EventPublisher;
 use crate::actors::transport::Request;
 use crate::consensus::store_machine::{
     raft_id_of, EventQueue, Proposal, SharedStore, StoreMachine,
 };
 use crate::consensus::{LeadershipState, MembershipChange, RaftReplica, ReadyOutput, ReplicaError};
 use crate::core::model::NodeRole;
-use crate::core::store::{Command, Event};
+use crate::core::store::Command;
 use crate::core::CoreError;
 use crate::net::message::{Message as WireMessage, RaftEnvelope};
 use crate::net::transport::{OrderedSender, Transport};
@@ -72,9 +73,10 @@ pub struct StepRaft {
     pub remote: SocketAddr,
 }
 
-/// Propose a command; answered with the events it produced once applied here.
+/// Propose a command; answered with the index it applied at, once applied here. Its events
+/// reach watchers as every other entry's do: in a [`StoreEvents`] batch.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<Event>, RaftError>")]
+#[rtype(result = "Result<u64, RaftError>")]
 pub struct Propose {
     /// The change.
     pub command: Command,
@@ -117,10 +119,7 @@ pub struct LeadershipChanged {
     pub is_leader: bool,
 }
 
-/// Store events applied on this manager, in log order.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "()")]
-pub struct StoreEvents(pub Vec<Event>);
+pub use crate::actors::store_events::StoreEvents;
 
 /// Register for store events and leadership changes.
 #[derive(Message)]
@@ -170,14 +169,14 @@ pub struct RaftActor {
     environment: NodeEnvironment,
     peer_addrs: HashMap<u64, SocketAddr>,
     next_request_id: u64,
-    proposals: HashMap<u64, Reply<Vec<Event>>>,
+    proposals: HashMap<u64, Reply<u64>>,
     membership_changes: HashMap<u64, Reply<()>>,
     /// Membership changes waiting for the one in flight to apply, proposed one at a time
     /// (raft-rs silently drops a change proposed while another is unapplied: a manager's join
     /// and another's promotion to voter would otherwise collide).
     queued_changes: VecDeque<(MembershipChange, Reply<()>)>,
     reads: HashMap<u64, Reply<()>>,
-    event_subscribers: Vec<Recipient<StoreEvents>>,
+    publisher: EventPublisher,
     leadership_subscribers: Vec<Recipient<LeadershipChanged>>,
     leadership: LeadershipChanged,
     drive_scheduled: bool,
@@ -235,7 +234,7 @@ impl RaftActor {
             membership_changes: HashMap::new(),
             queued_changes: VecDeque::new(),
             reads: HashMap::new(),
-            event_subscribers: Vec::new(),
+            publisher: EventPublisher::default(),
             leadership_subscribers: Vec::new(),
             leadership: LeadershipChanged {
                 leader_id: None,
@@ -291,32 +290,17 @@ impl RaftActor {
         if self.replica().has_ready() {
             self.schedule_drive(ctx);
         }
-        let events = self.replica_events();
-        if !events.is_empty() {
-            // Bounded by each watcher's mailbox; a slow watcher reconciles fully when it
-            // restarts. Watchers that stopped (leadership lost, chaos) are dropped here.
-            self.event_subscribers.retain(|subscriber| {
-                match subscriber.try_send(StoreEvents(events.clone())) {
-                    Ok(()) => true,
-                    Err(SendError::Full(_)) => {
-                        tracing::warn!("a store watcher is behind; events dropped for it");
-                        true
-                    }
-                    Err(SendError::Closed(_)) => false,
-                }
-            });
+        self.publish_events();
+    }
+
+    /// Sends the batch applied since the last Ready to every watcher (see `store_events`).
+    fn publish_events(&mut self) {
+        if let Some(batch) = self.events.take() {
+            self.publisher.publish(batch);
         }
     }
 
-    fn replica_events(&mut self) -> Vec<Event> {
-        self.events.take()
-    }
-
-    fn act_on(
-        &mut self,
-        ctx: &mut Context<Self>,
-        output: ReadyOutput<Result<Vec<Event>, CoreError>>,
-    ) {
+    fn act_on(&mut self, ctx: &mut Context<Self>, output: ReadyOutput<Result<u64, CoreError>>) {
         for message in output.messages {
             if message.carries_snapshot {
                 self.send_snapshot(ctx, message.to, message.bytes);
@@ -327,7 +311,7 @@ impl RaftActor {
         for applied in output.applied {
             if let Some(reply) = self.proposals.remove(&applied.proposal_id) {
                 let result = match applied.result {
-                    Ok(Ok(events)) => Ok(events),
+                    Ok(Ok(index)) => Ok(index),
                     Ok(Err(rejected)) => Err(RaftError::Rejected(rejected)),
                     Err(error) => Err(RaftError::Internal(error.to_string())),
                 };
@@ -558,6 +542,7 @@ impl Handler<Tick> for RaftActor {
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
         self.replica().tick();
         self.expire_closed_waiters();
+        self.publisher.notify_behind();
         self.schedule_drive(ctx);
     }
 }
@@ -597,7 +582,7 @@ async fn await_reply<T>(receiver: oneshot::Receiver<Result<T, RaftError>>) -> Re
 }
 
 impl Handler<Propose> for RaftActor {
-    type Result = ResponseFuture<Result<Vec<Event>, RaftError>>;
+    type Result = ResponseFuture<Result<u64, RaftError>>;
 
     fn handle(&mut self, propose: Propose, ctx: &mut Context<Self>) -> Self::Result {
         if !self.leadership.is_leader {
@@ -714,7 +699,7 @@ impl Handler<Subscribe> for RaftActor {
 
     fn handle(&mut self, subscribe: Subscribe, _: &mut Context<Self>) {
         if let Some(events) = subscribe.events {
-            self.event_subscribers.push(events);
+            self.publisher.subscribe(events);
         }
         if let Some(leadership) = subscribe.leadership {
             let _ = leadership.try_send(self.leadership.clone());

@@ -9,6 +9,7 @@ use actix::prelude::*;
 
 use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
 use crate::consensus::store_machine::SharedStore;
+use crate::core::events::{Delivery, EventCursor};
 use crate::core::model::TaskState;
 use crate::core::scheduler::schedule_unassigned;
 use crate::core::store::Event;
@@ -31,6 +32,7 @@ pub struct SchedulerActor {
     raft: Addr<RaftActor>,
     in_flight: bool,
     dirty: bool,
+    events: EventCursor,
 }
 
 impl SchedulerActor {
@@ -41,6 +43,7 @@ impl SchedulerActor {
             raft,
             in_flight: false,
             dirty: false,
+            events: EventCursor::at(0),
         }
     }
 
@@ -92,6 +95,8 @@ impl Actor for SchedulerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4096);
+        // Every run reads the whole backlog: the view starts current to the store as it is.
+        self.events = EventCursor::at(self.store.read().applied_index());
         self.raft.do_send(Subscribe {
             events: Some(ctx.address().recipient()),
             leadership: None,
@@ -104,7 +109,19 @@ impl Actor for SchedulerActor {
 impl Handler<StoreEvents> for SchedulerActor {
     type Result = ();
 
-    fn handle(&mut self, StoreEvents(events): StoreEvents, ctx: &mut Context<Self>) {
+    fn handle(&mut self, StoreEvents(batch): StoreEvents, ctx: &mut Context<Self>) {
+        let events = match self.events.accept(&batch) {
+            Delivery::Events(events) => events,
+            Delivery::Nothing => return,
+            Delivery::Reconcile { missed_from } => {
+                // A run reads every unassigned task: it is the full reconcile.
+                tracing::debug!(
+                    missed_from,
+                    "scheduler missed store events; running in full"
+                );
+                return self.run(ctx);
+            }
+        };
         let relevant = events.iter().any(|event| {
             matches!(
                 event,

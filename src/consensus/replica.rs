@@ -95,7 +95,7 @@ impl<S: StateMachine> RaftReplica<S> {
         let snapshot_index = snapshot.get_metadata().index;
         if snapshot_index > 0 {
             state_machine
-                .restore(&snapshot.data)
+                .restore(snapshot_index, &snapshot.data)
                 .map_err(|error| ReplicaError::RestoreSnapshot(Box::new(error)))?;
         }
         let applied_conf_state = snapshot.get_metadata().get_conf_state().clone();
@@ -413,7 +413,7 @@ impl<S: StateMachine> RaftReplica<S> {
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
         self.raw_node.mut_store().apply_snapshot(snapshot)?;
         self.state_machine
-            .restore(&snapshot.data)
+            .restore(snapshot.get_metadata().index, &snapshot.data)
             .map_err(|error| ReplicaError::RestoreSnapshot(Box::new(error)))?;
         let metadata = snapshot.get_metadata();
         self.applied_index = metadata.index;

@@ -27,7 +27,7 @@ impl StateMachine for Counter {
         self.total.to_le_bytes().to_vec()
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), BadCounter> {
+    fn restore(&mut self, _index: u64, data: &[u8]) -> Result<(), BadCounter> {
         self.total = u64::from_le_bytes(data.try_into().map_err(|_| BadCounter)?);
         Ok(())
     }

@@ -25,8 +25,9 @@ pub trait StateMachine {
     /// Serializes the whole state; [`StateMachine::restore`] must accept the result.
     fn snapshot(&self) -> Vec<u8>;
 
-    /// Replaces the whole state with a snapshot's data (from this or another replica).
-    fn restore(&mut self, data: &[u8]) -> Result<(), Self::RestoreError>;
+    /// Replaces the whole state with the data of a snapshot taken at log `index` (from this or
+    /// another replica).
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), Self::RestoreError>;
 }
 
 fn command_config() -> impl bincode::config::Config {

@@ -2,16 +2,18 @@
 //!
 //! The Raft actor owns the only writer: entries are applied inside its handler. Readers take a
 //! read lock for the length of one query (after a linearizable read barrier where they need
-//! one). Events of every applied entry, whoever proposed it, are buffered here and published
-//! by the Raft actor after each Ready, so watchers on any manager see every change.
+//! one). Events of every applied entry, whoever proposed it, are buffered here with their
+//! Raft index and published by the Raft actor after each Ready as one `core::events`
+//! batch, so watchers on any manager see every change or learn that they missed some.
 
 use std::sync::Arc;
 
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
 use crate::consensus::StateMachine;
+use crate::core::events::{EventBatch, EventLog};
 use crate::core::store::{Command, Event, Store};
 use crate::core::CoreError;
 
@@ -58,37 +60,40 @@ pub struct StoreMachine {
     events: EventQueue,
 }
 
-/// Events applied but not yet published; the Raft actor drains it after each Ready.
-#[derive(Clone, Default)]
+/// Events applied but not yet published, with their indexes; the Raft actor drains it after
+/// each Ready and sends the batch to every watcher (the one road events take, SPEC §12).
+#[derive(Clone)]
 pub struct EventQueue {
-    inner: Arc<std::sync::Mutex<Vec<Event>>>,
+    inner: Arc<Mutex<EventLog>>,
+}
+
+impl Default for EventQueue {
+    fn default() -> Self {
+        Self::at(0)
+    }
 }
 
 impl EventQueue {
-    /// The events applied since the last call.
-    pub fn take(&self) -> Vec<Event> {
-        match self.inner.lock() {
-            Ok(mut events) => std::mem::take(&mut *events),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    /// A queue whose watchers are current to `applied_index` (the store as it was opened).
+    pub fn at(applied_index: u64) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(EventLog::at(applied_index))),
         }
     }
 
-    fn push(&self, events: &[Event]) {
-        let mut queue = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if queue.len() < MAX_BUFFERED_EVENTS {
-            queue.extend(events.iter().cloned());
-        } else {
-            tracing::warn!("store event queue full; watchers will reconcile");
-        }
+    /// The batch applied since the last call, if any.
+    pub fn take(&self) -> Option<EventBatch> {
+        self.inner.lock().take()
+    }
+
+    fn applied(&self, index: u64, events: &[Event]) {
+        self.inner.lock().applied(index, events);
+    }
+
+    fn restored(&self, index: u64) {
+        self.inner.lock().restored(index);
     }
 }
-
-/// Events buffered by apply beyond this are dropped with a warning; watchers reconcile fully
-/// when they see [`Event`]s were lost (they also reconcile on leadership changes).
-pub const MAX_BUFFERED_EVENTS: usize = 1_000_000;
 
 impl StoreMachine {
     /// A state machine writing into `store` and queueing its events on `events`.
@@ -99,25 +104,38 @@ impl StoreMachine {
 
 impl StateMachine for StoreMachine {
     type Command = Proposal;
-    type Output = Result<Vec<Event>, CoreError>;
+    /// The index the command applied at, or why the store refused it.
+    type Output = Result<u64, CoreError>;
     type RestoreError = CoreError;
 
     fn apply(&mut self, index: u64, proposal: Proposal) -> Self::Output {
-        let events = self
-            .store
-            .write()
-            .apply(index, proposal.now_ms, proposal.command)?;
-        self.events.push(&events);
-        Ok(events)
+        let mut store = self.store.write();
+        let result = store.apply(index, proposal.now_ms, proposal.command);
+        store.set_applied_index(index);
+        // Queued under the store's write lock: a watcher that reads the store and then takes
+        // a batch never sees an event its read already covered as new, nor misses one.
+        match result {
+            Ok(events) => {
+                self.events.applied(index, &events);
+                Ok(index)
+            }
+            Err(refused) => {
+                self.events.applied(index, &[]);
+                Err(refused)
+            }
+        }
     }
 
     fn snapshot(&self) -> Vec<u8> {
         self.store.read().snapshot()
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), CoreError> {
-        let restored = Store::restore(data)?;
-        *self.store.write() = restored;
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), CoreError> {
+        let mut restored = Store::restore(data)?;
+        restored.set_applied_index(index);
+        let mut store = self.store.write();
+        *store = restored;
+        self.events.restored(index);
         Ok(())
     }
 }

@@ -17,11 +17,13 @@
 //! - [`control_plan`]: what an admin's write turns into (commands to propose), and the
 //!   promote/demote rules.
 //! - [`restart`]: restart policy and backoff bookkeeping, per slot.
+//! - [`events`]: the one road of applied changes to watchers, with Raft indexes and gaps.
 //! - [`error`]: [`CoreError`], the one error type of this layer.
 
 pub mod clock;
 pub mod control_plan;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod model;
 pub mod orchestrator;

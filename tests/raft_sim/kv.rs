@@ -121,7 +121,7 @@ impl StateMachine for KvStore {
             .expect("a map of integers always encodes")
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), BadSnapshot> {
+    fn restore(&mut self, _index: u64, data: &[u8]) -> Result<(), BadSnapshot> {
         let ((applied_through, values), _): (SnapshotData, usize) =
             bincode::serde::decode_from_slice(data, bincode::config::standard())
                 .map_err(|error| BadSnapshot(error.to_string()))?;

@@ -22,6 +22,7 @@ use crate::actors::environment::NodeEnvironment;
 use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
 use crate::actors::transport::SendMessage;
 use crate::consensus::store_machine::SharedStore;
+use crate::core::events::{Delivery, EventCursor};
 use crate::core::model::{NodeRole, NodeStatus, Task};
 use crate::core::sessions::{self, NodeSessions, SessionCheck, MISSED_HEARTBEATS_DOWN};
 use crate::core::store::{Command, Event, Store, TaskStatusUpdate};
@@ -88,6 +89,7 @@ pub struct DispatcherActor {
     /// Whether a batch of status reports is being committed.
     statuses_in_flight: bool,
     role_changes: RoleChanges,
+    events: EventCursor,
 }
 
 impl DispatcherActor {
@@ -111,6 +113,7 @@ impl DispatcherActor {
             statuses: VecDeque::new(),
             statuses_in_flight: false,
             role_changes: RoleChanges::default(),
+            events: EventCursor::at(0),
         }
     }
 
@@ -132,6 +135,33 @@ impl DispatcherActor {
                 }
             })
             .spawn(ctx);
+    }
+
+    /// After missed events: forget nodes that are gone and push every node whose assignment
+    /// set differs from the one it was last sent.
+    fn reconcile_all(&mut self) {
+        let store = self.store.clone();
+        let store = store.read();
+        self.events = EventCursor::at(store.applied_index());
+        let gone: Vec<String> = self
+            .pushed
+            .keys()
+            .filter(|id| store.node(id).is_none())
+            .cloned()
+            .collect();
+        for node_id in &gone {
+            self.forget(node_id);
+        }
+        let nodes: Vec<String> = store.nodes().keys().cloned().collect();
+        for node_id in nodes {
+            self.push_assignments(&store, &node_id);
+        }
+    }
+
+    fn forget(&mut self, node_id: &str) {
+        self.sessions.forget(node_id);
+        self.role_changes.forget(node_id);
+        self.pushed.remove(node_id);
     }
 
     fn push_assignments(&mut self, store: &Store, node_id: &str) {
@@ -184,6 +214,8 @@ impl Actor for DispatcherActor {
         ctx.set_mailbox_capacity(4096);
         self.sessions =
             NodeSessions::new(self.sessions.period_ms(), self.environment.monotonic_ms());
+        // Heartbeats compare assignment versions, so a fresh dispatcher needs no full pass.
+        self.events = EventCursor::at(self.store.read().applied_index());
         self.raft.do_send(Subscribe {
             events: Some(ctx.address().recipient()),
             leadership: None,
@@ -289,20 +321,27 @@ impl Handler<CheckSessions> for DispatcherActor {
 impl Handler<StoreEvents> for DispatcherActor {
     type Result = ();
 
-    fn handle(&mut self, StoreEvents(events): StoreEvents, _: &mut Context<Self>) {
+    fn handle(&mut self, StoreEvents(batch): StoreEvents, _: &mut Context<Self>) {
+        let events = match self.events.accept(&batch) {
+            Delivery::Events(events) => events,
+            Delivery::Nothing => return,
+            Delivery::Reconcile { missed_from } => {
+                tracing::info!(
+                    missed_from,
+                    "dispatcher missed store events; checking every node"
+                );
+                return self.reconcile_all();
+            }
+        };
         let mut touched = BTreeSet::new();
-        for event in &events {
+        for event in events {
             match event {
                 Event::TaskCreated(task) | Event::TaskUpdated(task) | Event::TaskRemoved(task) => {
                     if let Some(node) = &task.node_id {
                         touched.insert(node.clone());
                     }
                 }
-                Event::NodeRemoved { node_id } => {
-                    self.sessions.forget(node_id);
-                    self.role_changes.forget(node_id);
-                    self.pushed.remove(node_id);
-                }
+                Event::NodeRemoved { node_id } => self.forget(node_id),
                 _ => {}
             }
         }

@@ -66,6 +66,10 @@ pub struct Store {
     tasks: BTreeMap<String, Task>,
     #[serde(skip)]
     index: Indexes,
+    /// The Raft index of the last entry applied (kept by the applier, not serialized: a
+    /// snapshot's index is in its metadata). Watchers start their event cursor here.
+    #[serde(skip)]
+    applied_index: u64,
 }
 
 impl PartialEq for Store {
@@ -176,6 +180,17 @@ impl Store {
     /// An empty store (no cluster yet).
     pub fn new() -> Store {
         Store::default()
+    }
+
+    /// The Raft index of the last entry applied to this store.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Records that the store now reflects the log through `index` (an entry applied, or a
+    /// snapshot taken at `index` restored).
+    pub fn set_applied_index(&mut self, index: u64) {
+        self.applied_index = self.applied_index.max(index);
     }
 
     /// Encodes the objects (not the indexes) with bincode 2.
