@@ -86,13 +86,9 @@ impl Simulation {
                 Ok(self.now_ms - since >= STABLE_MS)
             }
             Err(_) => {
-                if self.converged_since_ms.is_some() {
-                    // It held, then broke without any fault: that is a failure too.
-                    return Err(format!(
-                        "the cluster converged, then diverged without faults: {}",
-                        self.convergence_gap().unwrap_err()
-                    ));
-                }
+                // A heartbeat lost just before the heal can still break it for a moment; the
+                // converged state must then hold again for the whole window.
+                self.converged_since_ms = None;
                 Ok(false)
             }
         }
@@ -159,11 +155,11 @@ impl Simulation {
                 .as_ref()
                 .and_then(|l| l.sessions.last_seen_ms(&worker.node_id));
             if seen_ms
-                .is_none_or(|seen| self.now_ms.saturating_sub(seen) > HEARTBEAT_PERIOD_MS + 100)
+                .is_none_or(|seen| self.now_ms.saturating_sub(seen) > HEARTBEAT_PERIOD_MS + 50)
             {
                 return Err(format!(
-                    "the leader has not heard from {} lately",
-                    worker.node_id
+                    "the leader has not heard from {} since {seen_ms:?} (now {})",
+                    worker.node_id, self.now_ms
                 ));
             }
             if !worker.authoritative

@@ -70,6 +70,21 @@ impl Simulation {
         }
     }
 
+    /// Events were missed: every component reads the whole store again (as on leadership).
+    pub fn reconcile_everything(&mut self, position: usize) {
+        let manager = &mut self.managers[position];
+        let Some(leader) = manager.leader.as_mut() else {
+            return;
+        };
+        let store = manager.store.read();
+        leader
+            .dirty_services
+            .extend(flotilla::core::orchestrator::services_to_reconcile(&store));
+        leader.scheduler_dirty = true;
+        leader.touched_nodes.extend(store.nodes().keys().cloned());
+        leader.cursor = flotilla::core::events::EventCursor::at(store.applied_index());
+    }
+
     pub fn run_leader_components(&mut self, position: usize) -> SimResult {
         if self.managers[position].leader.is_none() {
             return Ok(());

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flotilla::consensus::store_machine::{EventQueue, Proposal, SharedStore, StoreMachine};
 use flotilla::consensus::{RaftReplica, RedbStorage, ReplicaError, SimDisk};
+use flotilla::core::events::{Delivery, EventCursor};
 use flotilla::core::model::TaskState;
 use flotilla::core::restart::RestartTracker;
 use flotilla::core::sessions::{refreshed_record, NodeSessions};
@@ -42,6 +43,8 @@ pub struct LeaderState {
     pub rng: StdRng,
     // dispatcher
     pub sessions: NodeSessions,
+    /// Where the leader's components are in the event stream (as the actors' cursors).
+    pub cursor: EventCursor,
     pub next_session_check_ms: u64,
     pub nodes_proposing: BTreeSet<String>,
     pub pushed: BTreeMap<String, u64>,
@@ -244,13 +247,19 @@ impl Simulation {
         let seed = self.rng.random();
         let manager = &mut self.managers[position];
         trace!(self.now_ms, "manager {} leads term {term}", manager.raft_id);
-        let all_services =
-            flotilla::core::orchestrator::services_to_reconcile(&manager.store.read());
+        let (all_services, applied_index) = {
+            let store = manager.store.read();
+            (
+                flotilla::core::orchestrator::services_to_reconcile(&store),
+                store.applied_index(),
+            )
+        };
         manager.leader = Some(LeaderState {
             term_start_index: last_index,
             restarts: RestartTracker::new(),
             rng: StdRng::seed_from_u64(seed),
             sessions: NodeSessions::new(HEARTBEAT_PERIOD_MS, self.now_ms),
+            cursor: EventCursor::at(applied_index),
             next_session_check_ms: self.now_ms,
             nodes_proposing: BTreeSet::new(),
             pushed: BTreeMap::new(),
@@ -299,10 +308,10 @@ impl Simulation {
 
     /// Reads what the state machine applied: invariants on every manager, routing on the leader.
     fn drain_events(&mut self, position: usize) -> SimResult {
-        let events = self.managers[position].events.take();
-        if events.is_empty() {
+        let Some(batch) = self.managers[position].events.take() else {
             return Ok(());
-        }
+        };
+        let events: Vec<Event> = batch.events.iter().map(|e| e.event.clone()).collect();
         let raft_id = self.managers[position].raft_id;
         let manager = &mut self.managers[position];
         for event in &events {
@@ -339,8 +348,18 @@ impl Simulation {
                 _ => {}
             }
         }
-        if self.managers[position].leader.is_some() {
-            self.route_events(position, &events);
+        let delivery = match self.managers[position].leader.as_mut() {
+            Some(leader) => match leader.cursor.accept(&batch) {
+                Delivery::Events(fresh) => Some(Ok(fresh.into_iter().cloned().collect::<Vec<_>>())),
+                Delivery::Reconcile { .. } => Some(Err(())),
+                Delivery::Nothing => None,
+            },
+            None => None,
+        };
+        match delivery {
+            Some(Ok(fresh)) => self.route_events(position, &fresh),
+            Some(Err(())) => self.reconcile_everything(position),
+            None => {}
         }
         Ok(())
     }
