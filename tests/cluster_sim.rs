@@ -144,6 +144,8 @@ fn cluster_sim_replays_exactly() {
     let (first_stats, first) = run_seed(seed, true).unwrap_or_else(|failure| panic!("{failure}"));
     let (second_stats, second) = run_seed(seed, true).unwrap_or_else(|failure| panic!("{failure}"));
     assert_ne!(first, 0, "the digest covers something");
+    let (_, other) = run_seed(seed + 1, true).unwrap_or_else(|failure| panic!("{failure}"));
+    assert_ne!(first, other, "another seed makes another trace");
     assert_eq!(
         first, second,
         "seed {seed} did not replay exactly ({first_stats:?} vs {second_stats:?})"
