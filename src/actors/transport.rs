@@ -3,6 +3,10 @@
 //! Other actors hold `Recipient<SendMessage>` / `Recipient<Request>` instead of the transport
 //! itself, so tests can replace the network. The work happens on the shared [`Transport`]
 //! handle; the actor only hands each send to it without blocking its mailbox.
+//!
+//! The inbound half of the bridge is here too: [`Inbound`] is an actix message, and a
+//! `Recipient<Inbound>` is the [`InboundHandler`] the node gives `Transport::bind`, so what
+//! arrives on the wire lands in an actor's mailbox while `net` stays free of actix.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +15,27 @@ use actix::prelude::*;
 
 use crate::net::fault::FaultRule;
 use crate::net::message::Message as WireMessage;
-use crate::net::transport::{Transport, TransportError};
+use crate::net::transport::{
+    DeliveryError, DeliveryFuture, Inbound, InboundHandler, Transport, TransportError,
+};
+
+impl Message for Inbound {
+    /// The reply for a request; ignored for one-way messages.
+    type Result = Option<WireMessage>;
+}
+
+impl InboundHandler for Recipient<Inbound> {
+    fn deliver(&self, inbound: Inbound) -> DeliveryFuture {
+        // `send` waits for the handler's answer, which is what gives the transport its
+        // back-pressure: a stream reads its next frame only once the actor took this one.
+        let request = self.send(inbound);
+        Box::pin(async move {
+            request
+                .await
+                .map_err(|error| DeliveryError(error.to_string()))
+        })
+    }
+}
 
 /// Send a one-way message; failures are logged, not returned (the protocols above retry).
 #[derive(Debug, Message)]

@@ -47,6 +47,13 @@ pub enum ClientError {
     Unexpected(String),
 }
 
+impl ClientError {
+    /// The node answered a control request with a reply of the wrong kind (shown abridged).
+    pub fn unexpected(reply: ControlReply) -> Self {
+        Self::Unexpected(format!("{reply:?}").chars().take(80).collect())
+    }
+}
+
 /// A loaded configuration and the node to talk to.
 pub struct Client {
     config: ClientConfig,
@@ -133,11 +140,7 @@ impl Client {
                         return Ok(rows);
                     }
                 }
-                other => {
-                    return Err(ClientError::Unexpected(
-                        format!("{other:?}").chars().take(80).collect(),
-                    ))
-                }
+                other => return Err(ClientError::unexpected(other)),
             }
         }
     }

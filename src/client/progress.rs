@@ -4,10 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::client::{Client, ClientError};
 use crate::net::control::TaskView;
+
+/// How long `service create` / `scale` show progress before giving up on convergence.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the tasks are fetched again while waiting.
+pub const CONVERGE_POLL_PERIOD: Duration = Duration::from_millis(200);
 
 /// Per-slot bars are drawn up to this many replicas; larger services show the overall line.
 pub const SLOT_BARS_MAX: u64 = 20;
@@ -142,6 +149,32 @@ impl Progress {
             None => {}
         }
         println!("verify: Service converged");
+    }
+}
+
+/// Shows `service` converging to `replicas` running tasks until it does, or fails after
+/// [`CONVERGE_TIMEOUT`] pointing the user at `service ps`.
+pub async fn wait_converged(
+    client: &Client,
+    service: &str,
+    replicas: u64,
+) -> Result<(), ClientError> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let mut progress = Progress::new(replicas);
+    loop {
+        let tasks = client.service_tasks(&[service.to_string()]).await?;
+        if progress.update(&tasks) {
+            progress.finish();
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let (done, _) = convergence(&tasks, replicas);
+            return Err(ClientError::Remote(format!(
+                "service {service} did not converge within {} s ({done} of {replicas} running); see `flotilla service ps {service}`",
+                CONVERGE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(CONVERGE_POLL_PERIOD).await;
     }
 }
 

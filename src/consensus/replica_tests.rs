@@ -1,6 +1,7 @@
 //! Unit tests of [`RaftReplica`](super::RaftReplica): a single-node group, and reads on a three-node one.
 
 use super::*;
+use crate::consensus::output::{OutgoingMessage, ReadyOutput};
 use crate::consensus::SimDisk;
 
 /// Sums the numbers it applies.

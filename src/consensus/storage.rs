@@ -13,13 +13,17 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
-use raft::{GetEntriesContext, RaftState};
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
-    TableDefinition, WriteTransaction,
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
+    TableDefinition,
 };
+
+mod raft_storage;
+mod records;
+mod writes;
+
+use records::{begin_durable_write, corrupt, db_error, decode, decode_pair};
 
 /// Log entries: index -> protobuf-encoded `Entry`.
 const LOG_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -90,39 +94,6 @@ pub enum StorageError {
     /// A protobuf record could not be encoded (should not happen for well-formed values).
     #[error("cannot encode raft record: {0}")]
     Encode(#[from] protobuf::ProtobufError),
-}
-
-/// Converts every redb error type into [`StorageError::Database`].
-fn db_error(error: impl Into<redb::Error>) -> StorageError {
-    StorageError::Database(error.into())
-}
-
-fn corrupt(what: &'static str, detail: impl ToString) -> StorageError {
-    StorageError::Corrupt {
-        what,
-        detail: detail.to_string(),
-    }
-}
-
-fn decode<M: protobuf::Message>(what: &'static str, bytes: &[u8]) -> Result<M, StorageError> {
-    M::parse_from_bytes(bytes).map_err(|error| corrupt(what, error))
-}
-
-fn decode_pair(what: &'static str, bytes: &[u8]) -> Result<(u64, u64), StorageError> {
-    let array: [u8; 16] = bytes
-        .try_into()
-        .map_err(|_| corrupt(what, format!("expected 16 bytes, found {}", bytes.len())))?;
-    let (first, second) = array.split_at(8);
-    let first = u64::from_le_bytes(first.try_into().map_err(|_| corrupt(what, "split"))?);
-    let second = u64::from_le_bytes(second.try_into().map_err(|_| corrupt(what, "split"))?);
-    Ok((first, second))
-}
-
-fn encode_pair(first: u64, second: u64) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&first.to_le_bytes());
-    bytes[8..].copy_from_slice(&second.to_le_bytes());
-    bytes
 }
 
 /// Durable Raft storage on a redb database. See the module documentation.
@@ -295,212 +266,6 @@ impl RedbStorage {
         Ok(snapshot)
     }
 
-    /// Increments and durably stores the boot epoch, returning the new value. Proposal contexts
-    /// carry it so results of a previous incarnation's proposals are never confused with ours.
-    pub fn next_boot_epoch(&mut self) -> Result<u64, StorageError> {
-        let epoch = self.boot_epoch + 1;
-        let transaction = begin_durable_write(&self.database)?;
-        {
-            let mut meta = transaction.open_table(META_TABLE).map_err(db_error)?;
-            meta.insert(KEY_BOOT_EPOCH, epoch.to_le_bytes().as_slice())
-                .map_err(db_error)?;
-        }
-        transaction.commit().map_err(db_error)?;
-        self.boot_epoch = epoch;
-        Ok(epoch)
-    }
-
-    /// Appends entries, first removing any existing suffix they conflict with (Raft's log
-    /// matching: a new entry at index `i` replaces the old `i..`).
-    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
-        self.persist(entries, None)
-    }
-
-    /// Stores the hard state.
-    pub fn set_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
-        self.persist(&[], Some(hard_state))
-    }
-
-    /// Appends entries and stores the hard state in one durable transaction (one fsync).
-    pub fn persist(
-        &mut self,
-        entries: &[Entry],
-        hard_state: Option<&HardState>,
-    ) -> Result<(), StorageError> {
-        if entries.is_empty() && hard_state.is_none() {
-            return Ok(());
-        }
-        let new_last_index = match entries.first() {
-            Some(first) => {
-                if first.index <= self.compacted_index || first.index > self.last_index + 1 {
-                    return Err(StorageError::NonContiguousAppend {
-                        first: first.index,
-                        first_index: self.compacted_index + 1,
-                        last_index: self.last_index,
-                    });
-                }
-                for (offset, entry) in entries.iter().enumerate() {
-                    assert_eq!(
-                        entry.index,
-                        first.index + offset as u64,
-                        "invariant: raft hands over entries with consecutive indexes"
-                    );
-                }
-                first.index + entries.len() as u64 - 1
-            }
-            None => self.last_index,
-        };
-        let transaction = begin_durable_write(&self.database)?;
-        {
-            let mut log = transaction.open_table(LOG_TABLE).map_err(db_error)?;
-            if let Some(first) = entries.first() {
-                if first.index <= self.last_index {
-                    log.retain_in(first.index.., |_, _| false)
-                        .map_err(db_error)?;
-                }
-                for entry in entries {
-                    let bytes = entry.write_to_bytes()?;
-                    log.insert(entry.index, bytes.as_slice())
-                        .map_err(db_error)?;
-                }
-            }
-            if let Some(hard_state) = hard_state {
-                let mut meta = transaction.open_table(META_TABLE).map_err(db_error)?;
-                let bytes = hard_state.write_to_bytes()?;
-                meta.insert(KEY_HARD_STATE, bytes.as_slice())
-                    .map_err(db_error)?;
-            }
-        }
-        transaction.commit().map_err(db_error)?;
-        self.last_index = new_last_index;
-        if let Some(hard_state) = hard_state {
-            self.hard_state = hard_state.clone();
-        }
-        Ok(())
-    }
-
-    /// Stores the configuration that applying a conf change produced.
-    pub fn set_conf_state(&mut self, conf_state: &ConfState) -> Result<(), StorageError> {
-        let transaction = begin_durable_write(&self.database)?;
-        {
-            let mut meta = transaction.open_table(META_TABLE).map_err(db_error)?;
-            let bytes = conf_state.write_to_bytes()?;
-            meta.insert(KEY_CONF_STATE, bytes.as_slice())
-                .map_err(db_error)?;
-        }
-        transaction.commit().map_err(db_error)?;
-        self.conf_state = conf_state.clone();
-        Ok(())
-    }
-
-    /// Installs a snapshot received from the leader: it replaces the whole log, the
-    /// configuration becomes the snapshot's, and the hard state's commit and term move up to it.
-    pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let metadata = snapshot.get_metadata();
-        if metadata.index < self.snapshot_metadata.index {
-            return Err(StorageError::SnapshotOutOfDate {
-                index: metadata.index,
-                stored: self.snapshot_metadata.index,
-            });
-        }
-        let mut hard_state = self.hard_state.clone();
-        hard_state.term = hard_state.term.max(metadata.term);
-        hard_state.commit = hard_state.commit.max(metadata.index);
-        let conf_state = metadata.get_conf_state().clone();
-        let transaction = begin_durable_write(&self.database)?;
-        {
-            let mut log = transaction.open_table(LOG_TABLE).map_err(db_error)?;
-            log.retain_in(0.., |_, _| false).map_err(db_error)?;
-            let mut meta = transaction.open_table(META_TABLE).map_err(db_error)?;
-            Self::write_snapshot(&mut meta, metadata, &snapshot.data)?;
-            meta.insert(
-                KEY_COMPACTED,
-                encode_pair(metadata.index, metadata.term).as_slice(),
-            )
-            .map_err(db_error)?;
-            meta.insert(KEY_CONF_STATE, conf_state.write_to_bytes()?.as_slice())
-                .map_err(db_error)?;
-            meta.insert(KEY_HARD_STATE, hard_state.write_to_bytes()?.as_slice())
-                .map_err(db_error)?;
-        }
-        transaction.commit().map_err(db_error)?;
-        self.snapshot_metadata = metadata.clone();
-        self.compacted_index = metadata.index;
-        self.compacted_term = metadata.term;
-        self.last_index = metadata.index;
-        self.conf_state = conf_state;
-        self.hard_state = hard_state;
-        Ok(())
-    }
-
-    /// Stores a snapshot this replica made of its state machine at applied index `index`
-    /// (which must still be in the log), with the configuration in force at that index.
-    /// Does not compact; call [`Self::compact`] afterwards.
-    pub fn store_snapshot(
-        &mut self,
-        index: u64,
-        conf_state: &ConfState,
-        data: Vec<u8>,
-    ) -> Result<(), StorageError> {
-        if index < self.snapshot_metadata.index {
-            return Err(StorageError::SnapshotOutOfDate {
-                index,
-                stored: self.snapshot_metadata.index,
-            });
-        }
-        let term = self.term_of(index)?;
-        let mut metadata = SnapshotMetadata::default();
-        metadata.set_index(index);
-        metadata.set_term(term);
-        metadata.set_conf_state(conf_state.clone());
-        let transaction = begin_durable_write(&self.database)?;
-        {
-            let mut meta = transaction.open_table(META_TABLE).map_err(db_error)?;
-            Self::write_snapshot(&mut meta, &metadata, &data)?;
-        }
-        transaction.commit().map_err(db_error)?;
-        self.snapshot_metadata = metadata;
-        Ok(())
-    }
-
-    /// Removes log entries up to and including `upto`, which the stored snapshot must cover.
-    pub fn compact(&mut self, upto: u64) -> Result<(), StorageError> {
-        if upto <= self.compacted_index {
-            return Ok(());
-        }
-        if upto > self.snapshot_metadata.index {
-            return Err(StorageError::CompactBeyondSnapshot {
-                upto,
-                snapshot_index: self.snapshot_metadata.index,
-            });
-        }
-        let term = self.term_of(upto)?;
-        let transaction = begin_durable_write(&self.database)?;
-        {
-            let mut log = transaction.open_table(LOG_TABLE).map_err(db_error)?;
-            log.retain_in(..=upto, |_, _| false).map_err(db_error)?;
-            let mut meta = transaction.open_table(META_TABLE).map_err(db_error)?;
-            meta.insert(KEY_COMPACTED, encode_pair(upto, term).as_slice())
-                .map_err(db_error)?;
-        }
-        transaction.commit().map_err(db_error)?;
-        self.compacted_index = upto;
-        self.compacted_term = term;
-        self.last_index = self.last_index.max(upto);
-        Ok(())
-    }
-
-    fn write_snapshot(
-        meta: &mut redb::Table<&str, &[u8]>,
-        metadata: &SnapshotMetadata,
-        data: &[u8],
-    ) -> Result<(), StorageError> {
-        meta.insert(KEY_SNAPSHOT_METADATA, metadata.write_to_bytes()?.as_slice())
-            .map_err(db_error)?;
-        meta.insert(KEY_SNAPSHOT_DATA, data).map_err(db_error)?;
-        Ok(())
-    }
-
     fn first_log_index(&self) -> u64 {
         self.compacted_index + 1
     }
@@ -571,78 +336,6 @@ impl RedbStorage {
             return Err(corrupt("log", format!("entries {range:?} missing")));
         }
         Ok(entries)
-    }
-}
-
-fn begin_durable_write(database: &Database) -> Result<WriteTransaction, StorageError> {
-    let mut transaction = database.begin_write().map_err(db_error)?;
-    transaction
-        .set_durability(Durability::Immediate)
-        .map_err(db_error)?;
-    Ok(transaction)
-}
-
-fn to_raft_error(error: StorageError) -> raft::Error {
-    raft::Error::Store(raft::StorageError::Other(Box::new(error)))
-}
-
-impl raft::Storage for RedbStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState {
-            hard_state: self.hard_state.clone(),
-            conf_state: self.conf_state.clone(),
-        })
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        if low <= self.compacted_index {
-            return Err(raft::Error::Store(raft::StorageError::Compacted));
-        }
-        if high > self.last_index + 1 {
-            return Err(raft::Error::Store(raft::StorageError::Unavailable));
-        }
-        let max_size = max_size.into().filter(|&max| max != raft::NO_LIMIT);
-        self.read_entries(low..high, max_size)
-            .map_err(to_raft_error)
-    }
-
-    fn term(&self, index: u64) -> raft::Result<u64> {
-        if index < self.compacted_index {
-            return Err(raft::Error::Store(raft::StorageError::Compacted));
-        }
-        if index > self.last_index {
-            return Err(raft::Error::Store(raft::StorageError::Unavailable));
-        }
-        self.term_of(index).map_err(to_raft_error)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.first_log_index())
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.last_index)
-    }
-
-    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are made as the state machine applies. When the stored one is too old, or
-        // predates the configuration that added the recipient (which would refuse it), ask the
-        // replica for a fresh one; raft retries on the follower's next heartbeat response.
-        let members = self.snapshot_metadata.get_conf_state();
-        let includes_recipient = members.voters.contains(&to) || members.learners.contains(&to);
-        if self.snapshot_metadata.index < request_index || !includes_recipient {
-            self.snapshot_wanted.store(true, Ordering::Relaxed);
-            return Err(raft::Error::Store(
-                raft::StorageError::SnapshotTemporarilyUnavailable,
-            ));
-        }
-        self.read_snapshot().map_err(to_raft_error)
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::consensus::SimDisk;
+use raft::GetEntriesContext;
 use raft::Storage as _;
 
 fn entry(index: u64, term: u64) -> Entry {

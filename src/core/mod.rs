@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`assignment`]: a node's assignment set: computed from the store for the leader, and the
+//!   worker's replica plan and orphan sweep over it.
 //! - [`ids`]: 25-character base36 IDs and name / ID / prefix resolution.
 //! - [`model`]: nodes, services, tasks, the task state machine, the cluster record.
 //! - [`spec`]: the service spec, constraints, restart policy, CLI value parsers, validation.
@@ -20,6 +22,7 @@
 //! - [`events`]: the one road of applied changes to watchers, with Raft indexes and gaps.
 //! - [`error`]: [`CoreError`], the one error type of this layer.
 
+pub mod assignment;
 pub mod clock;
 pub mod control_plan;
 pub mod error;

@@ -136,8 +136,8 @@ mod tests {
     use crate::core::{spec::ServiceSpec, testkit};
     use crate::net::control::{ControlReply, ControlRequest, NodeView, TaskView};
     use crate::net::message::{
-        AssignmentSet, ChaosRequest, ErrorKind, Heartbeat, HeartbeatAck, JoinAccepted, JoinRequest,
-        NodeDescription, RaftEnvelope, WireError,
+        AssignmentSet, ChaosKind, ChaosRequest, ErrorKind, Heartbeat, HeartbeatAck, JoinAccepted,
+        JoinRequest, NodeDescription, RaftEnvelope, WireError,
     };
     use crate::net::tls::Role;
 
@@ -219,7 +219,10 @@ mod tests {
                 }
             ])),
             proptest::option::of(".*").prop_map(|leader_addr| Message::NotLeader { leader_addr }),
-            (".*", proptest::option::of(".*"))
+            (
+                proptest::sample::select(ChaosKind::ALL.to_vec()),
+                proptest::option::of(".*")
+            )
                 .prop_map(|(kind, id)| Message::Chaos(ChaosRequest::KillActor { kind, id })),
             Just(Message::Ack),
         ]

@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::model::Task;
+// The set is a core type (its rules live beside it); it travels as is.
+pub use crate::core::assignment::AssignmentSet;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::control::{ControlReply, ControlRequest};
 
@@ -103,15 +104,6 @@ impl std::fmt::Debug for RoleChange {
     }
 }
 
-/// Every task a worker should know about: running ones and ones it must stop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignmentSet {
-    /// Increases with every change, per leader term.
-    pub version: u64,
-    /// The tasks, with their desired states.
-    pub tasks: Vec<Task>,
-}
-
 /// Chaos commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChaosRequest {
@@ -119,7 +111,7 @@ pub enum ChaosRequest {
     /// `dispatcher`, `scheduler`, `orchestrator`, `raft`.
     KillActor {
         /// Which kind of actor.
-        kind: String,
+        kind: ChaosKind,
         /// Which one, where the kind needs it.
         id: Option<String>,
     },
@@ -130,6 +122,90 @@ pub enum ChaosRequest {
         /// The rule, or `None` to clear it.
         rule: Option<crate::net::fault::FaultRule>,
     },
+}
+
+/// The kinds of actor `chaos kill-actor` can stop, parsed once where the words come in (the
+/// CLI), so nodes match on the kind instead of comparing strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChaosKind {
+    /// One replica actor on a worker (ID = task ID).
+    Replica,
+    /// One service actor of the leader's orchestrator (ID = service name or ID).
+    Service,
+    /// The worker actor.
+    Worker,
+    /// The dispatcher (leader only).
+    Dispatcher,
+    /// The scheduler (leader only).
+    Scheduler,
+    /// The orchestrator (leader only).
+    Orchestrator,
+    /// The Raft actor (managers).
+    Raft,
+}
+
+/// A word that names no [`ChaosKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown actor kind {found:?} (valid kinds: {})", ChaosKind::NAMES.join(", "))]
+pub struct UnknownChaosKind {
+    /// The word given.
+    pub found: String,
+}
+
+impl ChaosKind {
+    /// Every kind, in the order the CLI lists them.
+    pub const ALL: [ChaosKind; 7] = [
+        ChaosKind::Replica,
+        ChaosKind::Service,
+        ChaosKind::Worker,
+        ChaosKind::Dispatcher,
+        ChaosKind::Scheduler,
+        ChaosKind::Orchestrator,
+        ChaosKind::Raft,
+    ];
+
+    /// The words of [`ChaosKind::ALL`], as the CLI accepts them.
+    pub const NAMES: [&'static str; 7] = [
+        "replica",
+        "service",
+        "worker",
+        "dispatcher",
+        "scheduler",
+        "orchestrator",
+        "raft",
+    ];
+
+    /// The word for this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChaosKind::Replica => "replica",
+            ChaosKind::Service => "service",
+            ChaosKind::Worker => "worker",
+            ChaosKind::Dispatcher => "dispatcher",
+            ChaosKind::Scheduler => "scheduler",
+            ChaosKind::Orchestrator => "orchestrator",
+            ChaosKind::Raft => "raft",
+        }
+    }
+}
+
+impl std::fmt::Display for ChaosKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ChaosKind {
+    type Err = UnknownChaosKind;
+
+    fn from_str(word: &str) -> Result<Self, Self::Err> {
+        ChaosKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == word)
+            .ok_or_else(|| UnknownChaosKind {
+                found: word.to_string(),
+            })
+    }
 }
 
 /// A joining node's request for a certificate.
@@ -275,5 +351,30 @@ impl Message {
             Message::Ack => "ack",
             Message::Error(_) => "error",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_chaos_kind_parses_from_its_own_word() {
+        for (kind, name) in ChaosKind::ALL.into_iter().zip(ChaosKind::NAMES) {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(name.parse::<ChaosKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn an_unknown_chaos_kind_names_the_valid_ones() {
+        let error = "tracer".parse::<ChaosKind>().expect_err("not a kind");
+        assert_eq!(
+            error.to_string(),
+            "unknown actor kind \"tracer\" (valid kinds: replica, service, worker, dispatcher, \
+             scheduler, orchestrator, raft)"
+        );
+        assert!("Worker".parse::<ChaosKind>().is_err(), "words are exact");
     }
 }

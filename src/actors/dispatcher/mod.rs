@@ -22,13 +22,12 @@ use crate::actors::environment::NodeEnvironment;
 use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
 use crate::actors::transport::SendMessage;
 use crate::consensus::store_machine::SharedStore;
+use crate::core::assignment::{assignment_set, assignment_version};
 use crate::core::events::{Delivery, EventCursor};
-use crate::core::model::{NodeRole, NodeStatus, Task};
+use crate::core::model::{NodeRole, NodeStatus};
 use crate::core::sessions::{self, NodeSessions, SessionCheck, MISSED_HEARTBEATS_DOWN};
 use crate::core::store::{Command, Event, Store, TaskStatusUpdate};
-use crate::net::message::{
-    AssignmentSet, ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError,
-};
+use crate::net::message::{ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError};
 
 use credentials::RoleChanges;
 
@@ -181,30 +180,6 @@ impl DispatcherActor {
             message: WireMessage::Assignments(set),
         });
     }
-}
-
-/// Every task a node must know of: those placed on it that have not finished. The version is a
-/// digest of the tasks and their desired states, so equal sets have equal versions on any
-/// leader.
-pub fn assignment_set(store: &Store, node_id: &str) -> AssignmentSet {
-    AssignmentSet {
-        version: assignment_version(store, node_id),
-        tasks: live_tasks_of(store, node_id).cloned().collect(),
-    }
-}
-
-/// The version [`assignment_set`] would carry: the store's per-node digest, kept on apply (every
-/// heartbeat compares it; visiting the node's tasks each time was the leader's largest CPU
-/// cost at 1,500 nodes).
-pub fn assignment_version(store: &Store, node_id: &str) -> u64 {
-    store.assignment_digest(node_id).max(1)
-}
-
-fn live_tasks_of<'s>(store: &'s Store, node_id: &str) -> impl Iterator<Item = &'s Task> {
-    store
-        .tasks_of_node(node_id)
-        .into_iter()
-        .filter(|task| !task.status.state.is_terminal())
 }
 
 impl Actor for DispatcherActor {

@@ -1,0 +1,146 @@
+//! Routing: which actor each inbound wire message goes to, and what this node refuses
+//! (manager traffic on a worker, leader traffic on a follower, chaos when disabled).
+
+use actix::prelude::*;
+
+use super::chaos::CHAOS_DISABLED;
+use super::NodeActor;
+use crate::actors::control::{Admit, Control};
+use crate::actors::dispatcher::{NodeHeartbeat, NodeTaskStatuses};
+use crate::actors::raft::StepRaft;
+use crate::actors::worker::ApplyAssignments;
+use crate::core::model::NodeRole;
+use crate::net::message::{ErrorKind, Message as WireMessage, WireError};
+use crate::net::tls::Role;
+use crate::net::transport::Inbound;
+
+/// The exact refusal of SPEC §2 for control commands sent to a worker.
+pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
+
+impl NodeActor {
+    fn not_leader(&self) -> WireMessage {
+        WireMessage::NotLeader {
+            leader_addr: self.leadership.as_ref().and_then(|l| l.leader_addr.clone()),
+        }
+    }
+
+    pub(super) fn route(&mut self, inbound: Inbound) -> ResponseFuture<Option<WireMessage>> {
+        let error = |kind, text: &str| {
+            let reply = Some(WireMessage::Error(WireError::new(kind, text)));
+            Box::pin(async move { reply }) as ResponseFuture<Option<WireMessage>>
+        };
+        let ready = |reply: Option<WireMessage>| {
+            Box::pin(async move { reply }) as ResponseFuture<Option<WireMessage>>
+        };
+        let from = inbound.from.clone();
+        let remote = inbound.remote;
+        let expects_reply = inbound.expects_reply;
+        match inbound.message {
+            WireMessage::Ping { nonce, payload } => {
+                ready(Some(WireMessage::Pong { nonce, payload }))
+            }
+            WireMessage::Raft(envelope) => {
+                let Some(manager) = &self.manager else {
+                    return error(ErrorKind::NotManager, NOT_A_MANAGER);
+                };
+                // Queued at once, in arrival order (the ordered channel's order must survive).
+                // Snapshots come as requests: the sender must learn they arrived.
+                let raft = manager.raft.clone();
+                if !expects_reply {
+                    raft.do_send(StepRaft { envelope, remote });
+                    return ready(None);
+                }
+                Box::pin(async move {
+                    let stepped = raft.send(StepRaft { envelope, remote }).await.is_ok();
+                    stepped.then_some(WireMessage::Ack)
+                })
+            }
+            WireMessage::Control(request) | WireMessage::Forwarded(request) => {
+                let Some(manager) = &self.manager else {
+                    return error(ErrorKind::NotManager, NOT_A_MANAGER);
+                };
+                let control = manager.control.clone();
+                Box::pin(async move {
+                    Some(match control.send(Control { request }).await {
+                        Ok(Ok(reply)) => WireMessage::ControlReply(reply),
+                        Ok(Err(error)) => WireMessage::Error(error),
+                        Err(e) => {
+                            WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string()))
+                        }
+                    })
+                })
+            }
+            WireMessage::Join(request) => {
+                let Some(manager) = &self.manager else {
+                    return error(ErrorKind::NotManager, NOT_A_MANAGER);
+                };
+                let control = manager.control.clone();
+                Box::pin(async move {
+                    Some(match control.send(Admit { request }).await {
+                        Ok(Ok(accepted)) => WireMessage::JoinAccepted(accepted),
+                        Ok(Err(error)) => WireMessage::Error(error),
+                        Err(e) => {
+                            WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string()))
+                        }
+                    })
+                })
+            }
+            WireMessage::Heartbeat(heartbeat) => {
+                let (Some(dispatcher), Some(peer)) = (&self.dispatcher, from) else {
+                    return ready(Some(self.not_leader()));
+                };
+                let role = if peer.role == Role::Manager {
+                    NodeRole::Manager
+                } else {
+                    NodeRole::Worker
+                };
+                let dispatcher = dispatcher.clone();
+                Box::pin(async move {
+                    let beat = NodeHeartbeat {
+                        node_id: peer.node_id,
+                        role,
+                        heartbeat,
+                    };
+                    Some(match dispatcher.send(beat).await {
+                        Ok(Ok(ack)) => WireMessage::HeartbeatAck(ack),
+                        Ok(Err(error)) => WireMessage::Error(error),
+                        Err(_) => WireMessage::NotLeader { leader_addr: None },
+                    })
+                })
+            }
+            WireMessage::TaskStatuses(updates) => {
+                let (Some(dispatcher), Some(peer)) = (&self.dispatcher, from) else {
+                    return ready(Some(self.not_leader()));
+                };
+                let dispatcher = dispatcher.clone();
+                Box::pin(async move {
+                    let report = NodeTaskStatuses {
+                        node_id: peer.node_id,
+                        updates,
+                    };
+                    Some(match dispatcher.send(report).await {
+                        Ok(Ok(())) => WireMessage::Ack,
+                        Ok(Err(error)) => WireMessage::Error(error),
+                        Err(_) => WireMessage::NotLeader { leader_addr: None },
+                    })
+                })
+            }
+            WireMessage::Assignments(set) => {
+                if let Some(worker) = &self.worker {
+                    worker.do_send(ApplyAssignments(set));
+                }
+                ready(None)
+            }
+            WireMessage::Chaos(request) => {
+                if !self.chaos_enabled {
+                    return error(ErrorKind::Forbidden, CHAOS_DISABLED);
+                }
+                ready(Some(self.chaos(request)))
+            }
+            other => {
+                let text = format!("{} is not a request", other.kind_name());
+                error(ErrorKind::BadRequest, &text)
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `flotilla node ...`: one control request each, and what is printed for the answer.
+
+use flotilla::client::render;
+use flotilla::client::{Client, ClientError};
+use flotilla::core::model::NodeRole;
+use flotilla::net::control::{ControlReply, ControlRequest};
+
+use crate::args::NodeCommand;
+use crate::now_ms;
+
+pub(crate) async fn node(client: &Client, command: NodeCommand) -> Result<(), ClientError> {
+    match command {
+        NodeCommand::Ls { format } => match client.control(ControlRequest::NodeList).await? {
+            ControlReply::Nodes(nodes) => print!("{}", render::nodes(&nodes, format.into())),
+            other => return Err(ClientError::unexpected(other)),
+        },
+        NodeCommand::Ps {
+            node,
+            format,
+            no_trunc,
+        } => match client.control(ControlRequest::NodeTasks { node }).await? {
+            ControlReply::Tasks(tasks) => print!(
+                "{}",
+                render::tasks(&tasks, format.into(), no_trunc, now_ms())
+            ),
+            other => return Err(ClientError::unexpected(other)),
+        },
+        NodeCommand::Inspect { nodes } => match client
+            .control(ControlRequest::NodeInspect { nodes })
+            .await?
+        {
+            ControlReply::NodeDetails(nodes) => println!("{}", render::json(&nodes)),
+            other => return Err(ClientError::unexpected(other)),
+        },
+        NodeCommand::Update {
+            availability,
+            label_add,
+            label_rm,
+            node,
+        } => {
+            let request = ControlRequest::NodeUpdate {
+                node: node.clone(),
+                availability,
+                labels_add: label_add.into_iter().collect(),
+                labels_rm: label_rm,
+            };
+            client.control(request).await?;
+            println!("{node}");
+        }
+        NodeCommand::Promote { nodes } | NodeCommand::Demote { nodes } if nodes.is_empty() => {}
+        NodeCommand::Promote { nodes } => {
+            client
+                .control(ControlRequest::NodeSetRole {
+                    nodes: nodes.clone(),
+                    role: NodeRole::Manager,
+                })
+                .await?;
+            for node in nodes {
+                println!("Node {node} promoted to a manager in the swarm.");
+            }
+        }
+        NodeCommand::Demote { nodes } => {
+            client
+                .control(ControlRequest::NodeSetRole {
+                    nodes: nodes.clone(),
+                    role: NodeRole::Worker,
+                })
+                .await?;
+            for node in nodes {
+                println!("Manager {node} demoted in the swarm.");
+            }
+        }
+        NodeCommand::Rm { force, nodes } => {
+            client
+                .control(ControlRequest::NodeRemove {
+                    nodes: nodes.clone(),
+                    force,
+                })
+                .await?;
+            for node in nodes {
+                println!("{node}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! `Store::check`: whether a command may apply to the current state (nothing changes).
+
+use std::collections::BTreeSet;
+
+use super::Command;
+use crate::core::error::CoreError;
+use crate::core::model::{Meta, NodeRole, NodeStatus, TaskState};
+use crate::core::spec::ServiceMode;
+use crate::core::store::Store;
+
+fn not_found(kind: &'static str, id: &str) -> CoreError {
+    CoreError::NotFound {
+        kind,
+        query: id.to_string(),
+    }
+}
+
+fn check_version(
+    kind: &'static str,
+    id: &str,
+    meta: &Meta,
+    expected: Option<u64>,
+) -> Result<(), CoreError> {
+    match expected {
+        Some(expected) if expected != meta.version => Err(CoreError::VersionMismatch {
+            kind,
+            id: id.to_string(),
+            expected,
+            found: meta.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    /// Validates a command against the current state without changing anything; run by the
+    /// leader before proposing and again by [`Store::apply`] on every replica.
+    pub fn check(&self, command: &Command) -> Result<(), CoreError> {
+        match command {
+            Command::InitCluster(_) => match self.cluster {
+                Some(_) => Err(CoreError::AlreadyInitialized),
+                None => Ok(()),
+            },
+            Command::RotateJoinSecret { secret, .. } => {
+                if self.cluster.is_none() {
+                    return Err(CoreError::NotInitialized);
+                }
+                if secret.is_empty() {
+                    return Err(CoreError::InvalidCommand("empty join secret".into()));
+                }
+                Ok(())
+            }
+            Command::UpsertNode(node) => {
+                if node.id.is_empty() {
+                    return Err(CoreError::InvalidCommand("node without ID".into()));
+                }
+                Ok(())
+            }
+            Command::UpdateNodeStatus { node_id, .. } => self
+                .node(node_id)
+                .map(|_| ())
+                .ok_or_else(|| not_found("node", node_id)),
+            Command::UpdateNodeSpec(update) => {
+                let node = self
+                    .node(&update.node_id)
+                    .ok_or_else(|| not_found("node", &update.node_id))?;
+                check_version("node", &node.id, &node.meta, update.expected_version)?;
+                if update.labels_add.keys().any(String::is_empty) {
+                    return Err(CoreError::InvalidCommand("empty label key".into()));
+                }
+                Ok(())
+            }
+            Command::RemoveNode { node_id, force } => {
+                let node = self
+                    .node(node_id)
+                    .ok_or_else(|| not_found("node", node_id))?;
+                if node.role == NodeRole::Manager {
+                    return Err(CoreError::InvalidCommand(format!(
+                        "node {node_id} is a cluster manager; demote it before removal"
+                    )));
+                }
+                if !force && node.status != NodeStatus::Down {
+                    return Err(CoreError::NodeNotDown(node_id.clone()));
+                }
+                Ok(())
+            }
+            Command::CreateService(service) => {
+                if service.id.is_empty() {
+                    return Err(CoreError::InvalidCommand("service without ID".into()));
+                }
+                if self.services.contains_key(&service.id) {
+                    return Err(CoreError::AlreadyExists {
+                        kind: "service",
+                        id: service.id.clone(),
+                    });
+                }
+                if self.index.service_by_name.contains_key(&service.spec.name) {
+                    return Err(CoreError::NameInUse(service.spec.name.clone()));
+                }
+                service.spec.validate()
+            }
+            Command::UpdateService {
+                service_id,
+                spec,
+                expected_version,
+            } => {
+                let service = self
+                    .service(service_id)
+                    .ok_or_else(|| not_found("service", service_id))?;
+                check_version("service", service_id, &service.meta, *expected_version)?;
+                spec.validate()?;
+                let was_global = service.spec.mode == ServiceMode::Global;
+                if was_global != (spec.mode == ServiceMode::Global) {
+                    return Err(CoreError::InvalidCommand(
+                        "a service's mode can't be changed".into(),
+                    ));
+                }
+                match self.index.service_by_name.get(&spec.name) {
+                    Some(owner) if owner != service_id => {
+                        Err(CoreError::NameInUse(spec.name.clone()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Command::RemoveService { service_id } => self
+                .service(service_id)
+                .map(|_| ())
+                .ok_or_else(|| not_found("service", service_id)),
+            Command::CreateTasks(tasks) => {
+                let mut seen = BTreeSet::new();
+                for task in tasks {
+                    if task.id.is_empty()
+                        || self.tasks.contains_key(&task.id)
+                        || !seen.insert(&task.id)
+                    {
+                        return Err(CoreError::AlreadyExists {
+                            kind: "task",
+                            id: task.id.clone(),
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Command::SetTaskDesiredStates(items) => {
+                match items.iter().find(|(_, state)| *state < TaskState::Running) {
+                    Some((id, state)) => Err(CoreError::InvalidCommand(format!(
+                        "desired state {} for task {id}",
+                        state.as_str()
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            Command::AssignTasks(_)
+            | Command::UpdateTaskStatuses(_)
+            | Command::RemoveTasks(_)
+            | Command::SetPendingReasons(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The composition root: the actors of one node, created and wired together. Every start
+//! (`init`, `join`, `start`, hollow nodes) ends here.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::actors::control::ControlActor;
+use crate::actors::environment::NodeEnvironment;
+use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
+use crate::actors::raft::{RaftActor, RaftWiring};
+use crate::actors::transport::TransportActor;
+use crate::actors::worker::{AttachRuntime, WorkerActor};
+use crate::consensus::store_machine::{raft_id_of, StoreMachine};
+use crate::consensus::{RaftReplica, RedbStorage};
+use crate::net::message::NodeDescription;
+use crate::net::tls::{Credentials, Role};
+use crate::net::transport::{Transport, TransportConfig};
+use crate::node::daemon::{DaemonError, RunningNode};
+use crate::node::raft_start::{replica_config, ManagerStart};
+use crate::node::role_restart::RoleRestarter;
+use crate::node::settings::machine_resources;
+use crate::node::state::{NodeSettings, RAFT_FILE};
+use crate::runtime::sim::SimRuntime;
+use crate::runtime::{ContainerRuntime, RuntimeChoice};
+
+async fn select_runtime(
+    settings: &NodeSettings,
+    state_dir: &Path,
+) -> Result<(Arc<dyn ContainerRuntime>, Option<Arc<SimRuntime>>), DaemonError> {
+    if settings.runtime == "sim" {
+        let sim = Arc::new(SimRuntime::new(
+            &settings.node_id,
+            settings.sim_task_start_ms,
+        ));
+        return Ok((sim.clone(), Some(sim)));
+    }
+    let choice: RuntimeChoice = settings
+        .runtime
+        .parse()
+        .map_err(|e: crate::runtime::RuntimeError| DaemonError::StateDir(e.to_string()))?;
+    let runtime = crate::runtime::select(choice, &settings.node_id, state_dir)
+        .await
+        .map_err(|e| DaemonError::Cluster(format!("container runtime: {e}")))?;
+    Ok((runtime, None))
+}
+
+/// The clock and seed a node's actors are given: the system clock, and `FLOTILLA_SEED` when
+/// set (a replayable run), else a seed from the operating system.
+fn node_environment() -> NodeEnvironment {
+    let seed = std::env::var("FLOTILLA_SEED")
+        .ok()
+        .and_then(|value| value.trim().parse().ok());
+    NodeEnvironment::system(seed)
+}
+
+/// Starts every actor of the node described by `settings`; `manager` is its Raft replica, on
+/// managers.
+pub(crate) async fn run(
+    settings: NodeSettings,
+    state_dir: &Path,
+    credentials: Credentials,
+    manager: Option<ManagerStart>,
+    enable_chaos: bool,
+) -> Result<RunningNode, DaemonError> {
+    let (runtime, sim) = select_runtime(&settings, state_dir).await?;
+    let engine_version = match runtime.version().await {
+        Ok(version) => version,
+        Err(_) => runtime.kind().to_string(),
+    };
+    let listen: SocketAddr = settings.listen.parse().map_err(|_| {
+        DaemonError::StateDir(format!(
+            "listen address {:?} is not host:port",
+            settings.listen
+        ))
+    })?;
+    let heartbeat = Duration::from_millis(settings.heartbeat_ms.max(10));
+    let environment = node_environment();
+    // The node actor must exist before the endpoint (which delivers to it), and the endpoint
+    // before the actors that send: create the context first, start the actor last.
+    let node_context = Context::<NodeActor>::new();
+    let node_address = node_context.address();
+    let transport = Transport::bind(
+        TransportConfig {
+            listen,
+            credentials,
+        },
+        node_address.clone().recipient(),
+    )?;
+    let transport_actor = TransportActor::new(transport.clone()).start();
+    let store_handle = manager.as_ref().map(|(_, store, _)| store.clone());
+    let (manager_parts, raft) = match manager {
+        Some((replica, store, events)) => {
+            let mut peers = HashMap::new();
+            if let Ok(addr) = settings.advertise_addr.parse() {
+                peers.insert(raft_id_of(&settings.node_id), addr);
+            }
+            let reopen_dir = state_dir.to_path_buf();
+            let (reopen_store, reopen_events) = (store.clone(), events.clone());
+            let raft_id = raft_id_of(&settings.node_id);
+            let reopen = move || {
+                let storage =
+                    RedbStorage::open(reopen_dir.join(RAFT_FILE)).map_err(|e| e.to_string())?;
+                let machine = StoreMachine::new(reopen_store.clone(), reopen_events.clone());
+                RaftReplica::restart(replica_config(raft_id), storage, machine)
+                    .map_err(|e| e.to_string())
+            };
+            let tick = Duration::from_millis(settings.raft_tick_ms.max(1));
+            let (raft_transport, raft_requests) =
+                (transport.clone(), transport_actor.clone().recipient());
+            let raft_store = store.clone();
+            let raft_environment = environment.clone();
+            // Its own thread: persisting a Ready waits for the disk (fdatasync), and the
+            // transport, the dispatcher's heartbeats and the CLI must not wait with it.
+            let raft_thread = Arbiter::new();
+            let raft = Supervisor::start_in_arbiter(&raft_thread.handle(), move |_| {
+                RaftActor::new(
+                    replica,
+                    Box::new(reopen),
+                    RaftWiring {
+                        store: raft_store,
+                        events,
+                        transport: raft_transport,
+                        requests: raft_requests,
+                        tick_period: tick,
+                        peers,
+                        environment: raft_environment,
+                    },
+                )
+            });
+            let control = ControlActor::new(
+                settings.node_id.clone(),
+                store.clone(),
+                raft.clone(),
+                transport_actor.clone().recipient(),
+                environment.rng("control/ids"),
+            )
+            .start();
+            (
+                Some(ManagerParts {
+                    raft: raft.clone(),
+                    control,
+                    store,
+                    environment: environment.clone(),
+                }),
+                Some(raft),
+            )
+        }
+        None => (None, None),
+    };
+    node_context.run(NodeActor::new(manager_parts, heartbeat, enable_chaos));
+    node_address.do_send(AttachTransport {
+        transport: transport.clone(),
+        sender: transport_actor.clone().recipient(),
+    });
+    let mut managers: Vec<SocketAddr> = settings
+        .manager_addrs
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if settings.role == Role::Manager {
+        if let Ok(own) = settings.advertise_addr.parse() {
+            managers.insert(0, own);
+        }
+    }
+    let description = NodeDescription {
+        hostname: settings.hostname.clone(),
+        addr: settings.advertise_addr.clone(),
+        engine_version,
+        resources: machine_resources(),
+        labels: settings.labels.iter().cloned().collect(),
+    };
+    let requests = transport_actor.recipient();
+    let worker_state = state_dir.to_path_buf();
+    // The worker reports a promotion or demotion; restarting the process is this layer's job.
+    let role_changes = RoleRestarter::new(state_dir.to_path_buf())
+        .start()
+        .recipient();
+    let worker = Supervisor::start(move |_| {
+        WorkerActor::new(description, managers, requests, heartbeat, worker_state)
+            .with_role_changes(role_changes)
+    });
+    worker.do_send(AttachRuntime(runtime));
+    node_address.do_send(AttachWorker(worker.clone()));
+    Ok(RunningNode {
+        settings,
+        transport,
+        raft,
+        worker,
+        store: store_handle,
+        sim,
+    })
+}

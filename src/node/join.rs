@@ -1,0 +1,95 @@
+//! `flotilla-node join`: a certificate from a manager of an existing cluster, then the node.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::net::message::{JoinRequest, Message as WireMessage};
+use crate::net::tls::{self, Credentials, Role};
+use crate::net::token::{self, JoinToken};
+use crate::net::transport;
+use crate::node::compose::run;
+use crate::node::daemon::{DaemonError, NodeOptions, RunningNode};
+use crate::node::raft_start::{start_replica, RaftStart};
+use crate::node::settings::{create_state_dir, machine_hostname, refuse_existing, settings_from};
+use crate::node::state::{self, CREDENTIALS_FILE, NODE_FILE};
+
+/// Joins the cluster at `manager` with `token_text`, writes the state directory, and starts.
+pub async fn join(
+    options: NodeOptions,
+    token_text: &str,
+    manager: SocketAddr,
+) -> Result<RunningNode, DaemonError> {
+    refuse_existing(&options.state_dir)?;
+    let token = JoinToken::parse(token_text)?;
+    let (key_pem, csr_der) = tls::generate_request()?;
+    let (client_config, verifier) = tls::pinned_client_config(token.ca_digest)?;
+    let hostname = options.hostname.clone().unwrap_or_else(machine_hostname);
+    let advertise = options.advertise_addr.unwrap_or(options.listen);
+    let request = WireMessage::Join(JoinRequest {
+        secret: token.secret.clone(),
+        csr_der,
+        hostname,
+        advertise_addr: advertise.to_string(),
+    });
+    let bind: SocketAddr = SocketAddr::new(options.listen.ip(), 0);
+    let reply = transport::request_with(
+        bind,
+        client_config,
+        manager,
+        request,
+        Duration::from_secs(10),
+    )
+    .await;
+    if verifier.saw_mismatch() {
+        return Err(token::TokenError::CaMismatch.into());
+    }
+    let accepted = match reply {
+        Ok(WireMessage::JoinAccepted(accepted)) => accepted,
+        Ok(other) => {
+            return Err(DaemonError::Cluster(format!(
+                "unexpected answer to join: {}",
+                other.kind_name()
+            )))
+        }
+        Err(transport::TransportError::Remote(error)) => {
+            return Err(DaemonError::Cluster(error.message))
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let credentials = Credentials {
+        cert_pem: accepted.cert_pem,
+        key_pem,
+        ca_pem: accepted.ca_pem,
+    };
+    let identity = credentials.identity()?;
+    if identity.node_id != accepted.node_id || identity.role != accepted.role {
+        return Err(DaemonError::Cluster(
+            "the certificate does not match the join answer".into(),
+        ));
+    }
+    let mut managers = accepted.manager_addrs;
+    if !managers.contains(&manager.to_string()) {
+        managers.push(manager.to_string());
+    }
+    let settings = settings_from(&options, accepted.node_id, accepted.role, managers);
+    create_state_dir(&options.state_dir)?;
+    state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
+    let manager_parts = if accepted.role == Role::Manager {
+        Some(start_replica(
+            &options.state_dir,
+            &settings.node_id,
+            RaftStart::Join,
+        )?)
+    } else {
+        None
+    };
+    state::write_toml(&options.state_dir.join(NODE_FILE), &settings)?;
+    run(
+        settings,
+        &options.state_dir,
+        credentials,
+        manager_parts,
+        options.enable_chaos,
+    )
+    .await
+}
