@@ -24,8 +24,6 @@ mod network;
 mod planning;
 #[path = "cluster_sim/sim.rs"]
 mod sim;
-#[path = "cluster_sim/standins.rs"]
-mod standins;
 #[path = "cluster_sim/worker.rs"]
 mod worker;
 

@@ -10,7 +10,6 @@ use flotilla::core::store::Store;
 use crate::admin::Outcome;
 use crate::messages::AdminOp;
 use crate::sim::{SimResult, Simulation, HEARTBEAT_PERIOD_MS, STABLE_MS};
-use crate::standins;
 
 /// KNOWN PRODUCT BUG (found by this simulation, seed 23): the dispatcher's heartbeat refresh
 /// proposes `UpsertNode` with the whole record as it read it, so an admin's `node update`
@@ -164,7 +163,7 @@ impl Simulation {
             }
             if !worker.authoritative
                 || worker.assignments.version
-                    != standins::assignment_version(&store, &worker.node_id)
+                    != flotilla::core::assignment::assignment_version(&store, &worker.node_id)
             {
                 return Err(format!(
                     "worker {} holds a stale assignment set",

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use flotilla::core::assignment::{assignment_set, assignment_version};
 use flotilla::core::model::{NodeStatus, TaskState};
 use flotilla::core::orchestrator::{reconcile_service, services_affected_by_node};
 use flotilla::core::scheduler::schedule_unassigned;
@@ -15,7 +16,6 @@ use flotilla::core::store::{Command, Event};
 use crate::manager::{worker_addr, Origin};
 use crate::messages::Payload;
 use crate::sim::{SimResult, Simulation, HEARTBEAT_PERIOD_MS};
-use crate::standins;
 
 /// Tasks placed per proposal (as the scheduler actor).
 const SCHEDULE_BATCH_MAX: usize = 10_000;
@@ -154,13 +154,13 @@ impl Simulation {
                 if store.node(&node_id).is_none() {
                     continue;
                 }
-                let version = standins::assignment_version(&store, &node_id);
+                let version = assignment_version(&store, &node_id);
                 if leader.pushed.get(&node_id) == Some(&version) {
                     continue;
                 }
                 leader.pushed.insert(node_id.clone(), version);
                 if let Some(addr) = worker_addr(&node_id) {
-                    sends.push((addr, standins::assignment_set(&store, &node_id)));
+                    sends.push((addr, assignment_set(&store, &node_id)));
                 }
             }
         }

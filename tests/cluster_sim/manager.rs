@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flotilla::consensus::store_machine::{EventQueue, Proposal, SharedStore, StoreMachine};
 use flotilla::consensus::{RaftReplica, RedbStorage, ReplicaError, SimDisk};
+use flotilla::core::assignment::{assignment_set, assignment_version};
 use flotilla::core::events::{Delivery, EventCursor};
 use flotilla::core::model::TaskState;
 use flotilla::core::restart::RestartTracker;
@@ -18,7 +19,6 @@ use crate::messages::{AdminOp, AdminOutcome, Payload};
 use crate::network::Addr;
 use crate::planning::{description_of, plan_admin_write};
 use crate::sim::{trace, SimResult, Simulation, HEARTBEAT_PERIOD_MS, WORKER_ADDR_BASE};
-use crate::standins;
 
 /// Who waits for a proposal's result.
 #[derive(Clone, Debug)]
@@ -440,8 +440,8 @@ impl Simulation {
             return;
         };
         let refreshed = refreshed_record(node, &description_of(&node_id));
-        let current = standins::assignment_version(&store, &node_id);
-        let assignments = (current != version).then(|| standins::assignment_set(&store, &node_id));
+        let current = assignment_version(&store, &node_id);
+        let assignments = (current != version).then(|| assignment_set(&store, &node_id));
         drop(store);
         let Some(leader) = self.managers[position].leader.as_mut() else {
             return;

@@ -1,9 +1,9 @@
 //! What travels between simulated nodes. Plain data, serializable so the trace digest can
 //! cover every delivered message.
 
+use flotilla::core::assignment::AssignmentSet;
 use flotilla::core::model::Availability;
 use flotilla::core::store::TaskStatusUpdate;
-use flotilla::net::message::AssignmentSet;
 use serde::Serialize;
 
 /// An admin write, as the client asks for it (by name, as the CLI does).

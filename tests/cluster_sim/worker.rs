@@ -3,17 +3,16 @@
 //! machine crash takes them too. The last assignment set is persisted, as the worker saves
 //! `assignments.json`, and so is the knowledge that the node was removed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+use flotilla::core::assignment::{self, AssignmentSet};
 use flotilla::core::model::{Task, TaskState, TaskStatus};
 use flotilla::core::store::TaskStatusUpdate;
-use flotilla::net::message::AssignmentSet;
 use rand::Rng;
 
 use crate::messages::Payload;
 use crate::network::Addr;
 use crate::sim::{trace, SimResult, Simulation, HEARTBEAT_PERIOD_MS, MANAGERS, STEP_MS};
-use crate::standins;
 
 const HEARTBEAT_TIMEOUT_MS: u64 = 2 * HEARTBEAT_PERIOD_MS;
 const STATUS_TIMEOUT_MS: u64 = 1_000;
@@ -69,13 +68,6 @@ pub struct Worker {
     pub batch_sequence: u64,
 }
 
-fn empty_set() -> AssignmentSet {
-    AssignmentSet {
-        version: 0,
-        tasks: Vec::new(),
-    }
-}
-
 impl Worker {
     pub fn new(node_id: String, addr: Addr) -> Self {
         Self {
@@ -85,9 +77,9 @@ impl Worker {
             agent_up: false,
             restart_at_ms: None,
             removed: false,
-            persisted: empty_set(),
+            persisted: AssignmentSet::empty(),
             containers: BTreeMap::new(),
-            assignments: empty_set(),
+            assignments: AssignmentSet::empty(),
             authoritative: false,
             replicas: BTreeMap::new(),
             unsent: BTreeMap::new(),
@@ -157,7 +149,7 @@ impl Simulation {
         );
         worker.agent_up = false;
         worker.restart_at_ms = Some(now_ms + down_ms);
-        worker.assignments = empty_set();
+        worker.assignments = AssignmentSet::empty();
         worker.authoritative = false;
         worker.replicas.clear();
         worker.unsent.clear();
@@ -412,7 +404,7 @@ impl Simulation {
 
     fn apply_assignments(&mut self, position: usize, set: AssignmentSet) {
         let worker = &mut self.workers[position];
-        let changed = set.version != worker.assignments.version;
+        let changed = assignment::replaces(&worker.assignments, &set);
         worker.authoritative = true;
         if !changed {
             return;
@@ -426,14 +418,18 @@ impl Simulation {
     /// is the leader's) removes containers of tasks this node no longer has.
     pub fn reconcile_worker(&mut self, position: usize) {
         let now_ms = self.now_ms;
-        let replicas: BTreeSet<String> = self.workers[position].replicas.keys().cloned().collect();
-        let (start, retire) = standins::worker_diff(&self.workers[position].assignments, &replicas);
-        for task in start {
+        let worker = &self.workers[position];
+        let plan = assignment::plan_replicas(
+            &worker.assignments,
+            worker.replicas.keys().map(String::as_str),
+            worker.authoritative,
+        );
+        for task in plan.start {
             let delay_ms = self.rng.random_range(20..500);
-            self.start_replica(position, &task, now_ms + delay_ms);
+            self.start_replica(position, &task, plan.adopt_only, now_ms + delay_ms);
         }
         let worker = &mut self.workers[position];
-        for task_id in retire {
+        for task_id in plan.retire {
             let Some(replica) = worker.replicas.remove(&task_id) else {
                 continue;
             };
@@ -445,13 +441,12 @@ impl Simulation {
                 worker.report(now_ms, &task_id, TaskState::Shutdown, None);
             }
         }
-        if worker.authoritative {
-            let orphans: Vec<String> = worker
-                .containers
-                .keys()
-                .filter(|id| !worker.replicas.contains_key(*id))
-                .cloned()
-                .collect();
+        if plan.sweep_orphans {
+            let orphans = assignment::orphans(
+                worker.containers.keys().cloned(),
+                |id| id.as_str(),
+                |id| worker.replicas.contains_key(id),
+            );
             for task_id in orphans {
                 worker.containers.remove(&task_id);
             }
@@ -459,7 +454,13 @@ impl Simulation {
     }
 
     /// The replica actor's attach-or-start.
-    fn start_replica(&mut self, position: usize, task: &Task, running_at_ms: u64) {
+    fn start_replica(
+        &mut self,
+        position: usize,
+        task: &Task,
+        adopt_only: bool,
+        running_at_ms: u64,
+    ) {
         let now_ms = self.now_ms;
         let worker = &mut self.workers[position];
         assert_eq!(
@@ -469,7 +470,7 @@ impl Simulation {
         );
         // Until the leader has spoken, the set is the one saved before this node went down:
         // its tasks may have run already, so only re-attach to them.
-        let reattaching = !worker.authoritative || task.status.state >= TaskState::Starting;
+        let reattaching = adopt_only || task.status.state >= TaskState::Starting;
         let mut replica = Replica {
             reported_running: false,
             finished: false,
