@@ -26,7 +26,7 @@ use flotilla::actors::raft::{GetStatus, Propose, RaftActor};
 use flotilla::client::Client;
 use flotilla::core::model::{Availability, Node, NodeRole, NodeStatus, Resources};
 use flotilla::core::store::Command;
-use flotilla::net::control::{ControlReply, ControlRequest};
+use flotilla::net::admin::{AdminReply, AdminRequest};
 use flotilla::node::daemon::{self, NodeOptions, RunningNode};
 
 /// Distinct synthetic node records the proposals overwrite (keeps the store small, so the
@@ -123,13 +123,13 @@ async fn start_manager(start: Start) -> anyhow::Result<ManagerThread> {
 async fn manager_token(state_dir: &Path, host: SocketAddr) -> anyhow::Result<String> {
     let client = Client::load(&state_dir.join("client.toml"), Some(&host.to_string()))?;
     match client
-        .control(ControlRequest::JoinToken {
+        .control(AdminRequest::JoinToken {
             role: NodeRole::Manager,
             rotate: false,
         })
         .await?
     {
-        ControlReply::Token(token) => Ok(token),
+        AdminReply::Token(token) => Ok(token),
         _ => anyhow::bail!("unexpected answer to join-token"),
     }
 }

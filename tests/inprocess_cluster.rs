@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flotilla::client::Client;
 use flotilla::core::model::{Task, TaskState};
-use flotilla::net::control::{ControlReply, ControlRequest};
+use flotilla::net::admin::{AdminReply, AdminRequest};
 use flotilla::net::fault::FaultRule;
 use flotilla::node::daemon::{self, NodeOptions, RunningNode};
 
@@ -71,13 +71,13 @@ impl InProcessCluster {
             client,
         };
         let token = match cluster
-            .control(ControlRequest::JoinToken {
+            .control(AdminRequest::JoinToken {
                 role: flotilla::core::model::NodeRole::Worker,
                 rotate: false,
             })
             .await
         {
-            ControlReply::Token(token) => token,
+            AdminReply::Token(token) => token,
             other => panic!("unexpected {other:?}"),
         };
         let manager_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
@@ -108,7 +108,7 @@ impl InProcessCluster {
         self.nodes[0].store.as_ref().expect("manager store").read()
     }
 
-    async fn control(&self, request: ControlRequest) -> ControlReply {
+    async fn control(&self, request: AdminRequest) -> AdminReply {
         self.client.control(request).await.expect("control command")
     }
 
@@ -149,7 +149,7 @@ impl InProcessCluster {
     async fn create(&self, name: &str, replicas: u64) {
         let mut spec = flotilla::core::spec::ServiceSpec::new(name, "busybox");
         spec.mode = flotilla::core::spec::ServiceMode::Replicated { replicas };
-        self.control(ControlRequest::ServiceCreate { spec }).await;
+        self.control(AdminRequest::ServiceCreate { spec }).await;
         wait_until("the service converges", Duration::from_secs(10), || async {
             self.running(name).len() as u64 == replicas
         })
@@ -243,7 +243,7 @@ async fn drain_empties_a_node_and_scale_down_leaves_exactly_the_desired_count() 
     cluster.create("web", 6).await;
     let drained_id = cluster.nodes[2].settings.node_id.clone();
     cluster
-        .control(ControlRequest::NodeUpdate {
+        .control(AdminRequest::NodeUpdate {
             node: drained_id.clone(),
             availability: Some(flotilla::core::model::Availability::Drain),
             labels_add: BTreeMap::new(),
@@ -257,7 +257,7 @@ async fn drain_empties_a_node_and_scale_down_leaves_exactly_the_desired_count() 
     )
     .await;
     cluster
-        .control(ControlRequest::ServiceScale {
+        .control(AdminRequest::ServiceScale {
             targets: vec![("web".into(), 2)],
         })
         .await;
@@ -366,9 +366,7 @@ async fn a_watcher_that_misses_events_is_told_and_heals_by_reconciling() {
     for index in 0..8 {
         let mut spec = flotilla::core::spec::ServiceSpec::new(&format!("svc{index}"), "busybox");
         spec.mode = flotilla::core::spec::ServiceMode::Replicated { replicas: 2 };
-        cluster
-            .control(ControlRequest::ServiceCreate { spec })
-            .await;
+        cluster.control(AdminRequest::ServiceCreate { spec }).await;
     }
     let expected: std::collections::BTreeSet<String> =
         cluster.store().services().keys().cloned().collect();

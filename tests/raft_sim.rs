@@ -1,4 +1,4 @@
-//! Seeded, replayable simulation of Raft groups built from the real `RaftReplica` and
+//! Seeded, replayable simulation of Raft groups built from the real `RaftMember` and
 //! `RedbStorage` (on a crashable simulated disk), over a lossy, partitionable network.
 //!
 //! One `u64` seed decides everything; time is a step counter. A failing seed prints

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::actors::raft::system_now_ms;
-use crate::actors::worker::ReportStatus;
 use crate::core::model::{Task, TaskState, TaskStatus};
 use crate::core::store::TaskStatusUpdate;
 use crate::runtime::{ContainerRuntime, ContainerSpec, ExitStatus, RuntimeError};
@@ -24,6 +23,13 @@ pub const STOP_GRACE_MS: u64 = 10_000;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Retire;
+
+/// A replica reports a task status change; the worker sends it to the managers
+/// in its next batch. Declared here, where it is sent, so that the replica does not depend on
+/// the worker that supervises it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReportStatus(pub TaskStatusUpdate);
 
 /// Chaos: stop as if the actor had crashed (its supervisor restarts it).
 #[derive(Debug, Clone, Copy, Message)]

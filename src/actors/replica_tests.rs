@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::{CrashReplica, ReplicaActor, Retire};
-use crate::actors::worker::ReportStatus;
+use crate::actors::replica::ReportStatus;
 use crate::core::model::{Task, TaskState};
 use crate::core::store::TaskStatusUpdate;
 use crate::core::testkit::service;

@@ -19,7 +19,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use flotilla::client::{default_config_path, Client, ClientError};
 use flotilla::core::model::NodeRole;
-use flotilla::net::control::{ControlReply, ControlRequest};
+use flotilla::net::admin::{AdminReply, AdminRequest};
 use flotilla::net::message::{ChaosKind, ChaosRequest, Message as WireMessage};
 
 use args::{NodeCommand, ServiceCommand, SwarmCommand};
@@ -89,10 +89,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 NodeRole::Worker
             };
             let token = match client
-                .control(ControlRequest::JoinToken { role, rotate })
+                .control(AdminRequest::JoinToken { role, rotate })
                 .await?
             {
-                ControlReply::Token(token) => token,
+                AdminReply::Token(token) => token,
                 other => return Err(ClientError::unexpected(other)),
             };
             let manager = client_host(&cli.host, &config)?;
@@ -133,8 +133,8 @@ fn client_host(host: &Option<String>, config: &std::path::Path) -> Result<String
     if let Some(host) = host {
         return Ok(host.clone());
     }
-    let config: flotilla::node::state::ClientConfig =
-        flotilla::node::state::read_toml(config).map_err(|e| ClientError::Remote(e.to_string()))?;
+    let config = flotilla::net::admin::ClientConfig::load(config)
+        .map_err(|reason| ClientError::Remote(format!("{}: {reason}", config.display())))?;
     config.managers.first().cloned().ok_or(ClientError::NoHost)
 }
 

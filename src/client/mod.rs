@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::net::control::{ControlReply, ControlRequest, TaskView, TASK_PAGE_MAX};
+use crate::net::admin::ClientConfig;
+use crate::net::admin::{AdminReply, AdminRequest, TaskView, TASK_PAGE_MAX};
 use crate::net::message::Message as WireMessage;
 use crate::net::transport::{self, TransportError};
-use crate::node::state::{self, ClientConfig};
 
 /// How long one command may take (the managers answer within 5 s even without quorum).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
@@ -49,7 +49,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// The node answered a control request with a reply of the wrong kind (shown abridged).
-    pub fn unexpected(reply: ControlReply) -> Self {
+    pub fn unexpected(reply: AdminReply) -> Self {
         Self::Unexpected(format!("{reply:?}").chars().take(80).collect())
     }
 }
@@ -72,14 +72,10 @@ pub fn default_config_path() -> PathBuf {
 impl Client {
     /// Loads `config_path` and picks `host` (default: the first manager in the file).
     pub fn load(config_path: &Path, host: Option<&str>) -> Result<Self, ClientError> {
-        let config: ClientConfig =
-            state::read_toml(config_path).map_err(|e| ClientError::Config {
-                path: config_path.to_path_buf(),
-                reason: match e {
-                    state::StateError::Io { source, .. } => source.to_string(),
-                    state::StateError::Corrupt { reason, .. } => reason,
-                },
-            })?;
+        let config = ClientConfig::load(config_path).map_err(|reason| ClientError::Config {
+            path: config_path.to_path_buf(),
+            reason,
+        })?;
         let host = match host {
             Some(host) => host.to_string(),
             None => config
@@ -116,9 +112,9 @@ impl Client {
     }
 
     /// Sends a control command.
-    pub async fn control(&self, request: ControlRequest) -> Result<ControlReply, ClientError> {
+    pub async fn control(&self, request: AdminRequest) -> Result<AdminReply, ClientError> {
         match self.exchange(WireMessage::Control(request)).await? {
-            WireMessage::ControlReply(reply) => Ok(reply),
+            WireMessage::AdminReply(reply) => Ok(reply),
             other => Err(ClientError::Unexpected(other.kind_name().to_string())),
         }
     }
@@ -127,13 +123,13 @@ impl Client {
     pub async fn service_tasks(&self, services: &[String]) -> Result<Vec<TaskView>, ClientError> {
         let mut rows = Vec::new();
         loop {
-            let request = ControlRequest::ServiceTasks {
+            let request = AdminRequest::ServiceTasks {
                 services: services.to_vec(),
                 offset: rows.len() as u64,
                 limit: TASK_PAGE_MAX,
             };
             match self.control(request).await? {
-                ControlReply::TaskPage { tasks, total } => {
+                AdminReply::TaskPage { tasks, total } => {
                     let last = tasks.is_empty() || rows.len() + tasks.len() >= total as usize;
                     rows.extend(tasks);
                     if last {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::client::{Client, ClientError};
-use crate::net::control::TaskView;
+use crate::net::admin::TaskView;
 
 /// How long `service create` / `scale` show progress before giving up on convergence.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::client::format::{short_id, state_since, table};
-use crate::net::control::{NodeView, ServiceView, TaskView};
+use crate::net::admin::{NodeView, ServiceView, TaskView};
 
 /// `table` or `json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,9 @@
-//! The Raft replica: a driver around `raft::RawNode` with a durable redb log.
+//! The Raft member (one manager's place in the Raft group): a driver around `raft::RawNode`
+//! with a durable redb log. (Not to be confused with a service replica: a task in `actors`.)
 //!
-//! - [`RaftReplica`] owns a `RawNode` over [`RedbStorage`] and a [`StateMachine`]. It is pure of
+//! - [`RaftMember`] owns a `RawNode` over [`RedbStorage`] and a [`StateMachine`]. It is pure of
 //!   networking, clocks and actix: the Raft actor feeds it ticks, peer messages and proposals and
-//!   acts on the [`ReadyOutput`] of [`RaftReplica::handle_ready`].
+//!   acts on the [`ReadyOutput`] of [`RaftMember::handle_ready`].
 //! - [`RedbStorage`] is the durable log, hard state, conf state and snapshot; every write is
 //!   fsynced before it returns.
 //! - [`SimDisk`] is a crashable in-memory disk for redb, used by the deterministic simulation
@@ -10,18 +11,18 @@
 //!
 //! The design note is `docs/raft.md`.
 
+mod member;
 mod output;
-mod replica;
 mod sim_disk;
 mod state_machine;
 mod storage;
 pub mod store_machine;
 
+pub use member::RaftMember;
 pub use output::{
-    AppliedConfChange, AppliedProposal, ApplyError, LeadershipState, MembershipChange,
-    OutgoingMessage, ReadyOutput, ReplicaConfig, ReplicaError,
+    AppliedConfChange, AppliedProposal, ApplyError, LeadershipState, MemberConfig, MemberError,
+    MembershipChange, OutgoingMessage, ReadyOutput,
 };
-pub use replica::RaftReplica;
 pub use sim_disk::{SimDisk, SimDiskBackend};
 pub use state_machine::{StateMachine, MAX_COMMAND_BYTES};
 pub use storage::{RedbStorage, StorageError};

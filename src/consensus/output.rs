@@ -4,7 +4,7 @@ use super::storage::StorageError;
 
 /// Settings of one Raft replica. Times are in ticks; the caller decides how long a tick is.
 #[derive(Clone, Debug)]
-pub struct ReplicaConfig {
+pub struct MemberConfig {
     /// This replica's Raft id (non-zero, unique in the group).
     pub id: u64,
     /// Ticks without a leader before a follower starts an election (randomized up to twice).
@@ -23,7 +23,7 @@ pub struct ReplicaConfig {
     pub max_inflight_messages: usize,
 }
 
-impl ReplicaConfig {
+impl MemberConfig {
     /// The defaults: election 10 ticks, heartbeat 1 tick, snapshot every 10,000 entries.
     pub fn new(id: u64) -> Self {
         Self {
@@ -40,11 +40,11 @@ impl ReplicaConfig {
 
 /// Errors of the replica driver.
 ///
-/// [`ReplicaError::Storage`] and [`ReplicaError::Raft`] out of `handle_ready`, and
-/// [`ReplicaError::RestoreSnapshot`], are fatal: drop the replica and restart it from disk.
+/// [`MemberError::Storage`] and [`MemberError::Raft`] out of `handle_ready`, and
+/// [`MemberError::RestoreSnapshot`], are fatal: drop the replica and restart it from disk.
 /// The others concern one call and leave the replica usable.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
+pub enum MemberError {
     /// The durable storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

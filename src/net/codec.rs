@@ -134,7 +134,7 @@ mod tests {
     use crate::core::model::{Resources, Task, TaskStatus};
     use crate::core::store::TaskStatusUpdate;
     use crate::core::{spec::ServiceSpec, testkit};
-    use crate::net::control::{ControlReply, ControlRequest, NodeView, TaskView};
+    use crate::net::admin::{AdminReply, AdminRequest, NodeView, TaskView};
     use crate::net::message::{
         AssignmentSet, ChaosKind, ChaosRequest, ErrorKind, Heartbeat, HeartbeatAck, JoinAccepted,
         JoinRequest, NodeDescription, RaftEnvelope, WireError,
@@ -156,33 +156,33 @@ mod tests {
             labels: [("zone".to_string(), "east".to_string())].into(),
         };
         prop_oneof![
-            "[a-z]{1,20}".prop_map(|name| Message::Control(ControlRequest::ServiceCreate {
+            "[a-z]{1,20}".prop_map(|name| Message::Control(AdminRequest::ServiceCreate {
                 spec: ServiceSpec::new(&name, "busybox"),
             })),
-            any::<u64>().prop_map(|n| Message::Forwarded(ControlRequest::ServiceScale {
+            any::<u64>().prop_map(|n| Message::Forwarded(AdminRequest::ServiceScale {
                 targets: vec![("web".into(), n)],
             })),
             ".*".prop_map(
-                |id| Message::ControlReply(ControlReply::Tasks(vec![TaskView::of(
+                |id| Message::AdminReply(AdminReply::Tasks(vec![TaskView::of(
                     &sample_task(&id),
                     Some("h")
                 )]))
             ),
-            (".*", any::<u64>()).prop_map(|(id, total)| Message::ControlReply(
-                ControlReply::TaskPage {
+            (".*", any::<u64>()).prop_map(|(id, total)| Message::AdminReply(
+                AdminReply::TaskPage {
                     tasks: vec![TaskView::of(&sample_task(&id), None)],
                     total,
                 }
             )),
             (".*", any::<u64>(), any::<u64>()).prop_map(|(name, offset, limit)| {
-                Message::Control(ControlRequest::ServiceTasks {
+                Message::Control(AdminRequest::ServiceTasks {
                     services: vec![name],
                     offset,
                     limit,
                 })
             }),
             ".*".prop_map(
-                |id| Message::ControlReply(ControlReply::Nodes(vec![NodeView::of(
+                |id| Message::AdminReply(AdminReply::Nodes(vec![NodeView::of(
                     &testkit::node(&id),
                     None,
                     false
@@ -301,7 +301,7 @@ mod tests {
             | Message::Raft(_)
             | Message::Control(_)
             | Message::Forwarded(_)
-            | Message::ControlReply(_)
+            | Message::AdminReply(_)
             | Message::Heartbeat(_)
             | Message::HeartbeatAck(_)
             | Message::Assignments(_)

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 // The set is a core type (its rules live beside it); it travels as is.
 pub use crate::core::assignment::AssignmentSet;
 use crate::core::store::TaskStatusUpdate;
-use crate::net::control::{ControlReply, ControlRequest};
+use crate::net::admin::{AdminReply, AdminRequest};
 
 /// Every message that crosses the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,11 +36,11 @@ pub enum Message {
     /// A Raft protocol message between managers, carried as raft-rs protobuf bytes.
     Raft(RaftEnvelope),
     /// An admin's control command (the `flotilla` CLI).
-    Control(ControlRequest),
+    Control(AdminRequest),
     /// A control command a follower manager forwards to the leader on an admin's behalf.
-    Forwarded(ControlRequest),
+    Forwarded(AdminRequest),
     /// The answer to a control command.
-    ControlReply(ControlReply),
+    AdminReply(AdminReply),
     /// A worker's liveness report to the leader; answered by [`Message::HeartbeatAck`].
     Heartbeat(Heartbeat),
     /// The leader's answer to a heartbeat.
@@ -321,7 +321,7 @@ impl Message {
             | Message::Heartbeat(_)
             | Message::HeartbeatAck(_)
             | Message::TaskStatuses(_)
-            | Message::ControlReply(_)
+            | Message::AdminReply(_)
             | Message::NotLeader { .. }
             | Message::Ack
             | Message::Error(_) => Access::Node,
@@ -341,7 +341,7 @@ impl Message {
             Message::Raft(_) => "raft",
             Message::Control(_) => "control",
             Message::Forwarded(_) => "forwarded control",
-            Message::ControlReply(_) => "control reply",
+            Message::AdminReply(_) => "control reply",
             Message::Heartbeat(_) => "heartbeat",
             Message::HeartbeatAck(_) => "heartbeat ack",
             Message::Assignments(_) => "assignments",

@@ -3,8 +3,8 @@
 //! `codec` is pure over bytes; `stream` reads and writes frames on QUIC streams; `transport`
 //! owns the endpoint and connections; `tls` and `token` are the cluster's PKI.
 
+pub mod admin;
 pub mod codec;
-pub mod control;
 pub mod fault;
 pub mod message;
 pub mod stream;

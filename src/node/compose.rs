@@ -16,7 +16,7 @@ use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
-use crate::consensus::{RaftReplica, RedbStorage};
+use crate::consensus::{RaftMember, RedbStorage};
 use crate::net::message::NodeDescription;
 use crate::net::tls::{Credentials, Role};
 use crate::net::transport::{Transport, TransportConfig};
@@ -106,7 +106,7 @@ pub(crate) async fn run(
                 let storage =
                     RedbStorage::open(reopen_dir.join(RAFT_FILE)).map_err(|e| e.to_string())?;
                 let machine = StoreMachine::new(reopen_store.clone(), reopen_events.clone());
-                RaftReplica::restart(replica_config(raft_id), storage, machine)
+                RaftMember::restart(replica_config(raft_id), storage, machine)
                     .map_err(|e| e.to_string())
             };
             let tick = Duration::from_millis(settings.raft_tick_ms.max(1));

@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use crate::consensus::store_machine::{raft_id_of, EventQueue, SharedStore, StoreMachine};
-use crate::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
+use crate::consensus::{MemberConfig, RaftMember, RedbStorage};
 use crate::node::daemon::DaemonError;
 use crate::node::state::RAFT_FILE;
 
 /// A manager's replica with the store it applies to and the events of that store.
-pub(crate) type ManagerStart = (RaftReplica<StoreMachine>, SharedStore, EventQueue);
+pub(crate) type ManagerStart = (RaftMember<StoreMachine>, SharedStore, EventQueue);
 
 /// Opens the Raft database with owner-only permissions: it holds the CA key and join secrets.
 fn open_raft_storage(state_dir: &Path) -> Result<RedbStorage, DaemonError> {
@@ -46,15 +46,15 @@ pub(crate) fn start_replica(
     let config = replica_config(raft_id);
     let machine = StoreMachine::new(store.clone(), events.clone());
     let replica = match how {
-        RaftStart::Bootstrap => RaftReplica::bootstrap(config, storage, machine, &[raft_id]),
-        RaftStart::Restart if !storage.is_empty() => RaftReplica::restart(config, storage, machine),
-        RaftStart::Join | RaftStart::Restart => RaftReplica::join(config, storage, machine),
+        RaftStart::Bootstrap => RaftMember::bootstrap(config, storage, machine, &[raft_id]),
+        RaftStart::Restart if !storage.is_empty() => RaftMember::restart(config, storage, machine),
+        RaftStart::Join | RaftStart::Restart => RaftMember::join(config, storage, machine),
     }
     .map_err(|e| DaemonError::Raft(e.to_string()))?;
     Ok((replica, store, events))
 }
 
 /// The replica configuration of a manager (the same on every start, so a reopen matches).
-pub(crate) fn replica_config(raft_id: u64) -> ReplicaConfig {
-    ReplicaConfig::new(raft_id)
+pub(crate) fn replica_config(raft_id: u64) -> MemberConfig {
+    MemberConfig::new(raft_id)
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::net::tls::{Credentials, Role};
+use crate::net::tls::Role;
 
 /// File names inside the state directory.
 pub const NODE_FILE: &str = "node.toml";
@@ -79,22 +79,7 @@ fn default_sim_task_start_ms() -> u64 {
     20
 }
 
-/// The CLI's configuration file.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientConfig {
-    /// Manager addresses; the first is the default `--host`.
-    pub managers: Vec<String>,
-    /// The admin certificate, its key and the cluster CA.
-    pub credentials: Credentials,
-}
-
-impl std::fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("managers", &self.managers)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::net::admin::ClientConfig;
 
 /// Reads a TOML file written by [`write_toml`].
 pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
@@ -146,6 +131,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::net::tls::Credentials;
 
     #[test]
     fn secrets_are_written_0600_and_read_back() {

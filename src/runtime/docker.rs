@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, HostConfig,
 };
@@ -25,6 +24,7 @@ use futures::FutureExt;
 use tokio::task::JoinHandle;
 
 use super::docker_events;
+use super::docker_status::{ended_status, status_code};
 use super::exit_board::{next_status, ExitBoard};
 use super::{
     check_spec, ContainerRuntime, ContainerSpec, ExitStatus, RunningInfo, RuntimeError,
@@ -375,30 +375,6 @@ impl Drop for Waiter<'_> {
         drop(self.receiver.take());
         // Docker keeps the status; the board only needs the slot while someone waits.
         self.board.forget_if_unwatched(&self.runtime_id);
-    }
-}
-
-/// How the container ended, or `None` while it runs (or has not started yet).
-pub(crate) fn ended_status(response: &ContainerInspectResponse) -> Option<ExitStatus> {
-    let state = response.state.as_ref()?;
-    if state.running == Some(true) {
-        return None;
-    }
-    let code = state.exit_code.unwrap_or(0);
-    let mut status = ExitStatus::from_code(code);
-    if state.oom_killed == Some(true) {
-        status.message = format!("out of memory ({})", status.message);
-    }
-    if let Some(error) = state.error.as_deref().filter(|error| !error.is_empty()) {
-        status.message = format!("{}: {error}", status.message);
-    }
-    Some(status)
-}
-
-pub(crate) fn status_code(error: &BollardError) -> Option<u16> {
-    match error {
-        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
     }
 }
 

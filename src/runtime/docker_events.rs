@@ -9,7 +9,7 @@ use bollard::query_parameters::EventsOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 
-use super::docker::{ended_status, status_code};
+use super::docker_status::{ended_status, status_code};
 use super::exit_board::ExitBoard;
 use super::{ExitStatus, LABEL_NODE_ID};
 

@@ -21,22 +21,22 @@
 
 pub mod docker;
 mod docker_events;
+mod docker_status;
 mod error;
 mod exit_board;
 pub mod process;
 mod process_record;
 mod procfs;
+mod select;
 pub mod sim;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
 
 pub use error::RuntimeError;
 use futures::future::BoxFuture;
+pub use select::select;
 
 /// Label carrying the service ID (SPEC §3).
 pub const LABEL_SERVICE_ID: &str = "com.flotilla.service.id";
@@ -272,32 +272,6 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Every container labelled with this node's ID, running or not, for orphan clean-up.
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunningInfo>, RuntimeError>>;
-}
-
-/// Build the runtime chosen by `--runtime` for `node_id`, keeping process records under
-/// `state_dir`. `auto` pings the Docker Engine for at most [`AUTO_PING_TIMEOUT_MS`].
-///
-/// Must run inside a tokio runtime that outlives the returned runtime (the Docker runtime
-/// spawns its events task there): on actix, the System arbiter.
-pub async fn select(
-    choice: RuntimeChoice,
-    node_id: &str,
-    state_dir: &Path,
-) -> Result<Arc<dyn ContainerRuntime>, RuntimeError> {
-    let ping_timeout = Duration::from_millis(AUTO_PING_TIMEOUT_MS);
-    match choice {
-        RuntimeChoice::Docker => Ok(Arc::new(
-            docker::DockerRuntime::connect(node_id, ping_timeout).await?,
-        )),
-        RuntimeChoice::Process => Ok(Arc::new(process::ProcessRuntime::new(node_id, state_dir)?)),
-        RuntimeChoice::Auto => match docker::DockerRuntime::connect(node_id, ping_timeout).await {
-            Ok(runtime) => Ok(Arc::new(runtime)),
-            Err(error) => {
-                tracing::info!(%error, "docker engine not answering; using the process runtime");
-                Ok(Arc::new(process::ProcessRuntime::new(node_id, state_dir)?))
-            }
-        },
-    }
 }
 
 /// Check that `spec` belongs to `node_id` and names a task; shared by every runtime's `start`.

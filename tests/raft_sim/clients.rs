@@ -1,7 +1,7 @@
 //! The simulation's clients: they invoke operations, and record each outcome (ok, or unknown
 //! when it may or may not have taken effect) in the history the linearizability check reads.
 
-use flotilla::consensus::ReplicaError;
+use flotilla::consensus::MemberError;
 use rand::Rng;
 
 use super::{
@@ -65,12 +65,12 @@ impl Simulation {
                     Ok(()) => {
                         self.nodes[position].pending_proposals.insert(op_id);
                     }
-                    Err(ReplicaError::NotLeader { leader_id }) => {
+                    Err(MemberError::NotLeader { leader_id }) => {
                         // Definitely not applied: nothing to record. Follow the hint.
                         self.clients[client].believed_leader = leader_id.unwrap_or(0);
                         continue;
                     }
-                    Err(ReplicaError::ProposalDropped) => continue,
+                    Err(MemberError::ProposalDropped) => continue,
                     Err(error) => return Err(format!("propose failed unexpectedly: {error}")),
                 }
             }

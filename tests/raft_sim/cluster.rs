@@ -1,10 +1,10 @@
-//! One simulated run: a Raft group of real `RaftReplica`s on crashable simulated disks, a lossy
+//! One simulated run: a Raft group of real `RaftMember`s on crashable simulated disks, a lossy
 //! network, clients, fault injection, and the invariant checks. Everything is driven by one
 //! seeded generator and a step counter, so a seed replays exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flotilla::consensus::{RaftReplica, RedbStorage, ReplicaConfig, ReplicaError, SimDisk};
+use flotilla::consensus::{MemberConfig, MemberError, RaftMember, RedbStorage, SimDisk};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -55,7 +55,7 @@ struct SimNode {
     id: u64,
     disk: SimDisk,
     journal: Journal,
-    replica: Option<RaftReplica<KvStore>>,
+    replica: Option<RaftMember<KvStore>>,
     restart_at_step: u64,
     /// Crash right after the next Ready: its writes are done; with `Some(false)` nothing it
     /// produced leaves the node, with `Some(true)` its messages are sent first.
@@ -186,11 +186,11 @@ impl Simulation {
             let config = simulation.replica_config(id);
             let store = KvStore::new(journal.clone());
             let replica = if !join_mode {
-                RaftReplica::bootstrap(config, storage, store, &node_ids)
+                RaftMember::bootstrap(config, storage, store, &node_ids)
             } else if id == 1 {
-                RaftReplica::bootstrap(config, storage, store, &[1])
+                RaftMember::bootstrap(config, storage, store, &[1])
             } else {
-                RaftReplica::join(config, storage, store)
+                RaftMember::join(config, storage, store)
             }
             .map_err(|e| format!("node {id} failed to start: {e}"))?;
             simulation.nodes.push(SimNode {
@@ -211,12 +211,12 @@ impl Simulation {
         Ok(simulation)
     }
 
-    fn replica_config(&self, id: u64) -> ReplicaConfig {
+    fn replica_config(&self, id: u64) -> MemberConfig {
         let timeout = self.election_timeout_ticks[self.position(id)];
-        ReplicaConfig {
+        MemberConfig {
             snapshot_every_entries: self.snapshot_every_entries,
             election_timeout_ticks: Some(timeout..timeout + 1),
-            ..ReplicaConfig::new(id)
+            ..MemberConfig::new(id)
         }
     }
 
@@ -307,7 +307,7 @@ impl Simulation {
                 continue;
             };
             match replica.step(&delivery.bytes) {
-                Ok(()) | Err(ReplicaError::Raft(_)) => {}
+                Ok(()) | Err(MemberError::Raft(_)) => {}
                 Err(error) => {
                     return Err(format!(
                         "node {} refused a message from {}: {error}",

@@ -1,7 +1,7 @@
 //! Fault injection of the simulation: partitions, crashes and reboots, leadership transfers,
 //! membership growth, and the final heal.
 
-use flotilla::consensus::{MembershipChange, RaftReplica, RedbStorage};
+use flotilla::consensus::{MembershipChange, RaftMember, RedbStorage};
 use rand::Rng;
 
 use super::{tracing_enabled, Partition, SimResult, Simulation};
@@ -148,7 +148,7 @@ impl Simulation {
             let storage = RedbStorage::open_with_backend(node.disk.backend())
                 .map_err(|e| format!("node {id} storage does not reopen after crash: {e}"))?;
             let store = KvStore::new(node.journal.clone());
-            let replica = RaftReplica::restart(config, storage, store)
+            let replica = RaftMember::restart(config, storage, store)
                 .map_err(|e| format!("node {id} does not restart: {e}"))?;
             node.replica = Some(replica);
             node.last_command_index = 0;

@@ -29,7 +29,7 @@ use rand::{RngCore, SeedableRng};
 use crate::actors::raft::{LeadershipChanged, RaftActor};
 use crate::actors::transport::Request;
 use crate::consensus::store_machine::SharedStore;
-use crate::net::control::{ControlReply, ControlRequest};
+use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::message::{JoinAccepted, JoinRequest, WireError};
 
 pub use errors::wire_error;
@@ -40,10 +40,10 @@ use routing::RequestContext;
 
 /// An admin command (or one forwarded by another manager).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<ControlReply, WireError>")]
+#[rtype(result = "Result<AdminReply, WireError>")]
 pub struct Control {
     /// The command.
-    pub request: ControlRequest,
+    pub request: AdminRequest,
 }
 
 /// A node asks to join.
@@ -119,7 +119,7 @@ impl Handler<LeadershipChanged> for ControlActor {
 }
 
 impl Handler<Control> for ControlActor {
-    type Result = ResponseFuture<Result<ControlReply, WireError>>;
+    type Result = ResponseFuture<Result<AdminReply, WireError>>;
 
     fn handle(&mut self, control: Control, _: &mut Context<Self>) -> Self::Result {
         let request = control.request;

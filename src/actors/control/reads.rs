@@ -7,9 +7,7 @@ use crate::core::model::{Node, NodeRole, NodeStatus, Service};
 use crate::core::spec::ServiceMode;
 use crate::core::store::Store;
 use crate::core::CoreError;
-use crate::net::control::{
-    ControlReply, ControlRequest, NodeView, ServiceView, TaskView, TASK_PAGE_MAX,
-};
+use crate::net::admin::{AdminReply, AdminRequest, NodeView, ServiceView, TaskView, TASK_PAGE_MAX};
 use crate::net::message::{ErrorKind, WireError};
 use crate::net::tls::certificate_digest;
 use crate::net::token::JoinToken;
@@ -18,11 +16,11 @@ use crate::net::token::JoinToken;
 pub(super) fn answer_read(
     store: &Store,
     node_id: &str,
-    request: &ControlRequest,
+    request: &AdminRequest,
     now_leader: &str,
-) -> Result<ControlReply, WireError> {
+) -> Result<AdminReply, WireError> {
     match request {
-        ControlRequest::NodeList => Ok(ControlReply::Nodes(
+        AdminRequest::NodeList => Ok(AdminReply::Nodes(
             store
                 .nodes()
                 .values()
@@ -31,12 +29,12 @@ pub(super) fn answer_read(
                 })
                 .collect(),
         )),
-        ControlRequest::NodeInspect { nodes } => nodes
+        AdminRequest::NodeInspect { nodes } => nodes
             .iter()
             .map(|query| store.resolve_node(query).cloned().map_err(core))
             .collect::<Result<Vec<Node>, _>>()
-            .map(ControlReply::NodeDetails),
-        ControlRequest::NodeTasks { node } => {
+            .map(AdminReply::NodeDetails),
+        AdminRequest::NodeTasks { node } => {
             let node = store
                 .resolve_node(node.as_deref().unwrap_or(node_id))
                 .map_err(core)?;
@@ -54,26 +52,26 @@ pub(super) fn answer_read(
                         std::cmp::Reverse(b.meta.created_index),
                     ))
             });
-            Ok(ControlReply::Tasks(
+            Ok(AdminReply::Tasks(
                 tasks
                     .into_iter()
                     .map(|task| TaskView::of(task, Some(&node.hostname)))
                     .collect(),
             ))
         }
-        ControlRequest::ServiceList => Ok(ControlReply::Services(
+        AdminRequest::ServiceList => Ok(AdminReply::Services(
             store
                 .services()
                 .values()
                 .map(|service| service_view(store, service))
                 .collect(),
         )),
-        ControlRequest::ServiceInspect { services } => services
+        AdminRequest::ServiceInspect { services } => services
             .iter()
             .map(|query| store.resolve_service(query).cloned().map_err(core))
             .collect::<Result<Vec<Service>, _>>()
-            .map(ControlReply::ServiceDetails),
-        ControlRequest::ServiceTasks {
+            .map(AdminReply::ServiceDetails),
+        AdminRequest::ServiceTasks {
             services,
             offset,
             limit,
@@ -98,15 +96,15 @@ pub(super) fn answer_read(
                     TaskView::of(task, hostname)
                 })
                 .collect();
-            Ok(ControlReply::TaskPage {
+            Ok(AdminReply::TaskPage {
                 tasks,
                 total: listing.len() as u64,
             })
         }
-        ControlRequest::JoinToken {
+        AdminRequest::JoinToken {
             role,
             rotate: false,
-        } => join_token(store, *role).map(ControlReply::Token),
+        } => join_token(store, *role).map(AdminReply::Token),
         _ => Err(WireError::new(ErrorKind::Internal, "not a read")),
     }
 }
@@ -133,8 +131,8 @@ fn service_view(store: &Store, service: &Service) -> ServiceView {
         command: service.spec.command.clone(),
         replicas_running: store.running_count(&service.id),
         replicas_desired: desired,
-        created_at: crate::net::control::rfc3339(service.meta.created_at_ms),
-        updated_at: crate::net::control::rfc3339(service.meta.updated_at_ms),
+        created_at: crate::net::admin::rfc3339(service.meta.created_at_ms),
+        updated_at: crate::net::admin::rfc3339(service.meta.updated_at_ms),
     }
 }
 
@@ -153,15 +151,15 @@ pub fn join_token(store: &Store, role: NodeRole) -> Result<String, WireError> {
 }
 
 /// Whether a request only reads (answered after a read barrier, never proposed).
-pub(super) fn is_read(request: &ControlRequest) -> bool {
+pub(super) fn is_read(request: &AdminRequest) -> bool {
     matches!(
         request,
-        ControlRequest::NodeList
-            | ControlRequest::NodeInspect { .. }
-            | ControlRequest::NodeTasks { .. }
-            | ControlRequest::ServiceList
-            | ControlRequest::ServiceInspect { .. }
-            | ControlRequest::ServiceTasks { .. }
-            | ControlRequest::JoinToken { rotate: false, .. }
+        AdminRequest::NodeList
+            | AdminRequest::NodeInspect { .. }
+            | AdminRequest::NodeTasks { .. }
+            | AdminRequest::ServiceList
+            | AdminRequest::ServiceInspect { .. }
+            | AdminRequest::ServiceTasks { .. }
+            | AdminRequest::JoinToken { rotate: false, .. }
     )
 }

@@ -8,7 +8,7 @@ use crate::consensus::store_machine::raft_id_of;
 use crate::consensus::MembershipChange;
 use crate::core::control_plan::{plan_role_change, RolePlan};
 use crate::core::model::NodeRole;
-use crate::net::control::ControlReply;
+use crate::net::admin::AdminReply;
 use crate::net::message::{ErrorKind, WireError};
 
 /// The store records the new role; the node learns it from its next heartbeat answer with new
@@ -19,7 +19,7 @@ pub(super) async fn set_roles(
     context: &RequestContext,
     nodes: &[String],
     role: NodeRole,
-) -> Result<ControlReply, WireError> {
+) -> Result<AdminReply, WireError> {
     let raft = &context.raft;
     raft.send(LinearizableRead)
         .await
@@ -57,5 +57,5 @@ pub(super) async fn set_roles(
             }
         }
     }
-    Ok(ControlReply::Done(changed))
+    Ok(AdminReply::Done(changed))
 }

@@ -12,7 +12,7 @@ use super::errors::{mailbox, no_leader};
 use crate::actors::raft::{LeadershipChanged, RaftActor};
 use crate::actors::transport::Request;
 use crate::consensus::store_machine::SharedStore;
-use crate::net::control::{ControlReply, ControlRequest};
+use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::message::{ErrorKind, Message as WireMessage, WireError};
 
 /// How long a forwarded request may take at the leader.
@@ -92,10 +92,10 @@ impl RequestContext {
 pub(super) async fn forward(
     context: &RequestContext,
     leader: SocketAddr,
-    mut request: ControlRequest,
-) -> Result<ControlReply, WireError> {
+    mut request: AdminRequest,
+) -> Result<AdminReply, WireError> {
     let (transport, own_id) = (&context.transport, &context.node_id);
-    if let ControlRequest::NodeTasks { node: node @ None } = &mut request {
+    if let AdminRequest::NodeTasks { node: node @ None } = &mut request {
         // "node ps" without a node means the node addressed, which is this one.
         *node = Some(own_id.clone());
     }
@@ -108,13 +108,13 @@ pub(super) async fn forward(
         .await
         .map_err(mailbox)?;
     match reply {
-        Ok(WireMessage::ControlReply(ControlReply::Nodes(mut nodes))) => {
+        Ok(WireMessage::AdminReply(AdminReply::Nodes(mut nodes))) => {
             for node in &mut nodes {
                 node.is_self = node.id == *own_id;
             }
-            Ok(ControlReply::Nodes(nodes))
+            Ok(AdminReply::Nodes(nodes))
         }
-        Ok(WireMessage::ControlReply(reply)) => Ok(reply),
+        Ok(WireMessage::AdminReply(reply)) => Ok(reply),
         Ok(other) => Err(WireError::new(
             ErrorKind::Internal,
             format!("unexpected {} from the leader", other.kind_name()),

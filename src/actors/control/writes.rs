@@ -8,17 +8,17 @@ use super::routing::RequestContext;
 use crate::actors::raft::{LinearizableRead, Propose};
 use crate::core::control_plan::{self, WritePlan};
 use crate::core::CoreError;
-use crate::net::control::{ControlReply, ControlRequest};
+use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::message::{ErrorKind, WireError};
 use crate::net::token;
 
 /// Carries out `request` on this manager, the leader.
 pub(super) async fn on_leader(
     context: &RequestContext,
-    request: &ControlRequest,
-) -> Result<ControlReply, WireError> {
+    request: &AdminRequest,
+) -> Result<AdminReply, WireError> {
     let (store, raft, node_id) = (&context.store, &context.raft, &context.node_id);
-    if let ControlRequest::NodeSetRole { nodes, role } = request {
+    if let AdminRequest::NodeSetRole { nodes, role } = request {
         return set_roles(context, nodes, *role).await;
     }
     if is_read(request) {
@@ -40,35 +40,33 @@ pub(super) async fn on_leader(
             .map_err(mailbox)?
             .map_err(wire_error)?;
     }
-    if let ControlRequest::JoinToken { role, .. } = request {
-        return join_token(&store.read(), *role).map(ControlReply::Token);
+    if let AdminRequest::JoinToken { role, .. } = request {
+        return join_token(&store.read(), *role).map(AdminReply::Token);
     }
-    Ok(ControlReply::Done(plan.ids))
+    Ok(AdminReply::Done(plan.ids))
 }
 
 /// The commands a write request turns into, validated against the store as it is now.
-fn plan_write(context: &RequestContext, request: &ControlRequest) -> Result<WritePlan, WireError> {
+fn plan_write(context: &RequestContext, request: &AdminRequest) -> Result<WritePlan, WireError> {
     let store = context.store.read();
     let plan = match request {
-        ControlRequest::ServiceCreate { spec } => {
+        AdminRequest::ServiceCreate { spec } => {
             control_plan::plan_service_create(spec, &mut *context.ids.borrow_mut())
         }
-        ControlRequest::ServiceScale { targets } => {
-            control_plan::plan_service_scale(&store, targets)
-        }
-        ControlRequest::ServiceRemove { services } => {
+        AdminRequest::ServiceScale { targets } => control_plan::plan_service_scale(&store, targets),
+        AdminRequest::ServiceRemove { services } => {
             control_plan::plan_service_remove(&store, services)
         }
-        ControlRequest::NodeUpdate {
+        AdminRequest::NodeUpdate {
             node,
             availability,
             labels_add,
             labels_rm,
         } => control_plan::plan_node_update(&store, node, *availability, labels_add, labels_rm),
-        ControlRequest::NodeRemove { nodes, force } => {
+        AdminRequest::NodeRemove { nodes, force } => {
             control_plan::plan_node_remove(&store, nodes, *force)
         }
-        ControlRequest::JoinToken { role, rotate: true } => {
+        AdminRequest::JoinToken { role, rotate: true } => {
             let secret = token::generate_secret()
                 .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
             Ok(control_plan::plan_join_secret_rotation(*role, secret))

@@ -62,7 +62,7 @@ impl NodeActor {
                 let control = manager.control.clone();
                 Box::pin(async move {
                     Some(match control.send(Control { request }).await {
-                        Ok(Ok(reply)) => WireMessage::ControlReply(reply),
+                        Ok(Ok(reply)) => WireMessage::AdminReply(reply),
                         Ok(Err(error)) => WireMessage::Error(error),
                         Err(e) => {
                             WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string()))

@@ -16,10 +16,7 @@ use crate::core::store::TaskStatusUpdate;
 use crate::net::message::{Heartbeat, Message as WireMessage, RoleChange};
 use crate::net::transport::TransportError;
 
-/// A replica reports a task status change; sent to the managers in the next batch.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ReportStatus(pub TaskStatusUpdate);
+pub use crate::actors::replica::ReportStatus;
 
 /// Time to send a heartbeat (every period, and at once after a `NotLeader`).
 #[derive(Message)]

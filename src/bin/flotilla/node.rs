@@ -3,42 +3,41 @@
 use flotilla::client::render;
 use flotilla::client::{Client, ClientError};
 use flotilla::core::model::NodeRole;
-use flotilla::net::control::{ControlReply, ControlRequest};
+use flotilla::net::admin::{AdminReply, AdminRequest};
 
 use crate::args::NodeCommand;
 use crate::now_ms;
 
 pub(crate) async fn node(client: &Client, command: NodeCommand) -> Result<(), ClientError> {
     match command {
-        NodeCommand::Ls { format } => match client.control(ControlRequest::NodeList).await? {
-            ControlReply::Nodes(nodes) => print!("{}", render::nodes(&nodes, format.into())),
+        NodeCommand::Ls { format } => match client.control(AdminRequest::NodeList).await? {
+            AdminReply::Nodes(nodes) => print!("{}", render::nodes(&nodes, format.into())),
             other => return Err(ClientError::unexpected(other)),
         },
         NodeCommand::Ps {
             node,
             format,
             no_trunc,
-        } => match client.control(ControlRequest::NodeTasks { node }).await? {
-            ControlReply::Tasks(tasks) => print!(
+        } => match client.control(AdminRequest::NodeTasks { node }).await? {
+            AdminReply::Tasks(tasks) => print!(
                 "{}",
                 render::tasks(&tasks, format.into(), no_trunc, now_ms())
             ),
             other => return Err(ClientError::unexpected(other)),
         },
-        NodeCommand::Inspect { nodes } => match client
-            .control(ControlRequest::NodeInspect { nodes })
-            .await?
-        {
-            ControlReply::NodeDetails(nodes) => println!("{}", render::json(&nodes)),
-            other => return Err(ClientError::unexpected(other)),
-        },
+        NodeCommand::Inspect { nodes } => {
+            match client.control(AdminRequest::NodeInspect { nodes }).await? {
+                AdminReply::NodeDetails(nodes) => println!("{}", render::json(&nodes)),
+                other => return Err(ClientError::unexpected(other)),
+            }
+        }
         NodeCommand::Update {
             availability,
             label_add,
             label_rm,
             node,
         } => {
-            let request = ControlRequest::NodeUpdate {
+            let request = AdminRequest::NodeUpdate {
                 node: node.clone(),
                 availability,
                 labels_add: label_add.into_iter().collect(),
@@ -50,7 +49,7 @@ pub(crate) async fn node(client: &Client, command: NodeCommand) -> Result<(), Cl
         NodeCommand::Promote { nodes } | NodeCommand::Demote { nodes } if nodes.is_empty() => {}
         NodeCommand::Promote { nodes } => {
             client
-                .control(ControlRequest::NodeSetRole {
+                .control(AdminRequest::NodeSetRole {
                     nodes: nodes.clone(),
                     role: NodeRole::Manager,
                 })
@@ -61,7 +60,7 @@ pub(crate) async fn node(client: &Client, command: NodeCommand) -> Result<(), Cl
         }
         NodeCommand::Demote { nodes } => {
             client
-                .control(ControlRequest::NodeSetRole {
+                .control(AdminRequest::NodeSetRole {
                     nodes: nodes.clone(),
                     role: NodeRole::Worker,
                 })
@@ -72,7 +71,7 @@ pub(crate) async fn node(client: &Client, command: NodeCommand) -> Result<(), Cl
         }
         NodeCommand::Rm { force, nodes } => {
             client
-                .control(ControlRequest::NodeRemove {
+                .control(AdminRequest::NodeRemove {
                     nodes: nodes.clone(),
                     force,
                 })

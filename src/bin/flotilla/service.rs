@@ -5,7 +5,7 @@ use flotilla::client::progress::wait_converged;
 use flotilla::client::render;
 use flotilla::client::{Client, ClientError};
 use flotilla::core::spec::ServiceMode;
-use flotilla::net::control::{ControlReply, ControlRequest};
+use flotilla::net::admin::{AdminReply, AdminRequest};
 
 use crate::args::{service_spec, ServiceCommand};
 use crate::now_ms;
@@ -19,11 +19,8 @@ pub(crate) async fn service(client: &Client, command: ServiceCommand) -> Result<
                 ServiceMode::Global => None,
             };
             let name = spec.name.clone();
-            let id = match client
-                .control(ControlRequest::ServiceCreate { spec })
-                .await?
-            {
-                ControlReply::Done(ids) => ids.into_iter().next().unwrap_or_default(),
+            let id = match client.control(AdminRequest::ServiceCreate { spec }).await? {
+                AdminReply::Done(ids) => ids.into_iter().next().unwrap_or_default(),
                 other => return Err(ClientError::unexpected(other)),
             };
             println!("{id}");
@@ -31,8 +28,8 @@ pub(crate) async fn service(client: &Client, command: ServiceCommand) -> Result<
                 wait_converged(client, &name, replicas).await?;
             }
         }
-        ServiceCommand::Ls { format } => match client.control(ControlRequest::ServiceList).await? {
-            ControlReply::Services(services) => {
+        ServiceCommand::Ls { format } => match client.control(AdminRequest::ServiceList).await? {
+            AdminReply::Services(services) => {
                 print!("{}", render::services(&services, format.into()))
             }
             other => return Err(ClientError::unexpected(other)),
@@ -50,16 +47,16 @@ pub(crate) async fn service(client: &Client, command: ServiceCommand) -> Result<
         }
         ServiceCommand::Inspect { services } => {
             match client
-                .control(ControlRequest::ServiceInspect { services })
+                .control(AdminRequest::ServiceInspect { services })
                 .await?
             {
-                ControlReply::ServiceDetails(services) => println!("{}", render::json(&services)),
+                AdminReply::ServiceDetails(services) => println!("{}", render::json(&services)),
                 other => return Err(ClientError::unexpected(other)),
             }
         }
         ServiceCommand::Scale { detach, targets } => {
             client
-                .control(ControlRequest::ServiceScale {
+                .control(AdminRequest::ServiceScale {
                     targets: targets.clone(),
                 })
                 .await?;
@@ -74,7 +71,7 @@ pub(crate) async fn service(client: &Client, command: ServiceCommand) -> Result<
         }
         ServiceCommand::Rm { services } => {
             client
-                .control(ControlRequest::ServiceRemove {
+                .control(AdminRequest::ServiceRemove {
                     services: services.clone(),
                 })
                 .await?;

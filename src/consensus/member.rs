@@ -1,14 +1,14 @@
-//! [`RaftReplica`]: one Raft member, driving `raft::RawNode` over [`RedbStorage`].
+//! [`RaftMember`]: one Raft member, driving `raft::RawNode` over [`RedbStorage`].
 //!
 //! The replica has no network, clock or actix: the caller feeds it ticks, peer messages and
-//! proposals, then calls [`RaftReplica::handle_ready`] and acts on the returned
+//! proposals, then calls [`RaftMember::handle_ready`] and acts on the returned
 //! [`ReadyOutput`](super::ReadyOutput). See `docs/raft.md` for the order of a Ready and why.
 
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Message, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 
-use super::output::{LeadershipState, MembershipChange, ReplicaConfig, ReplicaError};
+use super::output::{LeadershipState, MemberConfig, MemberError, MembershipChange};
 use super::state_machine::{encode_command, ProposalContext, StateMachine};
 use super::storage::RedbStorage;
 
@@ -22,10 +22,10 @@ const BOOTSTRAP_TERM: u64 = 1;
 pub const PROMOTE_LAG_ENTRIES: u64 = 32;
 
 /// One Raft member with its durable log and its state machine. See the module documentation.
-pub struct RaftReplica<S: StateMachine> {
+pub struct RaftMember<S: StateMachine> {
     raw_node: RawNode<RedbStorage>,
     state_machine: S,
-    config: ReplicaConfig,
+    config: MemberConfig,
     boot_epoch: u64,
     /// Last log index applied to `state_machine`.
     applied_index: u64,
@@ -42,18 +42,18 @@ pub struct RaftReplica<S: StateMachine> {
     reported_leadership: Option<LeadershipState>,
 }
 
-impl<S: StateMachine> RaftReplica<S> {
+impl<S: StateMachine> RaftMember<S> {
     /// Starts a brand-new group whose members are `voters` (`[config.id]` for the first
     /// manager). Writes an initial snapshot holding `state_machine`'s state; the storage must be
     /// empty. Every founding member may be bootstrapped with the same voters.
     pub fn bootstrap(
-        config: ReplicaConfig,
+        config: MemberConfig,
         mut storage: RedbStorage,
         state_machine: S,
         voters: &[u64],
-    ) -> Result<Self, ReplicaError> {
+    ) -> Result<Self, MemberError> {
         if !storage.is_empty() {
-            return Err(ReplicaError::StorageNotEmpty);
+            return Err(MemberError::StorageNotEmpty);
         }
         let mut snapshot = Snapshot::default();
         snapshot.data = state_machine.snapshot().into();
@@ -68,12 +68,12 @@ impl<S: StateMachine> RaftReplica<S> {
     /// Starts a member that joins an existing group: empty storage, no configuration. It waits
     /// for the leader (after a conf change adding it) to send a snapshot and the log.
     pub fn join(
-        config: ReplicaConfig,
+        config: MemberConfig,
         storage: RedbStorage,
         state_machine: S,
-    ) -> Result<Self, ReplicaError> {
+    ) -> Result<Self, MemberError> {
         if !storage.is_empty() {
-            return Err(ReplicaError::StorageNotEmpty);
+            return Err(MemberError::StorageNotEmpty);
         }
         Self::restart(config, storage, state_machine)
     }
@@ -82,17 +82,17 @@ impl<S: StateMachine> RaftReplica<S> {
     /// snapshot, and the committed entries after it are applied again through the next Ready
     /// (the applied index is not persisted; the state machine is rebuilt instead).
     pub fn restart(
-        config: ReplicaConfig,
+        config: MemberConfig,
         mut storage: RedbStorage,
         mut state_machine: S,
-    ) -> Result<Self, ReplicaError> {
+    ) -> Result<Self, MemberError> {
         let boot_epoch = storage.next_boot_epoch()?;
         let snapshot = storage.read_snapshot()?;
         let snapshot_index = snapshot.get_metadata().index;
         if snapshot_index > 0 {
             state_machine
                 .restore(snapshot_index, &snapshot.data)
-                .map_err(|error| ReplicaError::RestoreSnapshot(Box::new(error)))?;
+                .map_err(|error| MemberError::RestoreSnapshot(Box::new(error)))?;
         }
         let applied_conf_state = snapshot.get_metadata().get_conf_state().clone();
         let (min_election_tick, max_election_tick) = match &config.election_timeout_ticks {
@@ -203,11 +203,11 @@ impl<S: StateMachine> RaftReplica<S> {
     /// Feeds a protobuf-encoded message from a peer. A malformed or misaddressed message is an
     /// error, as is one raft refuses (such as a response from an unknown peer); none harms the
     /// replica.
-    pub fn step(&mut self, message_bytes: &[u8]) -> Result<(), ReplicaError> {
+    pub fn step(&mut self, message_bytes: &[u8]) -> Result<(), MemberError> {
         let message =
-            Message::parse_from_bytes(message_bytes).map_err(ReplicaError::MalformedMessage)?;
+            Message::parse_from_bytes(message_bytes).map_err(MemberError::MalformedMessage)?;
         if message.to != self.config.id {
-            return Err(ReplicaError::MisaddressedMessage {
+            return Err(MemberError::MisaddressedMessage {
                 to: message.to,
                 id: self.config.id,
             });
@@ -219,7 +219,7 @@ impl<S: StateMachine> RaftReplica<S> {
     /// Proposes a command on the leader. Its result comes back in
     /// [`ReadyOutput::applied`](super::ReadyOutput::applied) under `proposal_id` once committed and
     /// applied here.
-    pub fn propose(&mut self, proposal_id: u64, command: &S::Command) -> Result<(), ReplicaError> {
+    pub fn propose(&mut self, proposal_id: u64, command: &S::Command) -> Result<(), MemberError> {
         self.check_leader()?;
         let data = encode_command(command)?;
         let context = self.context(proposal_id);
@@ -235,7 +235,7 @@ impl<S: StateMachine> RaftReplica<S> {
         &mut self,
         proposal_id: u64,
         change: MembershipChange,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<(), MemberError> {
         self.check_leader()?;
         let mut conf_change = ConfChange::default();
         let (change_type, node_id) = match change {
@@ -311,21 +311,21 @@ impl<S: StateMachine> RaftReplica<S> {
         self.raw_node.report_unreachable(to);
     }
 
-    fn check_leader(&self) -> Result<(), ReplicaError> {
+    fn check_leader(&self) -> Result<(), MemberError> {
         let leadership = self.leadership();
         if leadership.is_leader {
             Ok(())
         } else {
-            Err(ReplicaError::NotLeader {
+            Err(MemberError::NotLeader {
                 leader_id: leadership.leader_id,
             })
         }
     }
 
-    fn proposal_error(error: raft::Error) -> ReplicaError {
+    fn proposal_error(error: raft::Error) -> MemberError {
         match error {
-            raft::Error::ProposalDropped => ReplicaError::ProposalDropped,
-            other => ReplicaError::Raft(other),
+            raft::Error::ProposalDropped => MemberError::ProposalDropped,
+            other => MemberError::Raft(other),
         }
     }
 
@@ -340,5 +340,5 @@ impl<S: StateMachine> RaftReplica<S> {
 }
 
 #[cfg(test)]
-#[path = "replica_tests.rs"]
+#[path = "member_tests.rs"]
 mod tests;

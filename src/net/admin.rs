@@ -1,4 +1,5 @@
-//! Control commands (the `flotilla` CLI to a manager) and the views they return.
+//! The admin's requests (the `flotilla` CLI to a manager) and the views they return; the
+//! control actor (`actors::control`) carries them out.
 //!
 //! Views are the JSON shapes of SPEC §2 (`--format json`): snake_case, every field always
 //! present, full IDs. Tables are rendered from the same views by the CLI.
@@ -10,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
 use crate::core::spec::ServiceSpec;
 
-/// Most rows one [`ControlRequest::ServiceTasks`] page carries (about 3 MiB of frame).
+/// Most rows one [`AdminRequest::ServiceTasks`] page carries (about 3 MiB of frame).
 pub const TASK_PAGE_MAX: u64 = 5_000;
 
 /// What an admin asks a manager to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ControlRequest {
+pub enum AdminRequest {
     /// `node ls`.
     NodeList,
     /// `node inspect NODE...`.
@@ -96,9 +97,9 @@ pub enum ControlRequest {
     },
 }
 
-/// A manager's answer to a [`ControlRequest`].
+/// A manager's answer to a [`AdminRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ControlReply {
+pub enum AdminReply {
     /// Rows for `node ls`.
     Nodes(Vec<NodeView>),
     /// Full node records for `node inspect`.
@@ -321,5 +322,31 @@ mod tests {
         assert_eq!(json["role"], "manager");
         assert_eq!(json["status"], "ready");
         assert_eq!(json["self"], true);
+    }
+}
+
+/// The CLI's configuration file (`client.toml`): where the managers are and the admin's
+/// credentials. Written by `init`, read by the CLI.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    /// Manager addresses; the first is the default `--host`.
+    pub managers: Vec<String>,
+    /// The admin certificate, its key and the cluster CA.
+    pub credentials: crate::net::tls::Credentials,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("managers", &self.managers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// Reads `path`; the error says what is wrong, for the CLI to print with the path.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        toml::from_str(&text).map_err(|e| e.to_string())
     }
 }

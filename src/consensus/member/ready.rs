@@ -6,21 +6,21 @@ use raft::prelude::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
 };
 
-use super::RaftReplica;
+use super::RaftMember;
 use crate::consensus::output::{
-    AppliedConfChange, AppliedProposal, ApplyError, MembershipChange, OutgoingMessage, ReadyOutput,
-    ReplicaError,
+    AppliedConfChange, AppliedProposal, ApplyError, MemberError, MembershipChange, OutgoingMessage,
+    ReadyOutput,
 };
 use crate::consensus::state_machine::{decode_command, ProposalContext, StateMachine};
 
-impl<S: StateMachine> RaftReplica<S> {
+impl<S: StateMachine> RaftMember<S> {
     /// Handles one Ready, if there is one, and returns what the caller must do. Call it after
     /// every `tick`, `step`, `propose`, `propose_conf_change`, `transfer_leader` and
     /// `read_index` (or after a batch of them). All storage writes are durable before it
     /// returns, so every returned message may be sent at once.
     ///
     /// An error is fatal: the Ready is half done. Drop the replica and restart it from disk.
-    pub fn handle_ready(&mut self) -> Result<ReadyOutput<S::Output>, ReplicaError> {
+    pub fn handle_ready(&mut self) -> Result<ReadyOutput<S::Output>, MemberError> {
         let mut output = ReadyOutput::default();
         if self.raw_node.has_ready() {
             let mut ready = self.raw_node.ready();
@@ -71,11 +71,11 @@ impl<S: StateMachine> RaftReplica<S> {
     fn encode_messages(
         messages: Vec<Message>,
         output: &mut ReadyOutput<S::Output>,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<(), MemberError> {
         for message in messages {
             let bytes = message
                 .write_to_bytes()
-                .map_err(ReplicaError::EncodeMessage)?;
+                .map_err(MemberError::EncodeMessage)?;
             output.messages.push(OutgoingMessage {
                 to: message.to,
                 bytes,
@@ -85,11 +85,11 @@ impl<S: StateMachine> RaftReplica<S> {
         Ok(())
     }
 
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicaError> {
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), MemberError> {
         self.raw_node.mut_store().apply_snapshot(snapshot)?;
         self.state_machine
             .restore(snapshot.get_metadata().index, &snapshot.data)
-            .map_err(|error| ReplicaError::RestoreSnapshot(Box::new(error)))?;
+            .map_err(|error| MemberError::RestoreSnapshot(Box::new(error)))?;
         let metadata = snapshot.get_metadata();
         self.applied_index = metadata.index;
         self.snapshot_index = metadata.index;
@@ -101,7 +101,7 @@ impl<S: StateMachine> RaftReplica<S> {
         &mut self,
         entries: Vec<Entry>,
         output: &mut ReadyOutput<S::Output>,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<(), MemberError> {
         for entry in entries {
             if entry.index <= self.applied_index {
                 continue;
@@ -153,8 +153,8 @@ impl<S: StateMachine> RaftReplica<S> {
         entry: &Entry,
         ours: Option<ProposalContext>,
         output: &mut ReadyOutput<S::Output>,
-    ) -> Result<(), ReplicaError> {
-        let corrupt = |error: protobuf::ProtobufError| ReplicaError::CorruptEntry {
+    ) -> Result<(), MemberError> {
+        let corrupt = |error: protobuf::ProtobufError| MemberError::CorruptEntry {
             index: entry.index,
             detail: error.to_string(),
         };
@@ -192,7 +192,7 @@ impl<S: StateMachine> RaftReplica<S> {
     /// Every `snapshot_every_entries` applied entries: store a snapshot of the state machine
     /// and drop the log it covers. Lagging or new members then catch up from the snapshot.
     /// Also on demand, when raft needed a newer snapshot than the stored one for a follower.
-    fn maybe_snapshot(&mut self) -> Result<(), ReplicaError> {
+    fn maybe_snapshot(&mut self) -> Result<(), MemberError> {
         let wanted = self.raw_node.store().take_snapshot_wanted();
         let due = self.applied_index >= self.snapshot_index + self.config.snapshot_every_entries;
         if !(due || wanted) || self.applied_index <= self.snapshot_index {

@@ -1,4 +1,4 @@
-//! Unit tests of [`RaftReplica`](super::RaftReplica): a single-node group, and reads on a three-node one.
+//! Unit tests of [`RaftMember`](super::RaftMember): a single-node group, and reads on a three-node one.
 
 use super::*;
 use crate::consensus::output::{OutgoingMessage, ReadyOutput};
@@ -34,15 +34,15 @@ impl StateMachine for Counter {
     }
 }
 
-fn config() -> ReplicaConfig {
-    ReplicaConfig {
+fn config() -> MemberConfig {
+    MemberConfig {
         snapshot_every_entries: 4,
-        ..ReplicaConfig::new(1)
+        ..MemberConfig::new(1)
     }
 }
 
 /// Ticks until the single member leads, collecting its outputs.
-fn elect(replica: &mut RaftReplica<Counter>) {
+fn elect(replica: &mut RaftMember<Counter>) {
     for _ in 0..100 {
         replica.tick();
         replica.handle_ready().expect("ready");
@@ -58,7 +58,7 @@ fn single_node_applies_proposals_snapshots_and_restarts() {
     let disk = SimDisk::new();
     let storage = RedbStorage::open_with_backend(disk.backend()).expect("open");
     let mut replica =
-        RaftReplica::bootstrap(config(), storage, Counter::default(), &[1]).expect("bootstrap");
+        RaftMember::bootstrap(config(), storage, Counter::default(), &[1]).expect("bootstrap");
     elect(&mut replica);
     let mut results = Vec::new();
     for (proposal_id, amount) in (1..=10).zip(1..=10u64) {
@@ -82,7 +82,7 @@ fn single_node_applies_proposals_snapshots_and_restarts() {
     // replayed results of the previous run are not reported as ours.
     drop(replica);
     let storage = RedbStorage::open_with_backend(disk.backend()).expect("reopen");
-    let mut replica = RaftReplica::restart(config(), storage, Counter::default()).expect("restart");
+    let mut replica = RaftMember::restart(config(), storage, Counter::default()).expect("restart");
     let output = replica.handle_ready().expect("ready");
     assert!(output.applied.is_empty());
     assert_eq!(replica.state_machine().total, 55);
@@ -93,10 +93,10 @@ fn malformed_and_misaddressed_messages_are_errors() {
     let disk = SimDisk::new();
     let storage = RedbStorage::open_with_backend(disk.backend()).expect("open");
     let mut replica =
-        RaftReplica::bootstrap(config(), storage, Counter::default(), &[1]).expect("bootstrap");
+        RaftMember::bootstrap(config(), storage, Counter::default(), &[1]).expect("bootstrap");
     assert!(matches!(
         replica.step(&[0xff, 0xff, 0xff, 0xff]),
-        Err(ReplicaError::MalformedMessage(_))
+        Err(MemberError::MalformedMessage(_))
     ));
     let mut message = Message::default();
     message.set_to(7);
@@ -104,7 +104,7 @@ fn malformed_and_misaddressed_messages_are_errors() {
     let bytes = message.write_to_bytes().expect("encodes");
     assert!(matches!(
         replica.step(&bytes),
-        Err(ReplicaError::MisaddressedMessage { to: 7, id: 1 })
+        Err(MemberError::MisaddressedMessage { to: 7, id: 1 })
     ));
 }
 
@@ -113,25 +113,25 @@ fn followers_refuse_proposals_and_used_storage_refuses_bootstrap() {
     let disk = SimDisk::new();
     let storage = RedbStorage::open_with_backend(disk.backend()).expect("open");
     let mut replica =
-        RaftReplica::bootstrap(config(), storage, Counter::default(), &[1, 2, 3]).expect("boot");
+        RaftMember::bootstrap(config(), storage, Counter::default(), &[1, 2, 3]).expect("boot");
     assert!(matches!(
         replica.propose(1, &5),
-        Err(ReplicaError::NotLeader { leader_id: None })
+        Err(MemberError::NotLeader { leader_id: None })
     ));
     drop(replica);
     let storage = RedbStorage::open_with_backend(disk.backend()).expect("reopen");
     assert!(matches!(
-        RaftReplica::bootstrap(config(), storage, Counter::default(), &[1]),
-        Err(ReplicaError::StorageNotEmpty)
+        RaftMember::bootstrap(config(), storage, Counter::default(), &[1]),
+        Err(MemberError::StorageNotEmpty)
     ));
 }
 
 /// Delivers messages one at a time (FIFO) until none are left; `on_output(replica index,
 /// output)` sees every Ready output. Returns when the network is quiet.
 fn pump(
-    replicas: &mut [RaftReplica<Counter>],
+    replicas: &mut [RaftMember<Counter>],
     queue: &mut std::collections::VecDeque<OutgoingMessage>,
-    mut on_output: impl FnMut(&mut [RaftReplica<Counter>], usize, &ReadyOutput<u64>),
+    mut on_output: impl FnMut(&mut [RaftMember<Counter>], usize, &ReadyOutput<u64>),
 ) {
     while let Some(message) = queue.pop_front() {
         let index = (message.to - 1) as usize;
@@ -144,11 +144,11 @@ fn pump(
 
 #[test]
 fn a_read_asked_of_a_just_elected_leader_is_answered_after_its_first_commit() {
-    let mut replicas: Vec<RaftReplica<Counter>> = (1..=3)
+    let mut replicas: Vec<RaftMember<Counter>> = (1..=3)
         .map(|id| {
             let storage = RedbStorage::open_with_backend(SimDisk::new().backend()).expect("open");
-            RaftReplica::bootstrap(
-                ReplicaConfig::new(id),
+            RaftMember::bootstrap(
+                MemberConfig::new(id),
                 storage,
                 Counter::default(),
                 &[1, 2, 3],
