@@ -1,5 +1,5 @@
 //! Seeded, replayable simulation of a whole Flotilla cluster (VOPR-style): three managers
-//! running the real `RaftReplica<StoreMachine>` on crashable simulated disks, the leader-only
+//! running the real `RaftMember<StoreMachine>` on crashable simulated disks, the leader-only
 //! components calling the same `flotilla::core` logic as the actors, workers with a simulated
 //! container runtime, an admin client, and a faulty network. No sockets, threads, wall clock
 //! or OS randomness: one `u64` seed decides everything, so a failing seed replays exactly.

@@ -1,11 +1,11 @@
-//! Managers: the real `RaftReplica<StoreMachine>` on a crashable disk, the Ready loop, and
+//! Managers: the real `RaftMember<StoreMachine>` on a crashable disk, the Ready loop, and
 //! what a manager does with a message (Raft, heartbeat, status report, admin write). The
 //! leader-only components are in `leader.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use flotilla::consensus::store_machine::{EventQueue, Proposal, SharedStore, StoreMachine};
-use flotilla::consensus::{RaftReplica, RedbStorage, ReplicaError, SimDisk};
+use flotilla::consensus::{MemberError, RaftMember, RedbStorage, SimDisk};
 use flotilla::core::assignment::{assignment_set, assignment_version};
 use flotilla::core::events::{Delivery, EventCursor};
 use flotilla::core::model::TaskState;
@@ -65,7 +65,7 @@ pub struct Manager {
     pub disk: SimDisk,
     pub store: SharedStore,
     pub events: EventQueue,
-    pub replica: Option<RaftReplica<StoreMachine>>,
+    pub replica: Option<RaftMember<StoreMachine>>,
     pub restart_at_ms: Option<u64>,
     pub leader: Option<LeaderState>,
     pub pending: BTreeMap<u64, Origin>,
@@ -140,7 +140,7 @@ impl Simulation {
         let storage = RedbStorage::open_with_backend(manager.disk.backend())
             .map_err(|e| format!("manager {raft_id} storage does not reopen: {e}"))?;
         let machine = manager.fresh_machine();
-        let replica = RaftReplica::restart(config, storage, machine)
+        let replica = RaftMember::restart(config, storage, machine)
             .map_err(|e| format!("manager {raft_id} does not restart: {e}"))?;
         manager.replica = Some(replica);
         trace!(self.now_ms, "manager {raft_id} restarted");
@@ -375,7 +375,7 @@ impl Simulation {
                     return Ok(());
                 };
                 match replica.step(&bytes) {
-                    Ok(()) | Err(ReplicaError::Raft(_)) => Ok(()),
+                    Ok(()) | Err(MemberError::Raft(_)) => Ok(()),
                     Err(error) => Err(format!(
                         "manager {raft_id} refused a message from {from}: {error}"
                     )),

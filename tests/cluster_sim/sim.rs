@@ -1,4 +1,4 @@
-//! One simulated run of a whole cluster: three managers (real `RaftReplica<StoreMachine>` on
+//! One simulated run of a whole cluster: three managers (real `RaftMember<StoreMachine>` on
 //! crashable `SimDisk`s) with the leader-only components, workers with a simulated container
 //! runtime, an admin client, a faulty network, and the invariant checks. One seeded
 //! generator and a millisecond clock decide everything, so a seed replays exactly.
@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use flotilla::consensus::{RaftReplica, RedbStorage, ReplicaConfig};
+use flotilla::consensus::{MemberConfig, RaftMember, RedbStorage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -184,7 +184,7 @@ impl Simulation {
             let storage = RedbStorage::open_with_backend(manager.disk.backend())
                 .map_err(|e| e.to_string())?;
             let machine = manager.fresh_machine();
-            let replica = RaftReplica::bootstrap(
+            let replica = RaftMember::bootstrap(
                 simulation.replica_config(raft_id),
                 storage,
                 machine,
@@ -197,12 +197,12 @@ impl Simulation {
         Ok(simulation)
     }
 
-    pub fn replica_config(&self, raft_id: u64) -> ReplicaConfig {
+    pub fn replica_config(&self, raft_id: u64) -> MemberConfig {
         let timeout = self.election_timeout_ticks[(raft_id - 1) as usize];
-        ReplicaConfig {
+        MemberConfig {
             snapshot_every_entries: self.snapshot_every_entries,
             election_timeout_ticks: Some(timeout..timeout + 1),
-            ..ReplicaConfig::new(raft_id)
+            ..MemberConfig::new(raft_id)
         }
     }
 
