@@ -2,15 +2,25 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: the `flotilla` CLI's logic: control requests and Docker-style output.
-//! - [`core`]: pure, I/O-free logic: the cluster model, the replicated store's apply function,
-//!   the scheduler, the orchestrator's reconcile and restart backoff. No actix, tokio, clock or
-//!   RNG: time arrives as a `now` argument, randomness as a seeded generator.
-//! - [`consensus`]: the Raft replica driven around `raft::RawNode`, with its durable log on redb.
-//! - [`net`]: the wire codec (pure over bytes), the cluster PKI and join tokens, and the QUIC
-//!   transport with mutual TLS bridged to actix.
-//! - [`actors`]: thin actix shells, one per file, each declaring the messages it handles.
-//! - [`node`]: the daemon: state directory, bootstrapping (init, join, start), shutdown.
+//! The layers, each using only those below it (`docs/architecture.md` draws them):
+//!
+//! ```text
+//! bin -> client | node (composition root) -> actors -> net | consensus -> core | runtime
+//! ```
+//!
+//! - [`client`]: the `flotilla` CLI's logic: admin requests and Docker-style output.
+//! - [`node`]: the composition root: state directory, init / join / start / hollow nodes,
+//!   wiring the actors together, the clock and seed they get, shutdown and role restarts.
+//! - [`actors`]: thin actix shells (mailboxes, timers, I/O), one concern per file, each
+//!   declaring the messages it handles; the rules they apply are in `core`.
+//! - [`net`]: the wire codec (pure over bytes), the admin protocol, the cluster PKI and join
+//!   tokens, and the QUIC transport with mutual TLS (no actix: `actors::transport` bridges it).
+//! - [`consensus`]: the Raft member driven around `raft::RawNode`, its durable log on redb,
+//!   and the store as its state machine.
+//! - [`core`]: pure, I/O-free logic: the cluster model, the store's apply function and its
+//!   event batches, the write planner, node sessions, assignment sets, the scheduler, the
+//!   orchestrator's reconcile and restart backoff. No actix, tokio, clock or global RNG: time
+//!   arrives as a `now` argument, randomness as a seeded generator.
 //! - [`runtime`]: the `ContainerRuntime` implementations (docker, process, sim).
 //!
 //! The binaries in `src/bin/` only parse arguments and start things.
