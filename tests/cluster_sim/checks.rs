@@ -11,13 +11,12 @@ use crate::admin::Outcome;
 use crate::messages::AdminOp;
 use crate::sim::{SimResult, Simulation, HEARTBEAT_PERIOD_MS, STABLE_MS};
 
-/// KNOWN PRODUCT BUG (found by this simulation, seed 23): the dispatcher's heartbeat refresh
-/// proposes `UpsertNode` with the whole record as it read it, so an admin's `node update`
-/// committed between that read and the refresh's commit is overwritten (an acknowledged drain
-/// is lost). Until the refresh stops replacing admin-owned fields (or carries an expected
-/// version), such a loss is counted in the stats line (`known lost node updates`) instead of
-/// failing the seed. Set to `false` once fixed; `FLOTILLA_SIM_STRICT=1` makes it fail today.
-const TOLERATE_HEARTBEAT_REFRESH_OVERWRITE: bool = true;
+/// Found by this simulation (seed 23): the dispatcher's heartbeat refresh proposed
+/// `UpsertNode` with the whole record as it read it, so an admin's `node update` committed in
+/// between was overwritten. Fixed by `Command::RefreshNode` (only the node's own fields, only
+/// on an existing record); kept as a switch so a regression can be tolerated while it is
+/// chased (`FLOTILLA_SIM_STRICT=1` always fails).
+const TOLERATE_HEARTBEAT_REFRESH_OVERWRITE: bool = false;
 
 /// How often the quiet phase looks for convergence.
 const CONVERGENCE_CHECK_MS: u64 = 100;

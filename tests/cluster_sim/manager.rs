@@ -10,7 +10,7 @@ use flotilla::core::assignment::{assignment_set, assignment_version};
 use flotilla::core::events::{Delivery, EventCursor};
 use flotilla::core::model::TaskState;
 use flotilla::core::restart::RestartTracker;
-use flotilla::core::sessions::{refreshed_record, NodeSessions};
+use flotilla::core::sessions::{refresh_command, NodeSessions};
 use flotilla::core::store::{Command, Event, TaskStatusUpdate};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -439,7 +439,7 @@ impl Simulation {
             self.send(raft_id, from, Payload::Refused { sequence, removed });
             return;
         };
-        let refreshed = refreshed_record(node, &description_of(&node_id));
+        let refresh = refresh_command(node, &description_of(&node_id));
         let current = assignment_version(&store, &node_id);
         let assignments = (current != version).then(|| assignment_set(&store, &node_id));
         drop(store);
@@ -450,13 +450,10 @@ impl Simulation {
         if assignments.is_some() {
             leader.pushed.insert(node_id.clone(), current);
         }
-        if let Some(registered) = refreshed {
+        if let Some(refresh) = refresh {
             if leader.nodes_proposing.insert(node_id.clone()) {
                 let origin = Origin::Node(node_id.clone());
-                if self
-                    .propose(position, origin, Command::UpsertNode(registered))
-                    .is_err()
-                {
+                if self.propose(position, origin, refresh).is_err() {
                     if let Some(leader) = self.managers[position].leader.as_mut() {
                         leader.nodes_proposing.remove(&node_id);
                     }
@@ -668,6 +665,7 @@ fn command_summary(command: &Command) -> String {
         Command::UpdateNodeStatus { node_id, status } => {
             format!("UpdateNodeStatus({node_id} {status:?})")
         }
+        Command::RefreshNode(refresh) => format!("RefreshNode({})", refresh.node_id),
         Command::UpdateNodeSpec(update) => format!(
             "UpdateNodeSpec({} {:?})",
             update.node_id, update.availability

@@ -441,6 +441,10 @@ impl Simulation {
                 worker.report(now_ms, &task_id, TaskState::Shutdown, None);
             }
         }
+        // As the worker actor: report stopped tasks it holds nothing for.
+        for task_id in plan.settle {
+            worker.report(now_ms, &task_id, TaskState::Shutdown, None);
+        }
         if plan.sweep_orphans {
             let orphans = assignment::orphans(
                 worker.containers.keys().cloned(),
