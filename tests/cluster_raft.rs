@@ -7,22 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 
-fn service_names(cluster: &Cluster, host: usize) -> Option<Vec<String>> {
-    let output = cluster.cli(Some(host), &["service", "ls", "--format", "json"]);
-    if !output.status.success() {
-        return None;
-    }
-    let services: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
-    let mut names: Vec<String> = services
-        .iter()
-        .filter_map(|s| s["name"].as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    Some(names)
-}
-
-#[test]
-fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_data() {
+/// A cluster of three managers, all reachable from the first.
+fn three_managers() -> Cluster {
     let mut cluster = Cluster::new(&[]);
     cluster.init();
     cluster.join("manager");
@@ -40,6 +26,26 @@ fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_
             })
         },
     );
+    cluster
+}
+
+fn service_names(cluster: &Cluster, host: usize) -> Option<Vec<String>> {
+    let output = cluster.cli(Some(host), &["service", "ls", "--format", "json"]);
+    if !output.status.success() {
+        return None;
+    }
+    let services: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
+    let mut names: Vec<String> = services
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+#[test]
+fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_data() {
+    let mut cluster = three_managers();
     let before_kill = [
         "service", "create", "-d", "--name", "before", "busybox", "sleep", "1",
     ];
@@ -123,23 +129,7 @@ fn without_quorum_commands_fail_within_five_seconds_and_the_cluster_recovers() {
 /// SPEC §12: without `--host`, the CLI tries each manager of `client.toml` in turn.
 #[test]
 fn the_cli_tries_each_manager_of_its_config_in_turn() {
-    let mut cluster = Cluster::new(&[]);
-    cluster.init();
-    cluster.join("manager");
-    cluster.join("manager");
-    cluster.wait_until(
-        "three managers, all reachable",
-        Duration::from_secs(20),
-        || {
-            cluster.nodes_json(None).is_some_and(|nodes| {
-                nodes
-                    .iter()
-                    .filter(|n| n["manager_status"] == "reachable")
-                    .count()
-                    == 2
-            })
-        },
-    );
+    let mut cluster = three_managers();
     let mut config =
         flotilla::net::admin::ClientConfig::load(&cluster.config()).expect("client.toml");
     config.managers = (0..3).map(|i| cluster.addr(i)).collect();
