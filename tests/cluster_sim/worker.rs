@@ -405,8 +405,12 @@ impl Simulation {
     fn apply_assignments(&mut self, position: usize, set: AssignmentSet) {
         let worker = &mut self.workers[position];
         let changed = assignment::replaces(&worker.assignments, &set);
-        worker.authoritative = true;
+        let was_authoritative = std::mem::replace(&mut worker.authoritative, true);
         if !changed {
+            // As the worker actor: the same set, now the leader's.
+            if !was_authoritative {
+                self.reconcile_worker(position);
+            }
             return;
         }
         worker.persisted = set.clone();

@@ -140,8 +140,13 @@ impl WorkerActor {
     }
 
     fn apply(&mut self, ctx: &mut Context<Self>, set: AssignmentSet) {
-        self.authoritative = true;
+        let was_authoritative = std::mem::replace(&mut self.authoritative, true);
         if !assignment::replaces(&self.assignments, &set) {
+            // The same set, but now the leader's: what only its set may do (the orphan sweep,
+            // settling stopped tasks) is due.
+            if !was_authoritative {
+                self.reconcile(ctx);
+            }
             return;
         }
         self.assignments = set;
