@@ -217,7 +217,7 @@ impl<S: StateMachine> RaftMember<S> {
             });
         }
         if let Err(reason) = check_peer_message(&message, &self.raw_node.raft) {
-            self.log_refused(message.from, &reason);
+            self.log_refused(&message, &reason);
             return Err(MemberError::InvalidPeerMessage {
                 from: message.from,
                 reason,
@@ -229,13 +229,14 @@ impl<S: StateMachine> RaftMember<S> {
 
     /// A refused message means a faulty or hostile peer, worth a warning; a peer sending them
     /// in a loop must not flood the log, so warnings come at the 1st, 2nd, 4th, 8th... refusal.
-    fn log_refused(&mut self, from: u64, reason: &super::InvalidPeerMessage) {
+    fn log_refused(&mut self, message: &Message, reason: &super::InvalidPeerMessage) {
         self.refused_messages += 1;
         let refused = self.refused_messages;
+        let (from, message_type) = (message.from, message.get_msg_type());
         if refused.is_power_of_two() {
-            tracing::warn!(from, kind = reason.kind(), %reason, refused, "raft message refused");
+            tracing::warn!(from, ?message_type, kind = reason.kind(), %reason, refused, "raft message refused");
         } else {
-            tracing::debug!(from, kind = reason.kind(), %reason, refused, "raft message refused");
+            tracing::debug!(from, ?message_type, kind = reason.kind(), %reason, refused, "raft message refused");
         }
     }
 

@@ -193,7 +193,8 @@ pub fn check_peer_message<T: Storage>(
         MsgTransferLeader if raft.state != StateRole::Leader => {
             Err(InvalidPeerMessage::TransferNotToLeader)
         }
-        MsgTimeoutNow if message.from != raft.leader_id => {
+        // A newer term's MsgTimeoutNow may come from a leader elected while we did not listen.
+        MsgTimeoutNow if message.from != raft.leader_id && message.term <= raft.term => {
             Err(InvalidPeerMessage::TimeoutNowNotFromLeader {
                 from: message.from,
                 leader: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
@@ -204,7 +205,7 @@ pub fn check_peer_message<T: Storage>(
 }
 
 /// Messages from an ID outside the configuration are refused, except those the configuration
-/// may not know about yet: a leader's (a newer term, or the leader we follow) and vote requests
+/// may not know about yet: a leader's (a newer term, or the one leader of ours) and vote requests
 /// (a just-added member may campaign before we applied its addition; raft-rs decides the vote).
 fn check_sender<T: Storage>(message: &Message, raft: &Raft<T>) -> Result<(), InvalidPeerMessage> {
     if raft.prs().get(message.from).is_some() {
@@ -215,12 +216,17 @@ fn check_sender<T: Storage>(message: &Message, raft: &Raft<T>) -> Result<(), Inv
         MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
     );
     let accepted = match message.get_msg_type() {
-        _ if from_a_leader => message.term > raft.term || message.from == raft.leader_id,
+        // At our term with no leader yet: we voted in this term's election (or heard of it),
+        // and this is the winner's first message; a second leader of one term cannot be.
+        _ if from_a_leader => {
+            message.term > raft.term
+                || (message.term == raft.term
+                    && (raft.leader_id == raft::INVALID_ID || message.from == raft.leader_id))
+        }
         MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => true,
         // The leader's answer to a read we forwarded; it may be a leader we do not know yet.
-        MessageType::MsgReadIndexResp | MessageType::MsgTimeoutNow => {
-            message.from == raft.leader_id
-        }
+        MessageType::MsgReadIndexResp => message.from == raft.leader_id,
+        MessageType::MsgTimeoutNow => message.from == raft.leader_id || message.term > raft.term,
         _ => false,
     };
     if accepted {
@@ -359,3 +365,7 @@ fn check_conf_state(conf_state: &ConfState) -> Result<(), InvalidPeerMessage> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
