@@ -178,6 +178,12 @@ pub fn check_peer_message<T: Storage>(
             }
         }
     }
+    // raft-rs looks at nothing but the type of a message from an older term (it drops it,
+    // answering at most with its own term), and a correct peer sends them all the time
+    // (delayed messages, a deposed leader): let raft-rs deal with them.
+    if message.term != 0 && message.term < raft.term {
+        return Ok(());
+    }
     check_sender(message, raft)?;
     match kind {
         MsgAppend => check_append(message, raft),
@@ -193,8 +199,14 @@ pub fn check_peer_message<T: Storage>(
         MsgTransferLeader if raft.state != StateRole::Leader => {
             Err(InvalidPeerMessage::TransferNotToLeader)
         }
-        // A newer term's MsgTimeoutNow may come from a leader elected while we did not listen.
-        MsgTimeoutNow if message.from != raft.leader_id && message.term <= raft.term => {
+        // Only a term's leader sends MsgTimeoutNow, so it is refused only from someone else
+        // at a term whose leader we know; a newer term's may come from a leader elected while
+        // we did not listen.
+        MsgTimeoutNow
+            if raft.leader_id != raft::INVALID_ID
+                && message.from != raft.leader_id
+                && message.term <= raft.term =>
+        {
             Err(InvalidPeerMessage::TimeoutNowNotFromLeader {
                 from: message.from,
                 leader: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
@@ -226,7 +238,11 @@ fn check_sender<T: Storage>(message: &Message, raft: &Raft<T>) -> Result<(), Inv
         MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => true,
         // The leader's answer to a read we forwarded; it may be a leader we do not know yet.
         MessageType::MsgReadIndexResp => message.from == raft.leader_id,
-        MessageType::MsgTimeoutNow => message.from == raft.leader_id || message.term > raft.term,
+        MessageType::MsgTimeoutNow => {
+            message.from == raft.leader_id
+                || message.term > raft.term
+                || (message.term == raft.term && raft.leader_id == raft::INVALID_ID)
+        }
         _ => false,
     };
     if accepted {
