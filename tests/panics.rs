@@ -25,7 +25,14 @@ fn spawn_init(dir: &std::path::Path, extra: &[&str], drill_ms: u64) -> Child {
     let listen = format!("127.0.0.1:{}", free_udp_port());
     let state_dir = dir.join("state");
     Command::new(NODE_BIN)
-        .args(["init", "--listen", &listen, "--runtime", "sim", "--state-dir"])
+        .args([
+            "init",
+            "--listen",
+            &listen,
+            "--runtime",
+            "sim",
+            "--state-dir",
+        ])
         .arg(&state_dir)
         .args(extra)
         .env(DRILL_ENV, drill_ms.to_string())
@@ -85,5 +92,8 @@ fn the_panic_drill_needs_enable_chaos() {
     let log = log_of(dir.path());
     assert!(client_config.exists(), "init finished:\n{log}");
     assert!(status.is_none(), "the node exited ({status:?}):\n{log}");
-    assert!(log.contains("ignored"), "the drill says why it is off:\n{log}");
+    assert!(
+        log.contains("ignored"),
+        "the drill says why it is off:\n{log}"
+    );
 }

@@ -286,8 +286,12 @@ fn check_append<T: Storage>(message: &Message, raft: &Raft<T>) -> Result<(), Inv
     // Compacted indexes cannot be compared and are skipped (raft-rs does not look at them
     // either: it answers an append below the commit index without reading it).
     let committed = log.committed;
-    let stated = std::iter::once((message.index, message.log_term))
-        .chain(message.entries.iter().map(|entry| (entry.index, entry.term)));
+    let stated = std::iter::once((message.index, message.log_term)).chain(
+        message
+            .entries
+            .iter()
+            .map(|entry| (entry.index, entry.term)),
+    );
     for (index, theirs) in stated.take_while(|(index, _)| *index <= committed) {
         if index < log.first_index() {
             continue;

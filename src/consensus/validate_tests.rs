@@ -72,11 +72,12 @@ fn from_leader(kind: MessageType) -> Message {
 }
 
 fn entry(index: u64, term: u64, data: Vec<u8>) -> Entry {
-    let mut entry = Entry::default();
-    entry.index = index;
-    entry.term = term;
-    entry.data = data.into();
-    entry
+    Entry {
+        index,
+        term,
+        data: data.into(),
+        ..Entry::default()
+    }
 }
 
 /// Leader 2's append of index 2 (its empty entry) and 3 (the command "add `amount`"),
@@ -111,7 +112,9 @@ fn refused(member: &mut RaftMember<Counter>, message: &Message) -> InvalidPeerMe
 
 /// After the refusals, the follower still takes leader 2's log and applies it.
 fn assert_follows_and_applies(member: &mut RaftMember<Counter>) {
-    member.step(&bytes(&valid_append(5))).expect("a valid append");
+    member
+        .step(&bytes(&valid_append(5)))
+        .expect("a valid append");
     member.handle_ready().expect("ready");
     assert_eq!(member.commit_index(), 3);
     assert_eq!(member.state_machine().total, 5);
@@ -172,7 +175,9 @@ fn strangers_and_non_leaders_are_refused_but_a_new_leader_is_heard() {
     // the conf change adding it) is heard...
     let mut stranger = from_leader(MessageType::MsgHeartbeat);
     stranger.from = 9;
-    member.step(&bytes(&stranger)).expect("a newer term's leader");
+    member
+        .step(&bytes(&stranger))
+        .expect("a newer term's leader");
     assert_eq!(member.leadership().leader_id, Some(9));
     // ...but not a response or a second "leader" at the same term.
     let mut response = from_leader(MessageType::MsgHeartbeatResponse);
@@ -271,7 +276,12 @@ fn appends_with_broken_entries_or_contradicting_the_commit_are_refused() {
     next.index = 3;
     next.log_term = LEADER_TERM;
     next.commit = 4;
-    next.entries = vec![entry(4, LEADER_TERM, encode_command(&7u64).expect("encodes"))].into();
+    next.entries = vec![entry(
+        4,
+        LEADER_TERM,
+        encode_command(&7u64).expect("encodes"),
+    )]
+    .into();
     member.step(&bytes(&next)).expect("append");
     member.handle_ready().expect("ready");
     assert_eq!(member.state_machine().total, 12);
@@ -291,7 +301,9 @@ fn a_heartbeat_committing_past_the_log_is_refused() {
     );
     assert_follows_and_applies(&mut member);
     heartbeat.commit = 3;
-    member.step(&bytes(&heartbeat)).expect("a heartbeat within the log");
+    member
+        .step(&bytes(&heartbeat))
+        .expect("a heartbeat within the log");
 }
 
 #[test]
@@ -299,8 +311,10 @@ fn snapshots_with_nonsensical_metadata_are_refused() {
     let mut member = follower();
     let snapshot_message = |index: u64, term: u64, voters: &[u64], learners: &[u64]| {
         let mut message = from_leader(MessageType::MsgSnapshot);
-        let mut snapshot = Snapshot::default();
-        snapshot.data = 9u64.to_le_bytes().to_vec().into();
+        let mut snapshot = Snapshot {
+            data: 9u64.to_le_bytes().to_vec().into(),
+            ..Snapshot::default()
+        };
         let metadata = snapshot.mut_metadata();
         metadata.index = index;
         metadata.term = term;
@@ -397,7 +411,9 @@ fn a_leader_refuses_acks_past_its_log_and_forwarded_proposals_then_commits() {
     let output = members[0].handle_ready().expect("ready");
     let mut queue: VecDeque<_> = output.messages.into();
     pump(&mut members, &mut queue);
-    assert!(members.iter().all(|member| member.state_machine().total == 4));
+    assert!(members
+        .iter()
+        .all(|member| member.state_machine().total == 4));
 }
 
 /// A bare raft-rs node over `MemStorage`: member 1 of {1, 2, 3}, with entries 1..=3 of term 2
@@ -411,11 +427,12 @@ fn raw_node_with_committed_log() -> RawNode<MemStorage> {
             entry(2, 2, Vec::new()),
             entry(3, 2, Vec::new()),
         ])
-            .expect("append");
-        let mut hard_state = HardState::default();
-        hard_state.term = 2;
-        hard_state.commit = 3;
-        core.set_hardstate(hard_state);
+        .expect("append");
+        core.set_hardstate(HardState {
+            term: 2,
+            commit: 3,
+            ..HardState::default()
+        });
     }
     let config = raft::Config {
         id: 1,
@@ -528,8 +545,10 @@ mod never_panics {
             }
             message.entries = entries.into();
             if let Some((index, term, voters, learners, data)) = snapshot {
-                let mut snapshot = Snapshot::default();
-                snapshot.data = data.into();
+                let mut snapshot = Snapshot {
+                    data: data.into(),
+                    ..Snapshot::default()
+                };
                 snapshot.mut_metadata().index = index;
                 snapshot.mut_metadata().term = term;
                 snapshot.mut_metadata().set_conf_state(ConfState::from((voters, learners)));
