@@ -7,22 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 
-fn service_names(cluster: &Cluster, host: usize) -> Option<Vec<String>> {
-    let output = cluster.cli(Some(host), &["service", "ls", "--format", "json"]);
-    if !output.status.success() {
-        return None;
-    }
-    let services: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
-    let mut names: Vec<String> = services
-        .iter()
-        .filter_map(|s| s["name"].as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    Some(names)
-}
-
-#[test]
-fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_data() {
+/// A cluster of three managers, all reachable from the first.
+fn three_managers() -> Cluster {
     let mut cluster = Cluster::new(&[]);
     cluster.init();
     cluster.join("manager");
@@ -40,6 +26,26 @@ fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_
             })
         },
     );
+    cluster
+}
+
+fn service_names(cluster: &Cluster, host: usize) -> Option<Vec<String>> {
+    let output = cluster.cli(Some(host), &["service", "ls", "--format", "json"]);
+    if !output.status.success() {
+        return None;
+    }
+    let services: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
+    let mut names: Vec<String> = services
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+#[test]
+fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_data() {
+    let mut cluster = three_managers();
     let before_kill = [
         "service", "create", "-d", "--name", "before", "busybox", "sleep", "1",
     ];
@@ -117,5 +123,56 @@ fn without_quorum_commands_fail_within_five_seconds_and_the_cluster_recovers() {
         "the cluster recovers with its data",
         Duration::from_secs(20),
         || service_names(&cluster, 0).is_some_and(|names| names.contains(&"kept".to_string())),
+    );
+}
+
+/// SPEC §12: without `--host`, the CLI tries each manager of `client.toml` in turn.
+#[test]
+fn the_cli_tries_each_manager_of_its_config_in_turn() {
+    let mut cluster = three_managers();
+    let mut config =
+        flotilla::net::admin::ClientConfig::load(&cluster.config()).expect("client.toml");
+    config.managers = (0..3).map(|i| cluster.addr(i)).collect();
+    let all_managers = cluster.config().with_file_name("client-all.toml");
+    std::fs::write(
+        &all_managers,
+        toml::to_string(&config).expect("client.toml encodes"),
+    )
+    .expect("write client-all.toml");
+    cluster.kill(0);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .arg("--config")
+            .arg(&all_managers)
+            .args(args)
+            .env_remove("FLOTILLA_HOST")
+            .env_remove("FLOTILLA_CONFIG")
+            .output()
+            .expect("run flotilla")
+    };
+    // The first manager is dead: the next one answers (after a new leader, if it was leader).
+    let started = Instant::now();
+    cluster.wait_until("a manager answers", Duration::from_secs(15), || {
+        cli(&["node", "ls"]).status.success()
+    });
+    eprintln!(
+        "first manager dead -> node ls answered: {:?}",
+        started.elapsed()
+    );
+    let create = cli(&[
+        "service", "create", "-d", "--name", "failover", "busybox", "sleep", "1",
+    ]);
+    assert!(
+        create.status.success(),
+        "create through the config's managers: {}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let listing = cli(&["service", "ls", "--format", "json"]);
+    let services: Vec<serde_json::Value> =
+        serde_json::from_slice(&listing.stdout).expect("service ls json");
+    assert_eq!(
+        services.iter().filter(|s| s["name"] == "failover").count(),
+        1,
+        "the write went to one manager once"
     );
 }

@@ -95,7 +95,8 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 AdminReply::Token(token) => token,
                 other => return Err(ClientError::unexpected(other)),
             };
-            let manager = client_host(&cli.host, &config)?;
+            // The manager that answered: the join command names a live one.
+            let manager = client.host();
             if quiet {
                 println!("{token}");
             } else {
@@ -127,15 +128,6 @@ fn role_name(role: NodeRole) -> &'static str {
         NodeRole::Manager => "manager",
         NodeRole::Worker => "worker",
     }
-}
-
-fn client_host(host: &Option<String>, config: &std::path::Path) -> Result<String, ClientError> {
-    if let Some(host) = host {
-        return Ok(host.clone());
-    }
-    let config = flotilla::net::admin::ClientConfig::load(config)
-        .map_err(|reason| ClientError::Remote(format!("{}: {reason}", config.display())))?;
-    config.managers.first().cloned().ok_or(ClientError::NoHost)
 }
 
 fn main() {

@@ -9,6 +9,7 @@ pub mod render;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::net::admin::ClientConfig;
@@ -54,10 +55,19 @@ impl ClientError {
     }
 }
 
-/// A loaded configuration and the node to talk to.
+/// How long the CLI waits for a manager's handshake before it tries the next one in
+/// `client.toml` (the request is not sent until the handshake finishes, so a write is never
+/// sent twice). The last manager tried gets the whole [`REQUEST_TIMEOUT`].
+pub const MANAGER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A loaded configuration and the nodes to talk to.
 pub struct Client {
     config: ClientConfig,
-    host: SocketAddr,
+    /// `--host` alone, or every manager of `client.toml` in order (SPEC §12: the CLI tries each
+    /// in turn when one does not answer).
+    hosts: Vec<SocketAddr>,
+    /// The host that answered last: later requests of this command go there first.
+    current: AtomicUsize,
 }
 
 /// The default configuration path: `$HOME/.flotilla/client.toml`.
@@ -76,18 +86,27 @@ impl Client {
             path: config_path.to_path_buf(),
             reason,
         })?;
-        let host = match host {
-            Some(host) => host.to_string(),
-            None => config
-                .managers
-                .first()
-                .cloned()
-                .ok_or(ClientError::NoHost)?,
+        let named: Vec<String> = match host {
+            Some(host) => vec![host.to_string()],
+            None => config.managers.clone(),
         };
-        let host = host
-            .parse()
-            .map_err(|_| ClientError::BadHost(host.clone()))?;
-        Ok(Self { config, host })
+        if named.is_empty() {
+            return Err(ClientError::NoHost);
+        }
+        let hosts = named
+            .iter()
+            .map(|host| host.parse().map_err(|_| ClientError::BadHost(host.clone())))
+            .collect::<Result<Vec<SocketAddr>, _>>()?;
+        Ok(Self {
+            config,
+            hosts,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    /// The node requests go to first.
+    pub fn host(&self) -> SocketAddr {
+        self.hosts[self.current.load(Ordering::Relaxed) % self.hosts.len()]
     }
 
     /// Sends any message with the admin certificate and returns the answer.
@@ -100,15 +119,53 @@ impl Client {
                 path: PathBuf::from("client.toml"),
                 reason: e.to_string(),
             })?;
-        let bind = match self.host {
-            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-        };
-        match transport::request_with(bind, tls, self.host, message, REQUEST_TIMEOUT).await {
-            Ok(reply) => Ok(reply),
-            Err(TransportError::Remote(error)) => Err(ClientError::Remote(error.message)),
-            Err(error) => Err(ClientError::Transport(error)),
+        let first = self.current.load(Ordering::Relaxed);
+        let count = self.hosts.len();
+        let mut unreachable = Vec::new();
+        for attempt in 0..count {
+            let index = (first + attempt) % count;
+            let host = self.hosts[index];
+            let last = attempt + 1 == count;
+            let connect_timeout = if last {
+                REQUEST_TIMEOUT
+            } else {
+                MANAGER_CONNECT_TIMEOUT
+            };
+            let bind = match host {
+                SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+            };
+            let outcome = transport::request_within(
+                bind,
+                tls.clone(),
+                host,
+                message.clone(),
+                connect_timeout,
+                REQUEST_TIMEOUT,
+            )
+            .await;
+            match outcome {
+                Ok(reply) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(reply);
+                }
+                Err(TransportError::Remote(error)) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Err(ClientError::Remote(error.message));
+                }
+                // Never sent: the next manager may take it.
+                Err(error @ TransportError::Unreachable { .. }) if !last => {
+                    unreachable.push(error.to_string());
+                }
+                Err(error) => {
+                    if !unreachable.is_empty() {
+                        tracing::debug!(tried = ?unreachable, "managers that did not answer");
+                    }
+                    return Err(ClientError::Transport(error));
+                }
+            }
         }
+        Err(ClientError::NoHost)
     }
 
     /// Sends a control command.

@@ -98,6 +98,12 @@ pub struct ReplicaPlan {
     /// [`orphans`]). Only on the leader's set: a saved set may be missing tasks the leader
     /// gave this node since, and sweeping on it would kill them.
     pub sweep_orphans: bool,
+    /// Task IDs the managers want stopped that the store still sees live but this worker
+    /// holds no replica for (sorted): nothing will ever report them, so the worker reports
+    /// them shut down itself (their containers, if any, go with the orphan sweep). Only on the
+    /// leader's set. Without this a task whose last report was lost (the agent crashed twice)
+    /// stayed `running` in the store for ever (found by the whole-cluster simulation).
+    pub settle: Vec<String>,
 }
 
 /// Compares the set with the replicas the worker runs (`running`: their task IDs).
@@ -129,11 +135,24 @@ pub fn plan_replicas<'a>(
         .map(|id| id.to_string())
         .collect();
     retire.sort();
+    let mut settle: Vec<String> = if authoritative {
+        set.tasks
+            .iter()
+            .filter(|task| !should_run(task) && !task.status.state.is_terminal())
+            .filter(|task| !running.contains(task.id.as_str()))
+            .map(|task| task.id.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    settle.sort();
+    settle.dedup();
     ReplicaPlan {
         start,
         adopt_only: !authoritative,
         retire,
         sweep_orphans: authoritative,
+        settle,
     }
 }
 
@@ -340,5 +359,22 @@ mod tests {
         assert_eq!(ids(&after.tasks), ["t2"], "a finished task drops out");
         assert_ne!(after.version, before);
         assert!(replaces(&held, &after));
+    }
+
+    #[test]
+    fn stopped_tasks_nobody_holds_are_settled_only_on_the_leaders_set() {
+        use TaskState::*;
+        let tasks = vec![
+            task("held", Shutdown, Running),
+            task("orphaned", Shutdown, Running),
+            task("finished", Shutdown, Shutdown),
+            task("wanted", Running, Running),
+        ];
+        let plan = plan_replicas(&set(7, tasks.clone()), ["held", "wanted"], true);
+        assert_eq!(plan.settle, vec!["orphaned".to_string()]);
+        assert_eq!(plan.retire, vec!["held".to_string()]);
+        // A saved set may be stale: never settle on it.
+        let saved = plan_replicas(&set(7, tasks), ["wanted"], false);
+        assert!(saved.settle.is_empty());
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::core::model::{Node, NodeDescription, NodeStatus};
-use crate::core::store::Store;
+use crate::core::store::{Command, NodeRefresh, Store};
 
 /// Periods without a heartbeat after which a node is down (SPEC §3).
 pub const MISSED_HEARTBEATS_DOWN: u64 = 3;
@@ -155,6 +155,16 @@ pub fn refreshed_record(node: &Node, description: &NodeDescription) -> Option<No
         ..node.clone()
     };
     (refreshed != *node).then_some(refreshed)
+}
+
+/// The write a heartbeat makes when [`refreshed_record`] finds something changed: a
+/// [`Command::RefreshNode`], applied against the record as it is at commit time.
+pub fn refresh_command(node: &Node, description: &NodeDescription) -> Option<Command> {
+    refreshed_record(node, description)?;
+    Some(Command::RefreshNode(NodeRefresh {
+        node_id: node.id.clone(),
+        description: description.clone(),
+    }))
 }
 
 #[cfg(test)]

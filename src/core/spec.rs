@@ -7,7 +7,38 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::error::CoreError;
-use super::model::{Node, NodeRole, Resources};
+
+/// CPU and memory, used for node capacity, reservations and limits. Zero means none.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct Resources {
+    /// Billionths of a CPU.
+    pub nano_cpus: u64,
+    /// Bytes.
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    /// Whether `self` fits into `available` on both axes.
+    pub fn fits_in(&self, available: &Resources) -> bool {
+        self.nano_cpus <= available.nano_cpus && self.memory_bytes <= available.memory_bytes
+    }
+
+    /// Component-wise saturating sum.
+    pub fn saturating_add(&self, other: &Resources) -> Resources {
+        Resources {
+            nano_cpus: self.nano_cpus.saturating_add(other.nano_cpus),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+
+    /// Component-wise saturating difference.
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            nano_cpus: self.nano_cpus.saturating_sub(other.nano_cpus),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+        }
+    }
+}
 
 /// Longest service name Docker accepts.
 pub const SERVICE_NAME_LEN_MAX: usize = 63;
@@ -114,24 +145,6 @@ impl Constraint {
             op,
             value: value.to_string(),
         })
-    }
-
-    /// Whether `node` satisfies this constraint. A missing label never equals anything.
-    pub fn matches(&self, node: &Node) -> bool {
-        let actual = match &self.key {
-            ConstraintKey::NodeId => Some(node.id.as_str()),
-            ConstraintKey::Hostname => Some(node.hostname.as_str()),
-            ConstraintKey::Role => Some(match node.role {
-                NodeRole::Manager => "manager",
-                NodeRole::Worker => "worker",
-            }),
-            ConstraintKey::Label(key) => node.labels.get(key).map(String::as_str),
-        };
-        let equal = actual == Some(self.value.as_str());
-        match self.op {
-            ConstraintOp::Eq => equal,
-            ConstraintOp::Ne => !equal,
-        }
     }
 }
 

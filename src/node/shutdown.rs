@@ -25,18 +25,7 @@ pub async fn wait_for_signal() {
 /// Waits for SIGINT or SIGTERM, then shuts the node down cleanly: a leader hands leadership
 /// over first, and the endpoint tells its peers it is going.
 pub async fn wait_for_shutdown(node: RunningNode) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                return;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+    wait_for_signal().await;
     tracing::info!("shutting down");
     if let Some(raft) = &node.raft {
         if let Ok(status) = raft.send(GetStatus).await {

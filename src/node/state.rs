@@ -10,7 +10,6 @@
 //! Secrets are written with mode 0600 through a temporary file and a rename, so a crash never
 //! leaves half a file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -102,28 +101,12 @@ pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
     write_private(path, text.as_bytes())
 }
 
-/// Writes bytes atomically with mode 0600.
+/// Writes bytes atomically with mode 0600 (see `actors::worker::persist::write_atomically`).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| StateError::Io {
+    crate::actors::worker::persist::write_atomically(path, bytes).map_err(|source| StateError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

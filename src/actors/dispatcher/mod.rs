@@ -224,8 +224,8 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
                 "this node is not (or no longer) registered in the swarm",
             ));
         };
-        if let Some(refreshed) = sessions::refreshed_record(node, &beat.heartbeat.description) {
-            self.propose(ctx, beat.node_id.clone(), Command::UpsertNode(refreshed));
+        if let Some(refresh) = sessions::refresh_command(node, &beat.heartbeat.description) {
+            self.propose(ctx, beat.node_id.clone(), refresh);
         }
         let version = assignment_version(&store, &beat.node_id);
         let assignments = (version != beat.heartbeat.assignments_version).then(|| {

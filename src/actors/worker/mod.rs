@@ -22,9 +22,11 @@ use actix::prelude::*;
 
 pub use leader_link::ReportStatus;
 
+use crate::actors::environment::system_now_ms;
 use crate::actors::replica::{CrashReplica, ReplicaActor, Retire, STOP_GRACE_MS};
 use crate::actors::transport::Request;
 use crate::core::assignment::{self, AssignmentSet};
+use crate::core::model::{TaskState, TaskStatus};
 use crate::core::store::TaskStatusUpdate;
 use crate::net::message::{NodeDescription, RoleChange};
 use crate::runtime::ContainerRuntime;
@@ -176,6 +178,21 @@ impl WorkerActor {
                 // With the worker's address gone, the supervisor lets it end for good.
                 replica.do_send(Retire);
             }
+        }
+        for task_id in plan.settle {
+            tracing::info!(task = %task_id, "reporting a stopped task this node no longer holds");
+            ctx.address().do_send(ReportStatus(TaskStatusUpdate {
+                task_id,
+                status: TaskStatus {
+                    state: TaskState::Shutdown,
+                    since_ms: system_now_ms(),
+                    message: "shutdown".to_string(),
+                    error: None,
+                    exit_code: None,
+                },
+                runtime: Some(runtime.kind().to_string()),
+                runtime_id: None,
+            }));
         }
         if plan.sweep_orphans {
             self.remove_orphans(ctx, runtime);

@@ -35,10 +35,10 @@ pub fn save_assignments(state_dir: &Path, set: &AssignmentSet) -> std::io::Resul
     write_atomically(&state_dir.join(ASSIGNMENTS_FILE), &bytes)
 }
 
-/// Writes through a temporary file and a rename, so a crash never leaves half a set to load.
-/// (The node's own `write_private` does the same for its files; the actors layer may not
-/// depend on the node layer that composes it.)
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes through a temporary file (mode 0600), an fsync and a rename, then fsyncs the
+/// directory so the rename itself survives a crash: a reader never finds half a file. The
+/// node's state files (`node::state::write_private`) use it too.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -53,7 +53,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&temporary, path)
+    std::fs::rename(&temporary, path)?;
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(directory)?.sync_all()
 }
 
 impl WorkerActor {

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::model::{
-    Availability, ClusterInfo, Node, NodeRole, NodeStatus, Service, Task, TaskState, TaskStatus,
+    Availability, ClusterInfo, Node, NodeDescription, NodeRole, NodeStatus, Service, Task,
+    TaskState, TaskStatus,
 };
 use crate::core::spec::ServiceSpec;
 
@@ -48,6 +49,15 @@ pub struct TaskStatusUpdate {
     pub runtime: Option<String>,
     /// Container or process ID, when known.
     pub runtime_id: Option<String>,
+}
+
+/// What a node reports about itself in a heartbeat ([`Command::RefreshNode`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeRefresh {
+    /// The node (from its certificate).
+    pub node_id: String,
+    /// What it reported.
+    pub description: NodeDescription,
 }
 
 /// A replicated change to the cluster state.
@@ -110,6 +120,12 @@ pub enum Command {
     RemoveTasks(Vec<String>),
     /// Scheduler: `(task_id, reason)` for tasks that fit nowhere; they become pending.
     SetPendingReasons(Vec<(String, String)>),
+    /// A heartbeat's report of what a node is (hostname, address, engine, resources, join
+    /// labels) and that it is ready. Applies only to an existing record and only to the fields
+    /// the node owns: the operator's availability, role and labels, written meanwhile, are
+    /// never overwritten, and a removed node is never brought back (a whole-record upsert did
+    /// both; found by the whole-cluster simulation). Last, so older variants keep their tags.
+    RefreshNode(NodeRefresh),
 }
 
 /// A task as watchers need to route it: to its service and, if any, its node.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, Event, NodeSpecUpdate, TaskRef, TaskStatusUpdate};
+pub use command::{Command, Event, NodeRefresh, NodeSpecUpdate, TaskRef, TaskStatusUpdate};
 
 use super::error::CoreError;
 use super::ids;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::model::{NodeStatus, Service, Task, TaskStatus};
+use crate::core::model::{Availability, NodeStatus, Service, Task, TaskStatus};
 use crate::core::testkit::{node, service, Harness};
 
 fn task(id: &str, service: &Service, slot: u64) -> Task {
@@ -326,4 +326,56 @@ fn commands_round_trip_through_bincode() {
     let (decoded, _): (Vec<Command>, usize) =
         bincode::serde::decode_from_slice(&bytes, config).unwrap();
     assert_eq!(decoded, commands);
+}
+
+fn description_of(node: &crate::core::model::Node) -> crate::core::model::NodeDescription {
+    crate::core::model::NodeDescription {
+        hostname: node.hostname.clone(),
+        addr: node.addr.clone(),
+        engine_version: node.engine_version.clone(),
+        resources: node.resources,
+        labels: Default::default(),
+    }
+}
+
+#[test]
+fn a_heartbeat_refresh_keeps_the_operators_fields_and_never_revives_a_removed_node() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    let mut down = h.store.node("n1").unwrap().clone();
+    // The dispatcher read the node while it was down and decided to refresh it...
+    h.apply(Command::UpdateNodeStatus {
+        node_id: "n1".into(),
+        status: NodeStatus::Down,
+    });
+    down.status = NodeStatus::Down;
+    let refresh = crate::core::sessions::refresh_command(&down, &description_of(&down))
+        .expect("a down node heartbeating is refreshed");
+    // ...and meanwhile the admin drained it and labelled it.
+    h.apply(Command::UpdateNodeSpec(NodeSpecUpdate {
+        node_id: "n1".into(),
+        availability: Some(Availability::Drain),
+        labels_add: [("zone".to_string(), "b".to_string())].into(),
+        ..NodeSpecUpdate::default()
+    }));
+    h.apply(refresh.clone());
+    let refreshed = h.store.node("n1").unwrap();
+    assert_eq!(refreshed.status, NodeStatus::Ready);
+    assert_eq!(
+        refreshed.availability,
+        Availability::Drain,
+        "the drain stays"
+    );
+    assert_eq!(refreshed.labels.get("zone").map(String::as_str), Some("b"));
+
+    h.apply(Command::RemoveNode {
+        node_id: "n1".into(),
+        force: true,
+    });
+    assert!(matches!(
+        h.store.check(&refresh),
+        Err(CoreError::NotFound { .. })
+    ));
+    h.index += 1;
+    assert!(h.store.apply(h.index, 0, refresh).is_err());
+    assert!(h.store.node("n1").is_none(), "a removed node stays removed");
 }

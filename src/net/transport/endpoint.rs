@@ -107,20 +107,42 @@ pub async fn request_with(
     message: Message,
     timeout: Duration,
 ) -> Result<Message, TransportError> {
+    request_within(bind, rustls_config, addr, message, timeout, timeout).await
+}
+
+/// [`request_with`], giving up with [`TransportError::Unreachable`] when the handshake has not
+/// finished within `connect_timeout`: the request was then never sent, so the caller may try
+/// another peer without risking a second copy of a write (the CLI's manager failover).
+pub async fn request_within(
+    bind: SocketAddr,
+    rustls_config: rustls::ClientConfig,
+    addr: SocketAddr,
+    message: Message,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<Message, TransportError> {
     let mut endpoint = bind_endpoint(bind, None, None)?;
     endpoint.set_default_client_config(client_config(rustls_config)?);
     let exchange = async {
-        let connection = endpoint
-            .connect(addr, tls::SERVER_NAME)
-            .map_err(|e| TransportError::Unreachable {
+        let connecting =
+            endpoint
+                .connect(addr, tls::SERVER_NAME)
+                .map_err(|e| TransportError::Unreachable {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+        let connection = match tokio::time::timeout(connect_timeout, connecting).await {
+            Ok(connected) => connected.map_err(|e| TransportError::Unreachable {
                 addr,
                 reason: e.to_string(),
-            })?
-            .await
-            .map_err(|e| TransportError::Unreachable {
-                addr,
-                reason: e.to_string(),
-            })?;
+            })?,
+            Err(_) => {
+                return Err(TransportError::Unreachable {
+                    addr,
+                    reason: format!("no handshake within {} ms", connect_timeout.as_millis()),
+                })
+            }
+        };
         let failed = |e: StreamError| TransportError::Connection {
             addr,
             reason: e.to_string(),

@@ -28,7 +28,7 @@ mod endpoint;
 mod inbound;
 mod ordered;
 
-pub use endpoint::{request_with, CLOSE_FLUSH_MAX};
+pub use endpoint::{request_with, request_within, CLOSE_FLUSH_MAX};
 pub use inbound::{DeliveryError, DeliveryFuture, Inbound, InboundHandler};
 pub use ordered::{OrderedSender, ORDERED_QUEUE_MESSAGES};
 

@@ -4,6 +4,7 @@
 use super::{Command, Event, TaskRef};
 use crate::core::error::CoreError;
 use crate::core::model::{Meta, NodeRole, TaskState, TaskStatus};
+use crate::core::sessions::refreshed_record;
 use crate::core::store::{is_unassigned, Store};
 
 fn touch(meta: &mut Meta, index: u64, now_ms: u64) {
@@ -215,6 +216,18 @@ impl Store {
                     touch(&mut task.meta, index, now_ms);
                     events.push(Event::TaskUpdated(TaskRef::of(&task)));
                     self.put_task(task);
+                }
+            }
+            Command::RefreshNode(refresh) => {
+                if let Some(node) = self.nodes.get_mut(&refresh.node_id) {
+                    // Judged against the record as it is now, not as the dispatcher read it.
+                    if let Some(mut refreshed) = refreshed_record(node, &refresh.description) {
+                        touch(&mut refreshed.meta, index, now_ms);
+                        *node = refreshed;
+                        events.push(Event::NodeChanged {
+                            node_id: refresh.node_id,
+                        });
+                    }
                 }
             }
         }

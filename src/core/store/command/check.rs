@@ -154,6 +154,11 @@ impl Store {
             | Command::UpdateTaskStatuses(_)
             | Command::RemoveTasks(_)
             | Command::SetPendingReasons(_) => Ok(()),
+            // A node removed meanwhile stays removed.
+            Command::RefreshNode(refresh) => self
+                .node(&refresh.node_id)
+                .map(|_| ())
+                .ok_or_else(|| not_found("node", &refresh.node_id)),
         }
     }
 }
