@@ -77,8 +77,8 @@ pub enum InvalidPeerMessage {
         /// The index found.
         found: u64,
     },
-    /// Entry terms never decrease along a log, start at or after the term of the entry they
-    /// follow, and never exceed the sender's term.
+    /// Entry terms are never 0 (but at index 0), never decrease along a log, start at or after
+    /// the term of the entry they follow, and never exceed the sender's term.
     #[error("entry {index} has term {term}, impossible here")]
     ImpossibleEntryTerm {
         /// The entry's index.
@@ -254,7 +254,10 @@ fn check_sender<T: Storage>(message: &Message, raft: &Raft<T>) -> Result<(), Inv
 
 fn check_append<T: Storage>(message: &Message, raft: &Raft<T>) -> Result<(), InvalidPeerMessage> {
     let log = &raft.raft_log;
-    if message.log_term > message.term {
+    // raft-rs's `term(index)` answers 0 for an index past the log, so term 0 "matches" there:
+    // an anchor (index > 0, term 0) or an entry of term 0 would be taken as already present and
+    // then appended after a gap or committed past the log, both panics. Only index 0 has term 0.
+    if (message.log_term == 0 && message.index > 0) || message.log_term > message.term {
         return Err(InvalidPeerMessage::ImpossibleEntryTerm {
             index: message.index,
             term: message.log_term,
@@ -274,7 +277,7 @@ fn check_append<T: Storage>(message: &Message, raft: &Raft<T>) -> Result<(), Inv
                 found: entry.index,
             });
         }
-        if entry.term < previous_term || entry.term > message.term {
+        if entry.term == 0 || entry.term < previous_term || entry.term > message.term {
             return Err(InvalidPeerMessage::ImpossibleEntryTerm {
                 index: entry.index,
                 term: entry.term,

@@ -249,6 +249,21 @@ fn appends_with_broken_entries_or_contradicting_the_commit_are_refused() {
         refused(&mut member, &future_term),
         InvalidPeerMessage::ImpossibleEntryTerm { index: 3, term: 3 }
     );
+    // Found by the proptest: raft-rs reads term 0 past its log, so these would "match" there
+    // and be appended after a gap (or committed past the log).
+    let mut zero_anchor = from_leader(MessageType::MsgAppend);
+    zero_anchor.index = 4;
+    zero_anchor.entries = vec![entry(5, 1, Vec::new())].into();
+    assert_eq!(
+        refused(&mut member, &zero_anchor),
+        InvalidPeerMessage::ImpossibleEntryTerm { index: 4, term: 0 }
+    );
+    let mut zero_entry = valid_append(1);
+    zero_entry.entries[0].term = 0;
+    assert_eq!(
+        refused(&mut member, &zero_entry),
+        InvalidPeerMessage::ImpossibleEntryTerm { index: 2, term: 0 }
+    );
     let mut overflow = valid_append(1);
     overflow.index = u64::MAX;
     overflow.log_term = 1;
