@@ -384,3 +384,34 @@ async fn a_watcher_that_misses_events_is_told_and_heals_by_reconciling() {
     );
     thread.stop();
 }
+
+/// SPEC §4: state directories 0700, every file in them 0600 (keys, tokens, the Raft log
+/// holding the CA key, the saved assignment set).
+fn assert_owner_only(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .expect("state dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "{} has mode {mode:o}", dir.display());
+    for entry in std::fs::read_dir(dir).expect("read state dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if path.is_dir() {
+            assert_owner_only(&path);
+            continue;
+        }
+        let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", path.display());
+    }
+}
+
+#[actix_rt::test]
+async fn state_directories_and_their_files_are_owner_only() {
+    let cluster = InProcessCluster::start(1).await;
+    cluster.create("web", 2).await;
+    for index in 0..cluster.nodes.len() {
+        assert_owner_only(&cluster._dir.path().join(format!("node{}", index + 1)));
+    }
+}

@@ -147,6 +147,14 @@ async fn runs_finds_lists_and_reports_an_external_kill() {
 
     let out = read_when_nonempty(&runtime.stdout_path(&task_id));
     assert_eq!(out.trim(), format!("{task_id} web 3 yes"));
+    {
+        // SPEC §4: task logs are the owner's only.
+        use std::os::unix::fs::PermissionsExt;
+        for log in [runtime.stdout_path(&task_id), runtime.stderr_path(&task_id)] {
+            let mode = std::fs::metadata(&log).expect("log").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", log.display());
+        }
+    }
 
     let found = runtime.find(&task_id).await.expect("find").expect("found");
     assert!(found.running);

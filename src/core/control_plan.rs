@@ -157,6 +157,13 @@ pub enum RolePlan {
         /// The node.
         node_id: String,
     },
+    /// The node is a worker in the store but still a Raft member: an earlier demotion
+    /// recorded the role and then failed to remove the member. Finish it, or the ghost voter
+    /// eats into the quorum for ever.
+    FinishDemotion {
+        /// The node.
+        node_id: String,
+    },
     /// The node to demote is the leader answering: leadership must move to another manager
     /// first, and the admin asked to run the command again.
     MoveLeadershipFirst {
@@ -175,17 +182,24 @@ pub enum RolePlan {
     },
 }
 
-/// Plans one node's role change as answered by the leader `leader_node_id`. Refuses to demote
-/// the last manager, or one whose demotion would leave the remaining managers without a
-/// quorum of reachable ones.
+/// Plans one node's role change as answered by the leader `leader_node_id`; `in_raft_group`
+/// says whether a node is still a member of the Raft group. Refuses to demote the last
+/// manager, or one whose demotion would leave the remaining managers without a quorum of
+/// reachable ones.
 pub fn plan_role_change(
     store: &Store,
     query: &str,
     role: NodeRole,
     leader_node_id: &str,
+    in_raft_group: impl Fn(&str) -> bool,
 ) -> Result<RolePlan, CoreError> {
     let node = store.resolve_node(query)?;
     if node.role == role {
+        if role == NodeRole::Worker && in_raft_group(&node.id) {
+            return Ok(RolePlan::FinishDemotion {
+                node_id: node.id.clone(),
+            });
+        }
         return Ok(RolePlan::Unchanged {
             node_id: node.id.clone(),
         });

@@ -93,7 +93,7 @@ fn remove_refuses_managers_and_live_nodes_unless_forced() {
 #[test]
 fn demotion_keeps_a_quorum_and_never_demotes_the_answering_leader() {
     let h = Harness::with_nodes(vec![manager("m1", NodeStatus::Ready)]);
-    let error = plan_role_change(&h.store, "m1", NodeRole::Worker, "m1").unwrap_err();
+    let error = plan_role_change(&h.store, "m1", NodeRole::Worker, "m1", |_| true).unwrap_err();
     assert!(error.to_string().contains("last manager"));
 
     // Three managers, one of the other two down: demoting m3 leaves m1, m2 with m2 down.
@@ -102,7 +102,7 @@ fn demotion_keeps_a_quorum_and_never_demotes_the_answering_leader() {
         manager("m2", NodeStatus::Down),
         manager("m3", NodeStatus::Ready),
     ]);
-    let error = plan_role_change(&h.store, "m3", NodeRole::Worker, "m1").unwrap_err();
+    let error = plan_role_change(&h.store, "m3", NodeRole::Worker, "m1", |_| true).unwrap_err();
     assert!(
         error.to_string().contains("would not have a quorum"),
         "{error}"
@@ -115,10 +115,10 @@ fn demotion_keeps_a_quorum_and_never_demotes_the_answering_leader() {
         node("w1"),
     ]);
     assert!(matches!(
-        plan_role_change(&h.store, "m1", NodeRole::Worker, "m1").unwrap(),
+        plan_role_change(&h.store, "m1", NodeRole::Worker, "m1", |_| true).unwrap(),
         RolePlan::MoveLeadershipFirst { .. }
     ));
-    match plan_role_change(&h.store, "m3", NodeRole::Worker, "m1").unwrap() {
+    match plan_role_change(&h.store, "m3", NodeRole::Worker, "m1", |_| true).unwrap() {
         RolePlan::Change {
             node_id,
             leaves_raft_group,
@@ -129,16 +129,38 @@ fn demotion_keeps_a_quorum_and_never_demotes_the_answering_leader() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    match plan_role_change(&h.store, "w1", NodeRole::Manager, "m1").unwrap() {
+    match plan_role_change(&h.store, "w1", NodeRole::Manager, "m1", |_| false).unwrap() {
         RolePlan::Change {
             leaves_raft_group, ..
         } => assert!(!leaves_raft_group),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(
-        plan_role_change(&h.store, "m2", NodeRole::Manager, "m1").unwrap(),
+        plan_role_change(&h.store, "m2", NodeRole::Manager, "m1", |_| true).unwrap(),
         RolePlan::Unchanged {
             node_id: "m2".into()
+        }
+    );
+}
+
+#[test]
+fn a_half_done_demotion_is_finished_by_demoting_again() {
+    // w1 is a worker in the store; the Raft member removal after its demotion failed.
+    let h = Harness::with_nodes(vec![
+        manager("m1", NodeStatus::Ready),
+        manager("m2", NodeStatus::Ready),
+        node("w1"),
+    ]);
+    assert_eq!(
+        plan_role_change(&h.store, "w1", NodeRole::Worker, "m1", |id| id == "w1").unwrap(),
+        RolePlan::FinishDemotion {
+            node_id: "w1".into()
+        }
+    );
+    assert_eq!(
+        plan_role_change(&h.store, "w1", NodeRole::Worker, "m1", |id| id != "w1").unwrap(),
+        RolePlan::Unchanged {
+            node_id: "w1".into()
         }
     );
 }

@@ -317,8 +317,9 @@ impl Task {
     }
 }
 
-/// The cluster record created by `init`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// The cluster record created by `init`. Its `Debug` leaves out the CA key and the join
+/// secrets (SPEC §4: no `Debug` of key material).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct ClusterInfo {
     /// Cluster ID.
     pub id: String,
@@ -332,6 +333,15 @@ pub struct ClusterInfo {
     pub manager_join_secret: String,
     /// Unix milliseconds of `init`.
     pub created_at_ms: u64,
+}
+
+impl std::fmt::Debug for ClusterInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterInfo")
+            .field("id", &self.id)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether a service is replicated, with its replica count.

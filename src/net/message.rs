@@ -208,8 +208,8 @@ impl std::str::FromStr for ChaosKind {
     }
 }
 
-/// A joining node's request for a certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A joining node's request for a certificate. Its `Debug` leaves out the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     /// The secret part of the join token; it decides the role the node gets.
     pub secret: String,
@@ -219,6 +219,15 @@ pub struct JoinRequest {
     pub hostname: String,
     /// The address other nodes reach this node at.
     pub advertise_addr: String,
+}
+
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinRequest")
+            .field("hostname", &self.hostname)
+            .field("advertise_addr", &self.advertise_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a joining node receives.

@@ -72,8 +72,17 @@ pub(crate) fn refuse_existing(state_dir: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Creates the state directory.
+/// Creates the state directory, owner-only (0700, SPEC §4): it holds keys, tokens and logs.
 pub(crate) fn create_state_dir(state_dir: &Path) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| DaemonError::StateDir(format!("cannot create {}: {e}", state_dir.display())))
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let fail = |e: std::io::Error| {
+        DaemonError::StateDir(format!("cannot create {}: {e}", state_dir.display()))
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(fail)?;
+    // An existing directory keeps its mode through `create`: restrict it as well.
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }

@@ -54,11 +54,16 @@ impl RecordStore {
             logs_dir: state_dir.join("tasks"),
         };
         for dir in [&store.records_dir, &store.logs_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
-                action: "create directory",
-                path: dir.clone(),
-                source,
-            })?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| RuntimeError::Io {
+                    action: "create directory",
+                    path: dir.clone(),
+                    source,
+                })?;
         }
         Ok(store)
     }
@@ -190,12 +195,20 @@ pub(crate) fn check_task_file_name(task_id: &str) -> Result<(), RuntimeError> {
     }
 }
 
+/// A task's log, owner-only (0600, SPEC §4): output may hold anything the task prints.
 fn create_log(path: &Path) -> Result<std::fs::File, RuntimeError> {
-    std::fs::File::create(path).map_err(|source| RuntimeError::Io {
-        action: "create log",
-        path: path.to_path_buf(),
-        source,
-    })
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| RuntimeError::Io {
+            action: "create log",
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]

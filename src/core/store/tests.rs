@@ -379,3 +379,12 @@ fn a_heartbeat_refresh_keeps_the_operators_fields_and_never_revives_a_removed_no
     assert!(h.store.apply(h.index, 0, refresh).is_err());
     assert!(h.store.node("n1").is_none(), "a removed node stays removed");
 }
+
+#[test]
+fn the_cluster_record_never_prints_its_key_or_secrets() {
+    let printed = format!("{:?}", cluster());
+    assert!(printed.contains("c1"));
+    for secret in ["key", "\"w\"", "\"m\""] {
+        assert!(!printed.contains(secret), "{printed} shows {secret}");
+    }
+}
