@@ -147,7 +147,57 @@ fn print_init(summary: &daemon::InitSummary, state_dir: &std::path::Path) {
     );
 }
 
+/// Exit status after a panic (EX_SOFTWARE, "internal software error").
+const PANIC_EXIT_CODE: i32 = 70;
+
+/// Test drill (docs/operations.md): with `--enable-chaos`, an actor panics this many
+/// milliseconds after start, to prove that a panic ends the process.
+const PANIC_DRILL_ENV: &str = "FLOTILLA_TEST_PANIC_AFTER_MS";
+
+/// actix runs each arbiter's actors as tokio tasks, and tokio catches a panicking task: the
+/// actor would vanish while the process went on half alive (no Raft, say, but still answering
+/// heartbeats). Any panic, on any thread, ends the process instead, after logging it; the
+/// supervisor (systemd, the test harness) restarts it from disk.
+fn exit_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!(%info, "panic: the node exits");
+        std::process::exit(PANIC_EXIT_CODE);
+    }));
+}
+
+/// An actor that panics on a timer: the panic drill of [`PANIC_DRILL_ENV`].
+struct PanicDrill(std::time::Duration);
+
+impl actix::Actor for PanicDrill {
+    type Context = actix::Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        actix::AsyncContext::run_later(ctx, self.0, |_, _| {
+            panic!("{PANIC_DRILL_ENV} drill: this actor panics on purpose");
+        });
+    }
+}
+
+/// Starts the panic drill if asked for, only on a node that allows chaos.
+fn start_panic_drill(enable_chaos: bool) {
+    let Some(after_ms) = std::env::var(PANIC_DRILL_ENV)
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if !enable_chaos {
+        tracing::warn!("{PANIC_DRILL_ENV} ignored: the node was not started with --enable-chaos");
+        return;
+    }
+    tracing::warn!(after_ms, "panic drill: an actor will panic");
+    actix::Actor::start(PanicDrill(std::time::Duration::from_millis(after_ms)));
+}
+
 fn main() -> anyhow::Result<()> {
+    exit_on_panic();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -158,7 +208,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     flotilla::node::allocator::pin_mmap_threshold();
     let cli = Cli::parse();
+    let enable_chaos = match &cli.command {
+        Command::Init(args) | Command::Join { node: args, .. } => args.enable_chaos,
+        Command::Start { enable_chaos, .. } => *enable_chaos,
+        Command::Dev { .. } => true,
+        Command::Sim { .. } => false,
+    };
     actix::System::new().block_on(async move {
+        start_panic_drill(enable_chaos);
         let node = match cli.command {
             Command::Init(args) => {
                 let options = args.options();

@@ -11,6 +11,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use super::output::{LeadershipState, MemberConfig, MemberError, MembershipChange};
 use super::state_machine::{encode_command, ProposalContext, StateMachine};
 use super::storage::RedbStorage;
+use super::validate::check_peer_message;
 
 mod ready;
 
@@ -40,6 +41,8 @@ pub struct RaftMember<S: StateMachine> {
     deferred_reads: Vec<u64>,
     /// The leadership last reported in a [`ReadyOutput`](super::ReadyOutput).
     reported_leadership: Option<LeadershipState>,
+    /// Peer messages refused by validation so far; warnings back off as it grows.
+    refused_messages: u64,
 }
 
 impl<S: StateMachine> RaftMember<S> {
@@ -125,6 +128,7 @@ impl<S: StateMachine> RaftMember<S> {
             pending_reads: Vec::new(),
             deferred_reads: Vec::new(),
             reported_leadership: None,
+            refused_messages: 0,
         })
     }
 
@@ -201,8 +205,8 @@ impl<S: StateMachine> RaftMember<S> {
     }
 
     /// Feeds a protobuf-encoded message from a peer. A malformed or misaddressed message is an
-    /// error, as is one raft refuses (such as a response from an unknown peer); none harms the
-    /// replica.
+    /// error, as is one that fails validation ([`MemberError::InvalidPeerMessage`], logged here)
+    /// or one raft refuses (such as a response from an unknown peer); none harms the replica.
     pub fn step(&mut self, message_bytes: &[u8]) -> Result<(), MemberError> {
         let message =
             Message::parse_from_bytes(message_bytes).map_err(MemberError::MalformedMessage)?;
@@ -212,8 +216,28 @@ impl<S: StateMachine> RaftMember<S> {
                 id: self.config.id,
             });
         }
+        if let Err(reason) = check_peer_message(&message, &self.raw_node.raft) {
+            self.log_refused(&message, &reason);
+            return Err(MemberError::InvalidPeerMessage {
+                from: message.from,
+                reason,
+            });
+        }
         self.raw_node.step(message)?;
         Ok(())
+    }
+
+    /// A refused message means a faulty or hostile peer, worth a warning; a peer sending them
+    /// in a loop must not flood the log, so warnings come at the 1st, 2nd, 4th, 8th... refusal.
+    fn log_refused(&mut self, message: &Message, reason: &super::InvalidPeerMessage) {
+        self.refused_messages += 1;
+        let refused = self.refused_messages;
+        let (from, message_type) = (message.from, message.get_msg_type());
+        if refused.is_power_of_two() {
+            tracing::warn!(from, ?message_type, kind = reason.kind(), %reason, refused, "raft message refused");
+        } else {
+            tracing::debug!(from, ?message_type, kind = reason.kind(), %reason, refused, "raft message refused");
+        }
     }
 
     /// Proposes a command on the leader. Its result comes back in

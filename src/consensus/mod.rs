@@ -8,6 +8,8 @@
 //!   fsynced before it returns.
 //! - [`SimDisk`] is a crashable in-memory disk for redb, used by the deterministic simulation
 //!   (`tests/raft_sim.rs`).
+//! - [`InvalidPeerMessage`]: why a peer message was refused before raft-rs saw it (raft-rs
+//!   panics on some malformed messages; `validate.rs`).
 //!
 //! The design note is `docs/raft.md`.
 
@@ -17,6 +19,7 @@ mod sim_disk;
 mod state_machine;
 mod storage;
 pub mod store_machine;
+mod validate;
 
 pub use member::RaftMember;
 pub use output::{
@@ -26,3 +29,4 @@ pub use output::{
 pub use sim_disk::{SimDisk, SimDiskBackend};
 pub use state_machine::{StateMachine, MAX_COMMAND_BYTES};
 pub use storage::{RedbStorage, StorageError};
+pub use validate::InvalidPeerMessage;

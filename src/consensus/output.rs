@@ -1,6 +1,7 @@
 //! The replica's configuration, errors, and the plain data a Ready turns into.
 
 use super::storage::StorageError;
+use super::validate::InvalidPeerMessage;
 
 /// Settings of one Raft replica. Times are in ticks; the caller decides how long a tick is.
 #[derive(Clone, Debug)]
@@ -61,6 +62,15 @@ pub enum MemberError {
         to: u64,
         /// This replica.
         id: u64,
+    },
+    /// A peer message failed validation and was dropped before raft-rs saw it (it could have
+    /// panicked raft-rs, or no correct peer sends it). See [`InvalidPeerMessage`].
+    #[error("raft message from {from} refused: {reason}")]
+    InvalidPeerMessage {
+        /// The message's claimed sender.
+        from: u64,
+        /// Why it was refused.
+        reason: InvalidPeerMessage,
     },
     /// A message could not be encoded for sending.
     #[error("cannot encode raft message: {0}")]
