@@ -10,8 +10,8 @@ use actix::prelude::*;
 use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
 use crate::consensus::store_machine::SharedStore;
 use crate::core::events::{Delivery, EventCursor};
-use crate::core::model::TaskState;
-use crate::core::scheduler::schedule_unassigned;
+
+use crate::core::scheduler::scheduling_round;
 use crate::core::store::Event;
 
 /// Tasks placed per proposal; bigger backlogs take several rounds.
@@ -53,23 +53,10 @@ impl SchedulerActor {
             return;
         }
         self.dirty = false;
-        let commands = {
-            let store = self.store.read();
-            if store.unassigned_tasks().next().is_none() {
-                return;
-            }
-            let mut plan = schedule_unassigned(&store, SCHEDULE_BATCH_MAX);
-            plan.pending_reasons.retain(|(task_id, reason)| {
-                store.task(task_id).is_some_and(|task| {
-                    task.status.state < TaskState::Pending
-                        || task.status.error.as_deref() != Some(reason.as_str())
-                })
-            });
-            if plan.is_empty() {
-                return;
-            }
-            plan.into_commands()
-        };
+        let commands = scheduling_round(&self.store.read(), SCHEDULE_BATCH_MAX);
+        if commands.is_empty() {
+            return;
+        }
         self.in_flight = true;
         let raft = self.raft.clone();
         async move {

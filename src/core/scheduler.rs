@@ -159,6 +159,26 @@ pub fn schedule_unassigned(store: &Store, tasks_max: usize) -> SchedulePlan {
     plan(store, store.unassigned_tasks().take(tasks_max).collect())
 }
 
+/// One scheduling round as the leader runs it: [`schedule_unassigned`], keeping only the
+/// pending reasons that changed, so a task that fits nowhere does not make the scheduler wake
+/// itself for ever. The commands to propose; none when there is nothing to do.
+pub fn scheduling_round(store: &Store, tasks_max: usize) -> Vec<Command> {
+    if store.unassigned_tasks().next().is_none() {
+        return Vec::new();
+    }
+    let mut plan = schedule_unassigned(store, tasks_max);
+    plan.pending_reasons.retain(|(task_id, reason)| {
+        store.task(task_id).is_some_and(|task| {
+            task.status.state < TaskState::Pending
+                || task.status.error.as_deref() != Some(reason.as_str())
+        })
+    });
+    if plan.is_empty() {
+        return Vec::new();
+    }
+    plan.into_commands()
+}
+
 fn plan(store: &Store, tasks: Vec<&Task>) -> SchedulePlan {
     let mut nodes: Vec<NodeState<'_>> = store
         .nodes()

@@ -197,3 +197,34 @@ fn ten_thousand_tasks_over_a_thousand_nodes() {
     assert_eq!(per_node.len(), 1_000);
     assert!(per_node.values().all(|&n| n == 10));
 }
+
+#[test]
+fn a_round_proposes_a_pending_reason_once_and_then_nothing() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    let mut web = service("s1", "web", 1);
+    web.spec.constraints = vec![Constraint::parse("node.labels.zone==a").unwrap()];
+    with_service(&mut h, &web, 1);
+    let first = scheduling_round(&h.store, 100);
+    assert!(
+        matches!(&first[..], [Command::SetPendingReasons(reasons)] if reasons.len() == 1),
+        "{first:?}"
+    );
+    for command in first {
+        h.apply(command);
+    }
+    assert!(
+        scheduling_round(&h.store, 100).is_empty(),
+        "an unchanged reason is not proposed again"
+    );
+    // Once a node fits, the round places the task.
+    let mut fits = node("n2");
+    fits.labels.insert("zone".into(), "a".into());
+    h.apply(Command::UpsertNode(fits));
+    let placed = scheduling_round(&h.store, 100);
+    assert!(
+        placed
+            .iter()
+            .any(|c| matches!(c, Command::AssignTasks(a) if a.len() == 1)),
+        "{placed:?}"
+    );
+}

@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 
 use flotilla::core::assignment::{assignment_set, assignment_version};
-use flotilla::core::model::{NodeStatus, TaskState};
+use flotilla::core::model::NodeStatus;
 use flotilla::core::orchestrator::{reconcile_service, services_affected_by_node};
-use flotilla::core::scheduler::schedule_unassigned;
+use flotilla::core::scheduler::scheduling_round;
 use flotilla::core::sessions::SessionCheck;
 use flotilla::core::store::{Command, Event};
 
@@ -272,21 +272,11 @@ impl Simulation {
                 return;
             }
             leader.scheduler_dirty = false;
-            let store = manager.store.read();
-            if store.unassigned_tasks().next().is_none() {
+            let commands = scheduling_round(&manager.store.read(), SCHEDULE_BATCH_MAX);
+            if commands.is_empty() {
                 return;
             }
-            let mut plan = schedule_unassigned(&store, SCHEDULE_BATCH_MAX);
-            plan.pending_reasons.retain(|(task_id, reason)| {
-                store.task(task_id).is_some_and(|task| {
-                    task.status.state < TaskState::Pending
-                        || task.status.error.as_deref() != Some(reason.as_str())
-                })
-            });
-            if plan.is_empty() {
-                return;
-            }
-            plan.into_commands()
+            commands
         };
         if let Some(leader) = self.managers[position].leader.as_mut() {
             leader.scheduler_plan = Some(commands.into());
