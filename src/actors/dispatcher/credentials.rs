@@ -1,9 +1,14 @@
 //! New credentials for a node whose role in the store differs from its certificate's (it was
-//! promoted or demoted). Signing makes a key pair: it is done once per node and role and kept
-//! until the node heartbeats in its new role, not on every heartbeat until then.
+//! promoted or demoted). Signing makes a key pair, so it runs on the blocking pool, not in the
+//! heartbeat handler: the heartbeat that finds the change starts it, and a later heartbeat of
+//! the node carries the result. Credentials are kept per node and role until the node
+//! heartbeats in its new role.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use actix::prelude::*;
+
+use super::DispatcherActor;
 use crate::core::model::{Node, NodeRole};
 use crate::core::store::Store;
 use crate::net::message::RoleChange;
@@ -13,30 +18,11 @@ use crate::net::tls::{ClusterCa, Role};
 #[derive(Default)]
 pub(super) struct RoleChanges {
     issued: HashMap<String, RoleChange>,
+    /// Nodes whose credentials are being signed.
+    signing: HashSet<String>,
 }
 
 impl RoleChanges {
-    /// The role change to answer `node`'s heartbeat with, when its certificate says
-    /// `certificate_role` and the store says otherwise.
-    pub(super) fn for_heartbeat(
-        &mut self,
-        store: &Store,
-        node: &Node,
-        certificate_role: NodeRole,
-    ) -> Option<RoleChange> {
-        if certificate_role == node.role {
-            self.issued.remove(&node.id);
-            return None;
-        }
-        let role = wire_role(node.role);
-        if let Some(change) = self.issued.get(&node.id).filter(|c| c.role == role) {
-            return Some(change.clone());
-        }
-        let change = issue(store, node, role)?;
-        self.issued.insert(node.id.clone(), change.clone());
-        Some(change)
-    }
-
     /// `node_id` left the cluster.
     pub(super) fn forget(&mut self, node_id: &str) {
         self.issued.remove(node_id);
@@ -50,14 +36,55 @@ fn wire_role(role: NodeRole) -> Role {
     }
 }
 
-fn issue(store: &Store, node: &Node, role: Role) -> Option<RoleChange> {
-    let cluster = store.cluster()?;
-    let ca = ClusterCa::load(&cluster.ca_cert_pem, &cluster.ca_key_pem).ok()?;
-    match ca.issue(&node.id, role) {
-        Ok(credentials) => Some(RoleChange { role, credentials }),
-        Err(error) => {
-            tracing::warn!(node = %node.id, %error, "cannot issue credentials for a role change");
-            None
+impl DispatcherActor {
+    /// The role change to answer `node`'s heartbeat with, when its certificate says
+    /// `certificate_role` and the store says otherwise; starts signing when none is ready.
+    pub(super) fn role_change_for(
+        &mut self,
+        ctx: &mut Context<Self>,
+        store: &Store,
+        node: &Node,
+        certificate_role: NodeRole,
+    ) -> Option<RoleChange> {
+        let changes = &mut self.role_changes;
+        if certificate_role == node.role {
+            changes.issued.remove(&node.id);
+            return None;
         }
+        let role = wire_role(node.role);
+        if let Some(change) = changes.issued.get(&node.id).filter(|c| c.role == role) {
+            return Some(change.clone());
+        }
+        let cluster = store.cluster()?;
+        if !changes.signing.insert(node.id.clone()) {
+            return None;
+        }
+        let (ca_cert_pem, ca_key_pem) = (cluster.ca_cert_pem.clone(), cluster.ca_key_pem.clone());
+        let node_id = node.id.clone();
+        let signer_id = node_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let ca = ClusterCa::load(&ca_cert_pem, &ca_key_pem).map_err(|e| e.to_string())?;
+            ca.issue(&signer_id, role).map_err(|e| e.to_string())
+        })
+        .into_actor(self)
+        .map(move |signed, actor, _| {
+            actor.role_changes.signing.remove(&node_id);
+            match signed {
+                Ok(Ok(credentials)) => {
+                    actor
+                        .role_changes
+                        .issued
+                        .insert(node_id, RoleChange { role, credentials });
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(node = %node_id, %error, "cannot issue credentials for a role change")
+                }
+                Err(error) => {
+                    tracing::warn!(node = %node_id, %error, "credential signing did not finish")
+                }
+            }
+        })
+        .spawn(ctx);
+        None
     }
 }

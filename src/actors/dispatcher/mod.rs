@@ -241,7 +241,7 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
         if beat.role == node.role && node.role == NodeRole::Manager {
             self.ensure_voter(ctx, node);
         }
-        let role_change = self.role_changes.for_heartbeat(&store, node, beat.role);
+        let role_change = self.role_change_for(ctx, &store, node, beat.role);
         Ok(HeartbeatAck {
             period_ms: self.sessions.period_ms(),
             manager_addrs,
