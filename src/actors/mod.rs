@@ -1,4 +1,5 @@
-//! Actix actors: thin shells over `core`, `consensus`, `net` and `runtime`, one per file.
+//! Actix actors: thin shells (mailboxes, timers, I/O) over `core`, `consensus`, `net` and
+//! `runtime`, one concern per file; an actor with several concerns is a folder.
 
 pub mod control;
 pub mod dispatcher;

@@ -1,4 +1,5 @@
-//! Pure, I/O-free cluster logic: model, store apply, scheduler, orchestrator, restart backoff.
+//! Pure, I/O-free cluster logic: model, store apply and its events, write planner, node
+//! sessions, assignment sets, scheduler, orchestrator, restart backoff, the clock trait.
 //!
 //! Nothing here touches a socket, a clock or a global RNG: time arrives as `now_ms` (unix
 //! milliseconds) and randomness as a passed-in `rand::Rng`, so the leader components that

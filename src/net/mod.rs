@@ -1,4 +1,4 @@
-//! The wire: codec, cluster PKI and join tokens, and the QUIC transport.
+//! The wire: codec, admin protocol, cluster PKI and join tokens, and the QUIC transport.
 //!
 //! `codec` is pure over bytes; `stream` reads and writes frames on QUIC streams; `transport`
 //! owns the endpoint and connections; `tls` and `token` are the cluster's PKI.
