@@ -19,6 +19,8 @@ mod sim_disk;
 mod state_machine;
 mod storage;
 pub mod store_machine;
+#[cfg(test)]
+mod test_counter;
 mod validate;
 
 pub use member::RaftMember;
