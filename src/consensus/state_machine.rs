@@ -3,6 +3,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::core::format;
+
 /// Largest encoded command accepted on propose or decoded on apply, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 16 << 20;
 
@@ -34,21 +36,28 @@ fn command_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_COMMAND_BYTES>()
 }
 
-/// Encodes a command for a log entry.
+/// Encodes a command for a log entry: the [`format::RAFT_ENTRY`] header, then bincode 2.
 pub(crate) fn encode_command<C: Serialize>(
     command: &C,
 ) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    bincode::serde::encode_to_vec(command, command_config())
+    let mut bytes = format::RAFT_ENTRY.header().to_vec();
+    bincode::serde::encode_into_std_write(command, &mut bytes, command_config())?;
+    Ok(bytes)
 }
 
-/// Decodes a command from a log entry; trailing bytes count as corruption.
+/// Decodes a command from a log entry (this format version or the first release's, which had
+/// no header); trailing bytes count as corruption, a newer format version is refused.
 pub(crate) fn decode_command<C: DeserializeOwned>(bytes: &[u8]) -> Result<C, String> {
-    let (command, read) = bincode::serde::decode_from_slice(bytes, command_config())
+    // Version 2 only added the header: the body is the same bincode as version 1's.
+    let (_version, body) = format::RAFT_ENTRY
+        .split(bytes)
         .map_err(|error| error.to_string())?;
-    if read != bytes.len() {
+    let (command, read) = bincode::serde::decode_from_slice(body, command_config())
+        .map_err(|error| error.to_string())?;
+    if read != body.len() {
         return Err(format!(
             "{} trailing bytes after the command",
-            bytes.len() - read
+            body.len() - read
         ));
     }
     Ok(command)
@@ -95,6 +104,26 @@ impl ProposalContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_of_the_first_release_decode_and_newer_ones_are_refused() {
+        let command = (7u32, "scale web".to_string());
+        let legacy = bincode::serde::encode_to_vec(&command, command_config()).expect("encodes");
+        assert_eq!(
+            decode_command::<(u32, String)>(&legacy),
+            Ok(command.clone())
+        );
+        let current = encode_command(&command).expect("encodes");
+        assert_eq!(&current[..2], &format::BINARY_MAGIC);
+        assert_eq!(decode_command::<(u32, String)>(&current), Ok(command));
+        let mut newer = current;
+        newer[2] = format::RAFT_ENTRY.current + 1;
+        let error = decode_command::<(u32, String)>(&newer).expect_err("newer format");
+        assert!(
+            error.contains("Raft log entry has format version 3"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn proposal_context_round_trips_and_rejects_other_lengths() {

@@ -13,6 +13,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::core::format;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend,
@@ -38,6 +39,9 @@ const KEY_SNAPSHOT_DATA: &str = "snapshot_data";
 const KEY_COMPACTED: &str = "compacted";
 /// 8 bytes: how many times this replica was started from this storage.
 const KEY_BOOT_EPOCH: &str = "boot_epoch";
+/// The table layout's version ([`format::RAFT_DATABASE`]); a database of the first release has
+/// none (version 1, the same layout) and gets the key the first time this build opens it.
+const KEY_FORMAT_VERSION: &str = "format_version";
 
 /// Errors of the durable Raft storage.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,9 @@ pub enum StorageError {
         /// Index of the stored snapshot.
         stored: u64,
     },
+    /// The database was written by a newer release (its format version is unknown here).
+    #[error(transparent)]
+    Format(#[from] crate::core::format::FormatError),
     /// A protobuf record could not be encoded (should not happen for well-formed values).
     #[error("cannot encode raft record: {0}")]
     Encode(#[from] protobuf::ProtobufError),
@@ -144,7 +151,31 @@ impl RedbStorage {
         // Creating the tables up front lets every read transaction assume they exist.
         let transaction = begin_durable_write(&database)?;
         transaction.open_table(LOG_TABLE).map_err(db_error)?;
-        transaction.open_table(META_TABLE).map_err(db_error)?;
+        {
+            let mut meta = transaction.open_table(META_TABLE).map_err(db_error)?;
+            let found = match meta.get(KEY_FORMAT_VERSION).map_err(db_error)? {
+                Some(value) => match value.value() {
+                    [version] => Some(*version),
+                    other => {
+                        return Err(corrupt(
+                            "format version",
+                            format!("expected 1 byte, found {}", other.len()),
+                        ))
+                    }
+                },
+                None => None,
+            };
+            match found {
+                Some(version) => {
+                    format::RAFT_DATABASE.check(version)?;
+                }
+                None => {
+                    let current = [format::RAFT_DATABASE.current];
+                    meta.insert(KEY_FORMAT_VERSION, current.as_slice())
+                        .map_err(db_error)?;
+                }
+            }
+        }
         transaction.commit().map_err(db_error)?;
 
         let read = database.begin_read().map_err(db_error)?;

@@ -246,3 +246,47 @@ fn real_file_reopens_and_corrupt_entries_are_errors() {
         .expect_err("corrupt entry");
     assert!(error.to_string().contains("corrupt"), "{error}");
 }
+
+#[test]
+fn a_database_of_a_newer_format_is_refused_and_one_of_the_first_release_is_upgraded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    {
+        let storage = RedbStorage::open(&path).expect("new database");
+        let read = storage.database.begin_read().expect("read");
+        let meta = read.open_table(META_TABLE).expect("meta");
+        let version = meta
+            .get(KEY_FORMAT_VERSION)
+            .expect("get")
+            .map(|v| v.value().to_vec());
+        assert_eq!(version, Some(vec![format::RAFT_DATABASE.current]));
+    }
+    let set_version = |version: Option<u8>| {
+        let database = redb::Database::create(&path).expect("reopen");
+        let transaction = database.begin_write().expect("write");
+        {
+            let mut meta = transaction.open_table(META_TABLE).expect("meta");
+            match version {
+                Some(version) => {
+                    meta.insert(KEY_FORMAT_VERSION, [version].as_slice())
+                        .expect("insert");
+                }
+                None => {
+                    meta.remove(KEY_FORMAT_VERSION).expect("remove");
+                }
+            }
+        }
+        transaction.commit().expect("commit");
+    };
+    // The first release wrote no version: read as version 1 and marked with this one.
+    set_version(None);
+    assert!(RedbStorage::open(&path).is_ok());
+    set_version(Some(format::RAFT_DATABASE.current + 1));
+    let error = RedbStorage::open(&path).expect_err("newer format");
+    assert!(
+        error
+            .to_string()
+            .contains("Raft database has format version 3"),
+        "{error}"
+    );
+}

@@ -21,6 +21,7 @@
 //!   promote/demote rules.
 //! - [`restart`]: restart policy and backoff bookkeeping, per slot.
 //! - [`events`]: the one road of applied changes to watchers, with Raft indexes and gaps.
+//! - [`format`]: the version of every persistent format, and its header.
 //! - [`error`]: [`CoreError`], the one error type of this layer.
 
 pub mod assignment;
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod control_plan;
 pub mod error;
 pub mod events;
+pub mod format;
 pub mod ids;
 pub mod model;
 pub mod orchestrator;

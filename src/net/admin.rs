@@ -347,6 +347,6 @@ impl ClientConfig {
     /// Reads `path`; the error says what is wrong, for the CLI to print with the path.
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        toml::from_str(&text).map_err(|e| e.to_string())
+        crate::core::format::from_toml(crate::core::format::NODE_FILE, &text)
     }
 }

@@ -86,18 +86,23 @@ pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| StateError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
+    crate::core::format::from_toml(crate::core::format::NODE_FILE, &text).map_err(|reason| {
+        StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        }
     })
 }
 
 /// Writes `value` as TOML atomically, with mode 0600 (some of these files hold keys).
 pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let text = toml::to_string(value).map_err(|e| StateError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let text =
+        crate::core::format::to_toml(crate::core::format::NODE_FILE, value).map_err(|reason| {
+            StateError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            }
+        })?;
     write_private(path, text.as_bytes())
 }
 

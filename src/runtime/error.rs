@@ -108,6 +108,16 @@ pub enum RuntimeError {
         source: serde_json::Error,
     },
 
+    /// A process record on disk was written by a newer release.
+    #[error("process record {path}: {source}")]
+    Format {
+        /// The record file.
+        path: PathBuf,
+        /// The version found and the newest this build reads.
+        #[source]
+        source: crate::core::format::FormatError,
+    },
+
     /// Sending a signal failed for a reason other than the process being gone.
     #[error("signal {signal} to process group {pgid}: {source}")]
     Signal {

@@ -233,6 +233,7 @@ impl ProcessRuntime {
             pid,
             start_time_ticks,
             labels,
+            format_version: crate::core::format::PROCESS_RECORD.current,
         };
         let runtime_id = pid.to_string();
         // Track before anything can fail so the waiter below always has a slot to publish to.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::RuntimeError;
+use crate::core::format;
 
 /// What is kept on disk about one started process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,6 +30,14 @@ pub struct ProcessRecord {
     pub start_time_ticks: u64,
     /// The spec's labels.
     pub labels: BTreeMap<String, String>,
+    /// The record's [`format::PROCESS_RECORD`] version (records of the first release have
+    /// none: version 1, the same fields).
+    #[serde(default = "first_release_version")]
+    pub format_version: u8,
+}
+
+fn first_release_version() -> u8 {
+    format::LEGACY_VERSION
 }
 
 impl ProcessRecord {
@@ -104,7 +113,24 @@ impl RecordStore {
                 })
             }
         };
-        let record: ProcessRecord = serde_json::from_slice(&bytes)
+        // The version first: a newer release's record may not parse as this one's.
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| RuntimeError::Record {
+                path: path.clone(),
+                source,
+            })?;
+        if let Some(found) = value.get("format_version") {
+            let found = found
+                .as_u64()
+                .map_or(u8::MAX, |n| u8::try_from(n).unwrap_or(u8::MAX));
+            format::PROCESS_RECORD
+                .check(found)
+                .map_err(|source| RuntimeError::Format {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        let record: ProcessRecord = serde_json::from_value(value)
             .map_err(|source| RuntimeError::Record { path, source })?;
         Ok((record.node_id == self.node_id).then_some(record))
     }
@@ -236,6 +262,7 @@ mod tests {
             pid: 42,
             start_time_ticks: 7,
             labels: BTreeMap::new(),
+            format_version: format::PROCESS_RECORD.current,
         };
         store.write(&record).expect("write");
         assert_eq!(store.read("t1").expect("read"), Some(record.clone()));
@@ -245,6 +272,16 @@ mod tests {
         std::fs::write(state_dir.path().join("processes/bad.json"), b"{").expect("write");
         assert!(store.read("bad").is_err());
         assert_eq!(store.read_all().expect("skips the bad one").len(), 1);
+        // A record of the first release (no version) reads; a newer release's is refused.
+        let legacy = r#"{"task_id":"t2","node_id":"node-a","name":"n","image":"i",
+            "command":["sleep"],"pid":43,"start_time_ticks":8,"labels":{}}"#;
+        std::fs::write(state_dir.path().join("processes/t2.json"), legacy).expect("write");
+        let read = store.read("t2").expect("legacy reads").expect("ours");
+        assert_eq!(read.format_version, format::LEGACY_VERSION);
+        let newer = r#"{"format_version":9,"shape":"unknown"}"#;
+        std::fs::write(state_dir.path().join("processes/t3.json"), newer).expect("write");
+        let error = store.read("t3").expect_err("newer refused");
+        assert!(error.to_string().contains("format version 9"), "{error}");
         store.remove("t1").expect("remove");
         store.remove("t1").expect("remove twice");
         assert_eq!(store.read("t1").expect("read"), None);

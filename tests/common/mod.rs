@@ -429,3 +429,43 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Copies `from` (a directory tree) to `to`, with the modes a node gives its state: 0700
+/// directories and 0600 files (git keeps neither).
+pub fn copy_state_dir(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).expect("create state dir");
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).expect("chmod dir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_state_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod file");
+        }
+    }
+}
+
+impl Cluster {
+    /// A cluster made of existing state directories (e.g. a fixture written by an earlier
+    /// release): each is copied into this cluster's temporary directory and listed with the
+    /// loopback IP its `node.toml` listens on; all must share `port`. Nothing is started
+    /// (`restart` starts a node); node 0 must hold `client.toml`.
+    pub fn from_state_dirs(port: u16, dirs: &[(&str, &Path)]) -> Self {
+        let mut cluster = Self::new(&[]);
+        cluster.port = port;
+        for (index, (ip, from)) in dirs.iter().enumerate() {
+            let state_dir = cluster.dir.path().join(format!("node{}", index + 1));
+            copy_state_dir(from, &state_dir);
+            cluster.nodes.push(NodeProcess {
+                ip: ip.to_string(),
+                state_dir,
+                log: cluster.dir.path().join(format!("node{}.log", index + 1)),
+                child: None,
+            });
+        }
+        cluster
+    }
+}

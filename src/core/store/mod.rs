@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use command::{Command, Event, NodeRefresh, NodeSpecUpdate, TaskRef, TaskStatusUpdate};
 
 use super::error::CoreError;
+use super::format;
 use super::ids;
 use super::model::{ClusterInfo, Node, Resources, Service, Task, TaskState};
 use super::spec::ServiceMode;
@@ -70,6 +71,43 @@ pub struct Store {
     /// snapshot's index is in its metadata). Watchers start their event cursor here.
     #[serde(skip)]
     applied_index: u64,
+}
+
+/// Largest snapshot [`Store::restore`] decodes; also the decoder's allocation limit.
+pub const SNAPSHOT_DECODE_LIMIT: usize = 1 << 30;
+
+fn decode_snapshot_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CoreError> {
+    let config = bincode::config::standard().with_limit::<SNAPSHOT_DECODE_LIMIT>();
+    let (value, read): (T, usize) = bincode::serde::decode_from_slice(body, config)
+        .map_err(|e| CoreError::Snapshot(e.to_string()))?;
+    if read != body.len() {
+        return Err(CoreError::Snapshot(format!(
+            "{} trailing bytes",
+            body.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+/// The store as the first release wrote its snapshots (format version 1, no header).
+#[derive(Deserialize)]
+struct StoreV1 {
+    cluster: Option<ClusterInfo>,
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<String, Service>,
+    tasks: BTreeMap<String, Task>,
+}
+
+impl From<StoreV1> for Store {
+    fn from(old: StoreV1) -> Store {
+        Store {
+            cluster: old.cluster,
+            nodes: old.nodes,
+            services: old.services,
+            tasks: old.tasks,
+            ..Store::default()
+        }
+    }
 }
 
 impl PartialEq for Store {
@@ -193,23 +231,32 @@ impl Store {
         self.applied_index = self.applied_index.max(index);
     }
 
-    /// Encodes the objects (not the indexes) with bincode 2.
+    /// Encodes the objects (not the indexes): the [`format::STORE_SNAPSHOT`] header, then
+    /// bincode 2.
     pub fn snapshot(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("invariant: store types use only serde features bincode supports")
+        let mut bytes = format::STORE_SNAPSHOT.header().to_vec();
+        bincode::serde::encode_into_std_write(self, &mut bytes, bincode::config::standard())
+            .expect("invariant: store types use only serde features bincode supports");
+        bytes
     }
 
-    /// Decodes a [`Store::snapshot`] and rebuilds the indexes.
+    /// Decodes a [`Store::snapshot`] (of this format version or the first release's, which
+    /// had no header) and rebuilds the indexes. Never allocates beyond
+    /// [`SNAPSHOT_DECODE_LIMIT`], whatever lengths a corrupt snapshot claims.
     pub fn restore(bytes: &[u8]) -> Result<Store, CoreError> {
-        let (mut store, read): (Store, usize) =
-            bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-                .map_err(|e| CoreError::Snapshot(e.to_string()))?;
-        if read != bytes.len() {
+        if bytes.len() > SNAPSHOT_DECODE_LIMIT {
             return Err(CoreError::Snapshot(format!(
-                "{} trailing bytes",
-                bytes.len() - read
+                "{} bytes is more than the {SNAPSHOT_DECODE_LIMIT} a snapshot may hold",
+                bytes.len()
             )));
         }
+        let (version, body) = format::STORE_SNAPSHOT
+            .split(bytes)
+            .map_err(|e| CoreError::Snapshot(e.to_string()))?;
+        let mut store = match version {
+            format::LEGACY_VERSION => Store::from(decode_snapshot_body::<StoreV1>(body)?),
+            _ => decode_snapshot_body::<Store>(body)?,
+        };
         store.rebuild_indexes();
         Ok(store)
     }

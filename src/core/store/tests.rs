@@ -388,3 +388,39 @@ fn the_cluster_record_never_prints_its_key_or_secrets() {
         assert!(!printed.contains(secret), "{printed} shows {secret}");
     }
 }
+
+/// A snapshot the first release (commit e711e29, before format versions) wrote of the store
+/// `snapshot_restore_round_trip_rebuilds_indexes` builds.
+const RELEASE_E711E29_SNAPSHOT: &[u8] =
+    include_bytes!("../../../tests/fixtures/release-e711e29/store.snapshot");
+
+#[test]
+fn a_snapshot_of_the_previous_release_restores() {
+    let store = Store::restore(RELEASE_E711E29_SNAPSHOT).expect("legacy snapshot reads");
+    assert_eq!(store.cluster().map(|c| c.id.as_str()), Some("c1"));
+    assert_eq!(store.nodes().len(), 2);
+    assert_eq!(store.tasks_of_service("s1").len(), 3);
+    assert_eq!(store.tasks_of_node("n1").len(), 1);
+    let running = store.task("t1").map(|t| t.status.state);
+    assert_eq!(running, Some(TaskState::Running));
+    // Written again, it carries this build's header and reads back the same.
+    let again = store.snapshot();
+    assert_eq!(&again[..2], &crate::core::format::BINARY_MAGIC);
+    assert_eq!(
+        Store::restore(&again).expect("current snapshot reads"),
+        store
+    );
+}
+
+#[test]
+fn a_snapshot_of_a_newer_format_is_refused_by_name() {
+    let mut bytes = Store::new().snapshot();
+    bytes[2] = crate::core::format::STORE_SNAPSHOT.current + 1;
+    let error = Store::restore(&bytes).expect_err("newer format");
+    assert!(
+        error
+            .to_string()
+            .contains("store snapshot has format version 3"),
+        "{error}"
+    );
+}
