@@ -176,3 +176,76 @@ fn the_cli_tries_each_manager_of_its_config_in_turn() {
         "the write went to one manager once"
     );
 }
+
+/// SPEC §12: `start --force-new-cluster` turns the survivor of a cluster that lost its quorum
+/// (two of three managers gone with their state) into a one-manager cluster with all state
+/// kept; the dead managers can be demoted and removed, and new managers join.
+#[test]
+fn a_survivor_forced_into_a_new_cluster_keeps_its_state_and_takes_new_managers() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.runtime = "sim".to_string();
+    cluster.init();
+    cluster.join("manager");
+    cluster.join("manager");
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "kept",
+            "--replicas",
+            "3",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let dead: Vec<String> = (1..3).map(|i| cluster.node_id(i)).collect();
+    for index in [1, 2] {
+        cluster.kill(index);
+        std::fs::remove_dir_all(&cluster.nodes[index].state_dir).expect("state dir deleted");
+    }
+    let refused = cluster.cli(Some(0), &["service", "scale", "-d", "kept=4"]);
+    assert!(!refused.status.success(), "no quorum without the flag");
+
+    cluster.kill(0);
+    cluster.restart_with(0, &["--force-new-cluster"]);
+    cluster.wait_until("the survivor leads alone", Duration::from_secs(20), || {
+        cluster.nodes_json(Some(0)).is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["hostname"] == "node1" && n["manager_status"] == "leader")
+        })
+    });
+    assert_eq!(
+        service_names(&cluster, 0),
+        Some(vec!["kept".to_string()]),
+        "the services are kept"
+    );
+    cluster.cli_ok(Some(0), &["service", "scale", "-d", "kept=4"]);
+    cluster.wait_for_running("kept", 4, Duration::from_secs(20));
+
+    // The dead managers leave for good; a new manager joins the one-manager cluster.
+    for id in &dead {
+        cluster.cli_ok(Some(0), &["node", "demote", id]);
+        cluster.cli_ok(Some(0), &["node", "rm", "--force", id]);
+    }
+    let joined = cluster.join("manager");
+    let joined_id = cluster.wait_node_id(joined);
+    cluster.wait_until(
+        "the new manager is reachable",
+        Duration::from_secs(20),
+        || {
+            cluster.nodes_json(Some(0)).is_some_and(|nodes| {
+                nodes.len() == 2
+                    && nodes.iter().any(|n| {
+                        n["id"] == joined_id.as_str() && n["manager_status"] == "reachable"
+                    })
+            })
+        },
+    );
+    cluster.cli_ok(Some(joined), &["service", "scale", "-d", "kept=2"]);
+    cluster.wait_for_running("kept", 2, Duration::from_secs(20));
+}

@@ -43,6 +43,10 @@ enum Command {
         /// Allow `flotilla chaos` commands on this node.
         #[arg(long)]
         enable_chaos: bool,
+        /// A manager of a cluster that lost its quorum: come up as the only manager, with all
+        /// state kept (the other managers are removed from the Raft group; others can join).
+        #[arg(long)]
+        force_new_cluster: bool,
     },
     /// Hollow workers: N real nodes to the managers, in this one process, running nothing.
     Sim {
@@ -238,7 +242,8 @@ fn main() -> anyhow::Result<()> {
             Command::Start {
                 state_dir,
                 enable_chaos,
-            } => daemon::start(&state_dir, enable_chaos)
+                force_new_cluster,
+            } => daemon::start(&state_dir, enable_chaos, force_new_cluster)
                 .await
                 .context("start failed")?,
             Command::Sim {
@@ -278,7 +283,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dev { state_dir } => {
                 if state_dir.join("node.toml").exists() {
                     println!("Restarting the dev node in {}.", state_dir.display());
-                    daemon::start(&state_dir, true)
+                    daemon::start(&state_dir, true, false)
                         .await
                         .context("start failed")?
                 } else {

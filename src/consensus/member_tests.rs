@@ -161,3 +161,70 @@ fn a_read_asked_of_a_just_elected_leader_is_answered_after_its_first_commit() {
     assert!(asked, "replica 1 was elected");
     assert!(answered, "the read was answered, not dropped");
 }
+
+#[test]
+fn a_survivor_forced_into_a_new_cluster_keeps_its_state_and_leads_alone() {
+    let disks: Vec<SimDisk> = (1..=3).map(|_| SimDisk::new()).collect();
+    let mut replicas: Vec<RaftMember<Counter>> = (1..=3u64)
+        .map(|id| {
+            let storage =
+                RedbStorage::open_with_backend(disks[id as usize - 1].backend()).expect("open");
+            RaftMember::bootstrap(
+                MemberConfig::new(id),
+                storage,
+                Counter::default(),
+                &[1, 2, 3],
+            )
+            .expect("bootstrap")
+        })
+        .collect();
+    let mut queue = std::collections::VecDeque::new();
+    while !replicas[0].leadership().is_leader {
+        replicas[0].tick();
+        let output = replicas[0].handle_ready().expect("ready");
+        queue.extend(output.messages);
+        pump(&mut replicas, &mut queue, |_, _, _| {});
+    }
+    for (proposal_id, amount) in (1..=5).zip([1u64, 2, 3, 4, 5]) {
+        replicas[0].propose(proposal_id, &amount).expect("propose");
+        let output = replicas[0].handle_ready().expect("ready");
+        queue.extend(output.messages);
+        pump(&mut replicas, &mut queue, |_, _, _| {});
+    }
+    assert_eq!(replicas[0].state_machine().total, 15);
+
+    // Managers 2 and 3 are gone for good; 1 restarts as a cluster of its own.
+    replicas.truncate(1);
+    drop(replicas);
+    let mut storage = RedbStorage::open_with_backend(disks[0].backend()).expect("reopen");
+    let forced = storage.force_new_cluster(1).expect("forced");
+    assert_eq!(forced.removed, vec![2, 3]);
+    let mut survivor =
+        RaftMember::restart(MemberConfig::new(1), storage, Counter::default()).expect("restart");
+    for _ in 0..100 {
+        survivor.tick();
+        survivor.handle_ready().expect("ready");
+        if survivor.leadership().is_leader {
+            break;
+        }
+    }
+    assert!(
+        survivor.leadership().is_leader,
+        "a group of one elects itself"
+    );
+    assert_eq!(survivor.voters(), &[1]);
+    assert_eq!(survivor.state_machine().total, 15, "all state kept");
+    survivor.propose(6, &100u64).expect("propose");
+    let output = survivor.handle_ready().expect("ready");
+    let applied: Vec<_> = output
+        .applied
+        .iter()
+        .map(|applied| {
+            (
+                applied.proposal_id,
+                applied.result.clone().expect("applies"),
+            )
+        })
+        .collect();
+    assert_eq!(applied, vec![(6, 115)], "writes commit with one member");
+}

@@ -30,5 +30,5 @@ pub use output::{
 };
 pub use sim_disk::{SimDisk, SimDiskBackend};
 pub use state_machine::{StateMachine, MAX_COMMAND_BYTES};
-pub use storage::{RedbStorage, StorageError};
+pub use storage::{ForcedCluster, RedbStorage, StorageError};
 pub use validate::InvalidPeerMessage;

@@ -23,6 +23,7 @@ use redb::{
 mod raft_storage;
 mod records;
 mod writes;
+pub use writes::ForcedCluster;
 
 use records::{begin_durable_write, corrupt, db_error, decode, decode_pair};
 

@@ -184,8 +184,8 @@ pub enum RolePlan {
 
 /// Plans one node's role change as answered by the leader `leader_node_id`; `in_raft_group`
 /// says whether a node is still a member of the Raft group. Refuses to demote the last
-/// manager, or one whose demotion would leave the remaining managers without a quorum of
-/// reachable ones.
+/// manager, or one whose demotion would leave the remaining Raft members without a quorum of
+/// reachable ones; a manager outside the Raft group may always be demoted.
 pub fn plan_role_change(
     store: &Store,
     query: &str,
@@ -205,7 +205,7 @@ pub fn plan_role_change(
         });
     }
     if role == NodeRole::Worker {
-        refuse_unsafe_demotion(store, node)?;
+        refuse_unsafe_demotion(store, node, &in_raft_group)?;
         if node.id == leader_node_id {
             return Ok(RolePlan::MoveLeadershipFirst {
                 refusal: format!(
@@ -223,27 +223,36 @@ pub fn plan_role_change(
     Ok(RolePlan::Change {
         node_id: node.id.clone(),
         command: Box::new(Command::UpdateNodeSpec(update)),
-        leaves_raft_group: role == NodeRole::Worker,
+        leaves_raft_group: role == NodeRole::Worker && in_raft_group(&node.id),
     })
 }
 
-fn refuse_unsafe_demotion(store: &Store, node: &Node) -> Result<(), CoreError> {
-    let managers: Vec<&Node> = store
+/// The quorum that matters is the Raft group's: managers outside it (a survivor forced a new
+/// cluster, or a demotion half done) hold no vote, so demoting one never risks the quorum.
+fn refuse_unsafe_demotion(
+    store: &Store,
+    node: &Node,
+    in_raft_group: &impl Fn(&str) -> bool,
+) -> Result<(), CoreError> {
+    let voters: Vec<&Node> = store
         .nodes()
         .values()
-        .filter(|n| n.role == NodeRole::Manager)
+        .filter(|n| n.role == NodeRole::Manager && in_raft_group(&n.id))
         .collect();
-    if managers.len() <= 1 {
+    if !in_raft_group(&node.id) {
+        return Ok(());
+    }
+    if voters.len() <= 1 {
         return Err(CoreError::Conflict(format!(
             "cannot demote {}: it is the last manager of the swarm",
             node.hostname
         )));
     }
-    let reachable_others = managers
+    let reachable_others = voters
         .iter()
         .filter(|n| n.id != node.id && n.status == NodeStatus::Ready)
         .count();
-    let voters_after = managers.len() - 1;
+    let voters_after = voters.len() - 1;
     if reachable_others < voters_after / 2 + 1 {
         return Err(CoreError::Conflict(format!(
             "cannot demote {}: the {} remaining managers would not have a quorum ({} reachable)",

@@ -108,6 +108,20 @@ fn demotion_keeps_a_quorum_and_never_demotes_the_answering_leader() {
         "{error}"
     );
 
+    // After `--force-new-cluster` only m1 votes: the dead m2 and m3 may be demoted (they
+    // hold no vote), and there is no Raft member to remove.
+    let h = Harness::with_nodes(vec![
+        manager("m1", NodeStatus::Ready),
+        manager("m2", NodeStatus::Down),
+        manager("m3", NodeStatus::Down),
+    ]);
+    match plan_role_change(&h.store, "m3", NodeRole::Worker, "m1", |id| id == "m1").unwrap() {
+        RolePlan::Change {
+            leaves_raft_group, ..
+        } => assert!(!leaves_raft_group),
+        other => panic!("unexpected {other:?}"),
+    }
+
     let h = Harness::with_nodes(vec![
         manager("m1", NodeStatus::Ready),
         manager("m2", NodeStatus::Ready),

@@ -31,6 +31,9 @@ pub(crate) enum RaftStart {
     Join,
     /// From the state directory (`start`). Empty storage means a promoted worker: it joins.
     Restart,
+    /// From the state directory, as the only member of the Raft group
+    /// (`start --force-new-cluster`): a survivor of a cluster that lost its quorum.
+    ForceNewCluster,
 }
 
 /// Opens the storage and starts the replica the way `how` says.
@@ -39,14 +42,32 @@ pub(crate) fn start_replica(
     node_id: &str,
     how: RaftStart,
 ) -> Result<ManagerStart, DaemonError> {
-    let storage = open_raft_storage(state_dir)?;
+    let mut storage = open_raft_storage(state_dir)?;
     let store = SharedStore::default();
     let events = EventQueue::default();
     let raft_id = raft_id_of(node_id);
     let config = replica_config(raft_id);
     let machine = StoreMachine::new(store.clone(), events.clone());
+    if matches!(how, RaftStart::ForceNewCluster) {
+        if storage.is_empty() {
+            return Err(DaemonError::StateDir(format!(
+                "{} holds no Raft state: --force-new-cluster needs a manager that was part of \
+                 the cluster",
+                state_dir.display()
+            )));
+        }
+        let forced = storage
+            .force_new_cluster(raft_id)
+            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+        tracing::warn!(
+            removed = ?forced.removed,
+            commit_index = forced.commit_index,
+            "forcing a new cluster: this manager is now the only member of the Raft group"
+        );
+    }
     let replica = match how {
         RaftStart::Bootstrap => RaftMember::bootstrap(config, storage, machine, &[raft_id]),
+        RaftStart::ForceNewCluster => RaftMember::restart(config, storage, machine),
         RaftStart::Restart if !storage.is_empty() => RaftMember::restart(config, storage, machine),
         RaftStart::Join | RaftStart::Restart => RaftMember::join(config, storage, machine),
     }

@@ -217,3 +217,92 @@ impl RedbStorage {
         Ok(())
     }
 }
+
+/// What [`RedbStorage::force_new_cluster`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedCluster {
+    /// The Raft IDs of the members removed from the configuration.
+    pub removed: Vec<u64>,
+    /// The index of the last entry appended (the new commit index).
+    pub commit_index: u64,
+}
+
+impl RedbStorage {
+    /// `flotilla-node start --force-new-cluster`: makes `self_id` the only member. The whole
+    /// log is kept and counted as committed (the cluster that could have decided otherwise is
+    /// gone, and everything the survivor accepted is kept); after it come one `RemoveNode`
+    /// conf change per other member, committed too, so a restart applies them in order after
+    /// everything else and comes up as a one-member group that elects itself. Members that
+    /// entries of the uncommitted tail add or remove are counted in.
+    pub fn force_new_cluster(&mut self, self_id: u64) -> Result<ForcedCluster, StorageError> {
+        use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, EntryType};
+        let mut members: std::collections::BTreeSet<u64> = self
+            .conf_state
+            .voters
+            .iter()
+            .chain(&self.conf_state.learners)
+            .chain(&self.conf_state.voters_outgoing)
+            .chain(&self.conf_state.learners_next)
+            .copied()
+            .collect();
+        let tail_start = self.hard_state.commit.max(self.compacted_index) + 1;
+        let tail = if tail_start <= self.last_index {
+            self.read_entries(tail_start..self.last_index + 1, None)?
+        } else {
+            Vec::new()
+        };
+        let mut note = |change_type: ConfChangeType, node_id: u64| match change_type {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                members.insert(node_id);
+            }
+            ConfChangeType::RemoveNode => {
+                members.remove(&node_id);
+            }
+        };
+        for entry in &tail {
+            let corrupt = |e: protobuf::ProtobufError| super::records::corrupt("log", e);
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => {
+                    let change = ConfChange::parse_from_bytes(entry.get_data()).map_err(corrupt)?;
+                    note(change.get_change_type(), change.node_id);
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change =
+                        ConfChangeV2::parse_from_bytes(entry.get_data()).map_err(corrupt)?;
+                    for single in change.get_changes() {
+                        note(single.get_change_type(), single.node_id);
+                    }
+                }
+            }
+        }
+        let removed: Vec<u64> = members.into_iter().filter(|id| *id != self_id).collect();
+        let last_term = if self.last_index > self.compacted_index {
+            self.term_of(self.last_index)?
+        } else {
+            self.compacted_term
+        };
+        let term = self.hard_state.term.max(last_term);
+        let mut entries = Vec::with_capacity(removed.len());
+        for (offset, id) in removed.iter().enumerate() {
+            let mut change = ConfChange::default();
+            change.set_change_type(ConfChangeType::RemoveNode);
+            change.node_id = *id;
+            let mut entry = Entry::default();
+            entry.set_entry_type(EntryType::EntryConfChange);
+            entry.term = term;
+            entry.index = self.last_index + 1 + offset as u64;
+            entry.data = change.write_to_bytes()?.into();
+            entries.push(entry);
+        }
+        let commit_index = self.last_index + entries.len() as u64;
+        let mut hard_state = self.hard_state.clone();
+        hard_state.term = term;
+        hard_state.commit = commit_index;
+        self.persist(&entries, Some(&hard_state))?;
+        Ok(ForcedCluster {
+            removed,
+            commit_index,
+        })
+    }
+}
