@@ -165,6 +165,8 @@ impl<S: StateMachine> RaftMember<S> {
             leader_id: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
             term: raft.term,
             is_leader: raft.state == StateRole::Leader,
+            caught_up: raft.state == StateRole::Leader
+                && raft.raft_log.term(self.applied_index).ok() == Some(raft.term),
         }
     }
 

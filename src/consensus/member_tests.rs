@@ -228,3 +228,48 @@ fn a_survivor_forced_into_a_new_cluster_keeps_its_state_and_leads_alone() {
         .collect();
     assert_eq!(applied, vec![(6, 115)], "writes commit with one member");
 }
+
+#[test]
+fn a_new_leader_is_caught_up_only_once_an_entry_of_its_term_is_applied() {
+    let mut replicas: Vec<RaftMember<Counter>> = (1..=3)
+        .map(|id| {
+            let storage = RedbStorage::open_with_backend(SimDisk::new().backend()).expect("open");
+            RaftMember::bootstrap(
+                MemberConfig::new(id),
+                storage,
+                Counter::default(),
+                &[1, 2, 3],
+            )
+            .expect("bootstrap")
+        })
+        .collect();
+    let mut queue = std::collections::VecDeque::new();
+    let mut reports = Vec::new();
+    while queue.is_empty() {
+        replicas[0].tick();
+        let output = replicas[0].handle_ready().expect("ready");
+        reports.extend(output.leadership_change);
+        queue.extend(output.messages);
+    }
+    pump(&mut replicas, &mut queue, |replicas, index, output| {
+        if index == 0 {
+            if let Some(change) = output.leadership_change {
+                // Whenever it says caught up, the applied entry is of its term.
+                if change.caught_up {
+                    let raft = &replicas[0].raw_node.raft;
+                    let applied = replicas[0].applied_index;
+                    assert_eq!(raft.raft_log.term(applied).ok(), Some(change.term));
+                }
+                reports.push(change);
+            }
+        }
+    });
+    let leading: Vec<_> = reports.iter().filter(|r| r.is_leader).collect();
+    assert!(
+        leading.len() >= 2,
+        "elected, then caught up, reported apart: {reports:?}"
+    );
+    assert!(!leading[0].caught_up, "not caught up when first elected");
+    assert!(leading.last().is_some_and(|r| r.caught_up));
+    assert!(reports.iter().all(|r| !r.caught_up || r.is_leader));
+}

@@ -174,6 +174,11 @@ pub struct LeadershipState {
     pub term: u64,
     /// Whether this replica is the leader.
     pub is_leader: bool,
+    /// Whether this replica leads *and* has applied an entry of its own term, so its state
+    /// machine holds everything its predecessors committed. Leader-only work that acts on the
+    /// state (reconciling, scheduling, pushing assignments) waits for this; proposals need
+    /// only `is_leader`.
+    pub caught_up: bool,
 }
 
 /// Everything one `handle_ready` call asks the caller to do. Storage writes are done already.

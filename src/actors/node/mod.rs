@@ -122,9 +122,13 @@ impl Handler<LeadershipChanged> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, leadership: LeadershipChanged, _: &mut Context<Self>) {
-        let is_leader = leadership.is_leader;
+        // A new leader starts its components only once it applied an entry of its term: on
+        // an older view a reconcile could create a second task in a slot its predecessor
+        // already filled. Until then (or if it leads a new term without having stepped down
+        // in between) nothing leader-only runs.
+        let caught_up = leadership.is_leader && leadership.caught_up;
         self.leadership = Some(leadership);
-        if is_leader {
+        if caught_up {
             self.start_leader_components();
         } else {
             self.stop_leader_components();
@@ -138,7 +142,11 @@ impl Handler<AttachTransport> for NodeActor {
     fn handle(&mut self, attach: AttachTransport, _: &mut Context<Self>) {
         self.transport = Some(attach.transport);
         self.transport_actor = Some(attach.sender);
-        if self.leadership.as_ref().is_some_and(|l| l.is_leader) {
+        if self
+            .leadership
+            .as_ref()
+            .is_some_and(|l| l.is_leader && l.caught_up)
+        {
             self.start_leader_components();
         }
     }

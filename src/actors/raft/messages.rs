@@ -69,6 +69,9 @@ pub struct LeadershipChanged {
     pub term: u64,
     /// Whether this manager leads.
     pub is_leader: bool,
+    /// Whether it leads and has applied an entry of its term (its store holds everything
+    /// committed before): leader-only components start only then.
+    pub caught_up: bool,
 }
 
 pub use crate::actors::store_events::StoreEvents;

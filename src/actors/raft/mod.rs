@@ -158,6 +158,7 @@ impl RaftActor {
                 leader_addr: None,
                 term: 0,
                 is_leader: false,
+                caught_up: false,
             },
             drive_scheduled: false,
         }
@@ -269,6 +270,7 @@ impl RaftActor {
                 .map(|addr| addr.to_string()),
             term: state.term,
             is_leader: state.is_leader,
+            caught_up: state.caught_up,
         };
         if was_leader && !state.is_leader {
             for (_, reply) in self.proposals.drain() {
@@ -284,7 +286,7 @@ impl RaftActor {
                 let _ = reply.send(Err(RaftError::LeadershipLost));
             }
         }
-        tracing::info!(leader = ?state.leader_id, term = state.term, is_leader = state.is_leader, "leadership");
+        tracing::info!(leader = ?state.leader_id, term = state.term, is_leader = state.is_leader, caught_up = state.caught_up, "leadership");
         let leadership = self.leadership.clone();
         self.leadership_subscribers
             .retain(|subscriber| subscriber.try_send(leadership.clone()).is_ok());
@@ -353,6 +355,7 @@ impl Supervised for RaftActor {
                 leader_addr: None,
                 term: 0,
                 is_leader: false,
+                caught_up: false,
             },
         );
         if previous.is_leader {
