@@ -288,14 +288,20 @@ async fn storm(dir: &Path) -> anyhow::Result<()> {
     let mut peak_kib = before_kib;
     let mut pings_during = 0u64;
     let mut pings_failed_during = 0u64;
+    let mut ping_latencies = Vec::new();
     while Instant::now() < until {
         peak_kib = peak_kib.max(rss_kib(pid)?);
+        let sent = Instant::now();
         match legit.request(node, ping(2), Duration::from_secs(2)).await {
-            Ok(_) => pings_during += 1,
+            Ok(_) => {
+                pings_during += 1;
+                ping_latencies.push(sent.elapsed());
+            }
             Err(_) => pings_failed_during += 1,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    ping_latencies.sort_unstable();
     for client in clients {
         let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
     }
@@ -333,6 +339,8 @@ async fn storm(dir: &Path) -> anyhow::Result<()> {
             "rss_kib_after": after_kib,
             "legit_pings_during": pings_during,
             "legit_pings_failed_during": pings_failed_during,
+            "legit_ping_ms_p50_during": common::percentile_ms(&ping_latencies, 0.5),
+            "legit_ping_ms_max_during": common::percentile_ms(&ping_latencies, 1.0),
             "ping_after_ok": answered.is_ok(),
             "ping_after_ms": (ping_ms * 1000.0).round() / 1000.0,
         })
