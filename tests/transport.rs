@@ -11,7 +11,8 @@ use flotilla::net::message::{ErrorKind, JoinAccepted, Message as WireMessage, Ra
 use flotilla::net::tls::{self, ClusterCa, Credentials, Role};
 use flotilla::net::token::{JoinToken, TokenError};
 use flotilla::net::transport::{
-    self, Inbound, Transport, TransportConfig, TransportError, CLOSE_MALFORMED,
+    self, Inbound, InboundLimits, Transport, TransportConfig, TransportError, CLOSE_BUSY,
+    CLOSE_MALFORMED, CLOSE_UNAUTHENTICATED, STREAM_TIMED_OUT,
 };
 use quinn::crypto::rustls::QuicClientConfig;
 
@@ -423,4 +424,233 @@ async fn a_peer_restarted_on_the_same_address_is_reached_without_waiting_for_the
     );
     stop.send(()).expect("node running");
     thread.join().expect("node thread");
+}
+
+// ---- Limits on what peers send (docs/wire.md, "Limits on what peers send") ----
+
+fn start_node_with(credentials: Credentials, limits: InboundLimits) -> Transport {
+    Transport::bind_with_limits(
+        TransportConfig {
+            listen: loopback(),
+            credentials,
+        },
+        limits,
+        Echo.start().recipient(),
+    )
+    .expect("transport binds")
+}
+
+/// A certificate-less connection, as a joining node makes.
+async fn anonymous_connection(
+    ca: &ClusterCa,
+    server: SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let (config, _) = tls::pinned_client_config(ca.digest()).expect("config");
+    raw_connection(config, server).await
+}
+
+async fn assert_closed_with(connection: &quinn::Connection, code: u32) {
+    let reason = tokio::time::timeout(TIMEOUT, connection.closed())
+        .await
+        .expect("the server closes the connection");
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(code), "{close:?}");
+        }
+        other => panic!("expected an application close with code {code}, got {other:?}"),
+    }
+}
+
+fn join_frame() -> Vec<u8> {
+    codec::encode(&WireMessage::Join(flotilla::net::message::JoinRequest {
+        secret: "s".into(),
+        csr_der: vec![],
+        hostname: "h".into(),
+        advertise_addr: "127.0.0.9:4240".into(),
+    }))
+    .expect("encode")
+}
+
+async fn join_on(connection: &quinn::Connection) -> WireMessage {
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    send.write_all(&join_frame()).await.expect("write");
+    let _ = send.finish();
+    let reply = recv.read_to_end(64 * 1024).await.expect("reply");
+    codec::decode_frame(&reply).expect("decodes").0
+}
+
+#[actix_rt::test]
+async fn a_certificate_less_connection_sending_a_non_join_frame_is_closed() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server_addr = server.local_addr().expect("addr");
+    let (_endpoint, connection) = anonymous_connection(&ca, server_addr).await;
+    let (mut send, _recv) = connection.open_bi().await.expect("stream");
+    send.write_all(&codec::encode(&ping(1)).expect("encode"))
+        .await
+        .expect("write");
+    let _ = send.finish();
+    assert_closed_with(&connection, CLOSE_UNAUTHENTICATED).await;
+
+    // A one-way stream is refused too, whatever it carries.
+    let (_endpoint, connection) = anonymous_connection(&ca, server_addr).await;
+    let mut send = connection.open_uni().await.expect("stream");
+    send.write_all(&join_frame()).await.expect("write");
+    let _ = send.finish();
+    assert_closed_with(&connection, CLOSE_UNAUTHENTICATED).await;
+
+    // A Join is answered, and a second request stream on the same connection closes it.
+    let (_endpoint, connection) = anonymous_connection(&ca, server_addr).await;
+    assert!(matches!(
+        join_on(&connection).await,
+        WireMessage::JoinAccepted(_)
+    ));
+    let (mut send, _recv) = connection.open_bi().await.expect("stream");
+    send.write_all(&join_frame()).await.expect("write");
+    let _ = send.finish();
+    assert_closed_with(&connection, CLOSE_UNAUTHENTICATED).await;
+
+    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    assert_pings(&client, server_addr).await;
+}
+
+#[actix_rt::test]
+async fn the_certificate_less_connection_past_the_limit_is_refused() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let limits = InboundLimits {
+        max_unauthenticated_connections: 2,
+        ..InboundLimits::default()
+    };
+    let server = start_node_with(ca.issue("server", Role::Manager).expect("cert"), limits);
+    let server_addr = server.local_addr().expect("addr");
+    let first = anonymous_connection(&ca, server_addr).await;
+    let second = anonymous_connection(&ca, server_addr).await;
+    // Both are served (a Join answered proves the server counted them before the third).
+    assert!(matches!(
+        join_on(&first.1).await,
+        WireMessage::JoinAccepted(_)
+    ));
+    assert!(matches!(
+        join_on(&second.1).await,
+        WireMessage::JoinAccepted(_)
+    ));
+    let third = anonymous_connection(&ca, server_addr).await;
+    assert_closed_with(&third.1, CLOSE_BUSY).await;
+
+    // Certificate holders are not counted, and a freed place is given again.
+    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    assert_pings(&client, server_addr).await;
+    first.1.close(quinn::VarInt::from_u32(0), b"done");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (_endpoint, connection) = anonymous_connection(&ca, server_addr).await;
+        let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+        let _ = send.write_all(&join_frame()).await;
+        let _ = send.finish();
+        if let Ok(reply) = recv.read_to_end(64 * 1024).await {
+            let (message, _) = codec::decode_frame(&reply).expect("decodes");
+            assert!(matches!(message, WireMessage::JoinAccepted(_)));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed connection's place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_certificate_less_connection_is_closed_after_its_deadline() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let limits = InboundLimits {
+        unauthenticated_deadline: Duration::from_millis(300),
+        ..InboundLimits::default()
+    };
+    let server = start_node_with(ca.issue("server", Role::Manager).expect("cert"), limits);
+    let (_endpoint, connection) =
+        anonymous_connection(&ca, server.local_addr().expect("addr")).await;
+    // It does nothing wrong; it just stays.
+    assert_closed_with(&connection, CLOSE_UNAUTHENTICATED).await;
+}
+
+#[actix_rt::test]
+async fn a_half_open_stream_is_reset_after_its_deadline_and_the_connection_lives() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let limits = InboundLimits {
+        frame_timeout: Duration::from_millis(300),
+        stream_idle_timeout: Duration::from_millis(600),
+        ..InboundLimits::default()
+    };
+    let server = start_node_with(ca.issue("server", Role::Manager).expect("cert"), limits);
+    let server_addr = server.local_addr().expect("addr");
+    let credentials = ca.issue("slow", Role::Worker).expect("cert");
+    let (_endpoint, connection) =
+        raw_connection(credentials.client_config().expect("config"), server_addr).await;
+
+    // A request whose frame announces 16 MiB and sends ten bytes of it.
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    let mut partial = (MAX_FRAME_BYTES as u32).to_be_bytes().to_vec();
+    partial.extend_from_slice(&[1; 10]);
+    send.write_all(&partial).await.expect("write");
+    let stopped = tokio::time::timeout(TIMEOUT, send.stopped())
+        .await
+        .expect("the server stops the stream");
+    assert_eq!(
+        stopped.expect("stopped, not lost"),
+        Some(quinn::VarInt::from_u32(STREAM_TIMED_OUT))
+    );
+    match tokio::time::timeout(TIMEOUT, recv.read_to_end(1024)).await {
+        Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)))) => {
+            assert_eq!(code, quinn::VarInt::from_u32(STREAM_TIMED_OUT));
+        }
+        other => panic!("expected the reply stream reset, got {other:?}"),
+    }
+
+    // An ordered channel that went quiet after one frame is stopped after the idle timeout.
+    let mut channel = connection.open_uni().await.expect("stream");
+    channel
+        .write_all(&codec::encode(&ping(5)).expect("encode"))
+        .await
+        .expect("write");
+    let stopped = tokio::time::timeout(TIMEOUT, channel.stopped())
+        .await
+        .expect("the server stops the idle stream");
+    assert_eq!(
+        stopped.expect("stopped, not lost"),
+        Some(quinn::VarInt::from_u32(STREAM_TIMED_OUT))
+    );
+
+    // The connection itself is still served.
+    assert!(connection.close_reason().is_none());
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    send.write_all(&codec::encode(&ping(3)).expect("encode"))
+        .await
+        .expect("write");
+    let _ = send.finish();
+    let reply = recv.read_to_end(1024).await.expect("reply");
+    let (message, _) = codec::decode_frame(&reply).expect("decodes");
+    assert!(matches!(message, WireMessage::Pong { nonce: 3, .. }));
+}
+
+#[actix_rt::test]
+async fn a_frame_near_the_limit_still_travels_within_the_windows() {
+    // A Raft snapshot travels as one request frame of up to 16 MiB: the windows and the
+    // connection budget must let it through.
+    let ca = ClusterCa::create("c1").expect("ca");
+    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Manager).expect("cert"));
+    let payload: Vec<u8> = (0..MAX_FRAME_BYTES - 1024).map(|i| i as u8).collect();
+    let reply = client
+        .request(
+            server.local_addr().expect("addr"),
+            WireMessage::Ping {
+                nonce: 9,
+                payload: payload.clone(),
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("a large ping is answered");
+    assert_eq!(reply, WireMessage::Pong { nonce: 9, payload });
 }

@@ -570,6 +570,27 @@ mod never_panics {
         }
 
         #[test]
+        fn mutated_appends_never_panic(edits in proptest::collection::vec(
+            (any::<usize>(), any::<u8>(), any::<bool>()), 1..8)) {
+            // Valid protobuf bytes with some bytes flipped or the tail cut: decode + validate
+            // (+ step when accepted) must refuse or take them, never panic.
+            let mut input = bytes(&valid_append(3));
+            for (position, value, cut) in edits {
+                if input.is_empty() {
+                    break;
+                }
+                let at = position % input.len();
+                if cut {
+                    input.truncate(at);
+                } else {
+                    input[at] ^= value | 1;
+                }
+            }
+            let mut member = follower();
+            drive(&mut member, &[input]);
+        }
+
+        #[test]
         fn arbitrary_messages_never_panic_a_follower(
             messages in proptest::collection::vec(arbitrary_message(), 1..10)) {
             let mut member = follower();

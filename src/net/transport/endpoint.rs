@@ -10,7 +10,8 @@ use quinn::{Connection, Endpoint, VarInt};
 use rustls::pki_types::CertificateDer;
 
 use super::{
-    TransportError, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL, MAX_CONCURRENT_STREAMS, MAX_UDP_PAYLOAD,
+    TransportError, CONNECTION_RECEIVE_WINDOW_BYTES, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL,
+    MAX_CONCURRENT_STREAMS, MAX_UDP_PAYLOAD, SEND_WINDOW_BYTES, STREAM_RECEIVE_WINDOW_BYTES,
 };
 use crate::net::message::Message;
 use crate::net::stream::{read_frame, write_frame, StreamError};
@@ -20,6 +21,11 @@ pub(super) fn quic_transport_config() -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
     config.max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS));
     config.max_concurrent_uni_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS));
+    // quinn's connection receive window is unlimited by default: bound what a peer may have
+    // in flight towards us (docs/wire.md, "Limits on what peers send").
+    config.stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW_BYTES));
+    config.receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW_BYTES));
+    config.send_window(SEND_WINDOW_BYTES);
     config.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
     // IDLE_TIMEOUT fits a VarInt of milliseconds by construction.
     config.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());

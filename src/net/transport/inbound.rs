@@ -4,16 +4,24 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::{Connection, VarInt};
+use tokio::sync::Semaphore;
 
 use super::endpoint::connection_identity;
-use super::{permits, Transport, CLOSE_MALFORMED, CLOSE_UNAUTHENTICATED, INBOUND_FRAME_TIMEOUT};
+use super::limits::UNAUTHENTICATED_MAX_FRAME_BYTES;
+use super::{
+    permits, Transport, CLOSE_BUSY, CLOSE_MALFORMED, CLOSE_UNAUTHENTICATED, STREAM_TIMED_OUT,
+};
+use crate::net::codec::MAX_FRAME_BYTES;
 use crate::net::fault::Verdict;
 use crate::net::message::{ErrorKind, Message, WireError};
-use crate::net::stream::{read_frame, read_next_frame, write_frame, StreamError};
+use crate::net::stream::{
+    read_next_frame_bounded, write_frame, BoundedFrame, ReadBounds, StreamError,
+};
 use crate::net::tls::PeerIdentity;
 
 /// A message that arrived, with who sent it.
@@ -54,10 +62,58 @@ pub(super) async fn accept_loop(transport: Transport, inbound: Arc<dyn InboundHa
         let inbound = inbound.clone();
         tokio::spawn(async move {
             match incoming.await {
-                Ok(connection) => serve_connection(transport, connection, inbound).await,
+                Ok(connection) if presents_certificate(&connection) => {
+                    serve_connection(transport, connection, inbound).await
+                }
+                Ok(connection) => serve_unauthenticated(transport, connection, inbound).await,
                 Err(error) => tracing::debug!(%error, "handshake failed"),
             }
         });
+    }
+}
+
+/// Whether the peer showed a certificate in the handshake (verified by rustls; its identity
+/// is read in [`serve_connection`]).
+fn presents_certificate(connection: &Connection) -> bool {
+    connection
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .is_some_and(|chain| !chain.is_empty())
+}
+
+/// A certificate-less (joining) connection: at most `max_unauthenticated_connections` at once
+/// (the one past it is closed right after its handshake), and each lives at most
+/// `unauthenticated_deadline`, whatever it does.
+async fn serve_unauthenticated(
+    transport: Transport,
+    connection: Connection,
+    inbound: Arc<dyn InboundHandler>,
+) {
+    let limits = transport.inner.limits.clone();
+    let Some(_slot) = transport
+        .inner
+        .unauthenticated
+        .admit(limits.max_unauthenticated_connections)
+    else {
+        tracing::debug!(remote = %connection.remote_address(), "too many certificate-less connections");
+        connection.close(
+            VarInt::from_u32(CLOSE_BUSY),
+            b"too many unauthenticated connections",
+        );
+        return;
+    };
+    let serving = serve_connection(transport, connection.clone(), inbound);
+    if tokio::time::timeout(limits.unauthenticated_deadline, serving)
+        .await
+        .is_err()
+    {
+        connection.close(
+            VarInt::from_u32(CLOSE_UNAUTHENTICATED),
+            b"unauthenticated deadline",
+        );
     }
 }
 
@@ -74,12 +130,12 @@ async fn serve_connection(
             return;
         }
     };
-    let context = Arc::new(ConnectionContext {
+    let context = Arc::new(ConnectionContext::new(
         transport,
-        connection: connection.clone(),
+        connection.clone(),
         peer,
         inbound,
-    });
+    ));
     let uni = tokio::spawn(serve_uni_streams(context.clone()));
     while let Ok((send, recv)) = connection.accept_bi().await {
         tokio::spawn(serve_request(context.clone(), send, recv));
@@ -92,15 +148,79 @@ struct ConnectionContext {
     connection: Connection,
     peer: Option<PeerIdentity>,
     inbound: Arc<dyn InboundHandler>,
+    /// The limits every stream of this connection reads under (one shared byte budget).
+    bounds: ReadBounds,
+    /// A certificate-less connection has opened its one request stream.
+    opened_request: AtomicBool,
 }
 
 impl ConnectionContext {
-    fn close_malformed(&self, error: &StreamError) {
-        if matches!(error, StreamError::Codec(_)) {
+    fn new(
+        transport: Transport,
+        connection: Connection,
+        peer: Option<PeerIdentity>,
+        inbound: Arc<dyn InboundHandler>,
+    ) -> Self {
+        let limits = &transport.inner.limits;
+        let (max_frame_bytes, budget_bytes) = match peer {
+            Some(_) => (MAX_FRAME_BYTES, limits.connection_buffer_bytes),
+            None => (
+                UNAUTHENTICATED_MAX_FRAME_BYTES,
+                UNAUTHENTICATED_MAX_FRAME_BYTES,
+            ),
+        };
+        let bounds = ReadBounds {
+            idle_timeout: limits.stream_idle_timeout,
+            frame_timeout: limits.frame_timeout,
+            max_frame_bytes,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+        };
+        Self {
+            transport,
+            connection,
+            peer,
+            inbound,
+            bounds,
+            opened_request: AtomicBool::new(false),
+        }
+    }
+
+    /// Ends what a failed read leaves: a peer that sent what is not a frame it may send loses
+    /// its connection; a stream that timed out is reset (its peer learns at once) and the
+    /// connection lives on.
+    fn read_failed(
+        &self,
+        error: &StreamError,
+        send: Option<&mut quinn::SendStream>,
+        recv: &mut quinn::RecvStream,
+    ) {
+        if error.is_malformed() {
             tracing::warn!(remote = %self.connection.remote_address(), %error, "closing connection");
             self.connection
                 .close(VarInt::from_u32(CLOSE_MALFORMED), b"malformed frame");
+        } else if error.is_timeout() {
+            tracing::debug!(remote = %self.connection.remote_address(), %error, "resetting stream");
+            let _ = recv.stop(VarInt::from_u32(STREAM_TIMED_OUT));
+            if let Some(send) = send {
+                let _ = send.reset(VarInt::from_u32(STREAM_TIMED_OUT));
+            }
         }
+    }
+
+    /// A certificate-less peer may open one request stream and no one-way stream; `false`
+    /// (and the connection closed) for anything past that.
+    fn may_open_stream(&self, request: bool) -> bool {
+        if self.peer.is_some() {
+            return true;
+        }
+        if request && !self.opened_request.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        self.connection.close(
+            VarInt::from_u32(CLOSE_UNAUTHENTICATED),
+            b"unauthenticated peers may open one request stream",
+        );
+        false
     }
 
     /// Applies incoming faults and authorization; `Err` carries the reply for a refusal.
@@ -150,11 +270,16 @@ async fn serve_request(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let message = match tokio::time::timeout(INBOUND_FRAME_TIMEOUT, read_frame(&mut recv)).await {
-        Ok(Ok(message)) => message,
-        Ok(Err(error)) => return context.close_malformed(&error),
-        Err(_) => return,
+    if !context.may_open_stream(true) {
+        return;
+    }
+    // A request stream carries one frame; the frame's budget is held until it is answered.
+    let frame = match read_next_frame_bounded(&mut recv, &context.bounds).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return,
+        Err(error) => return context.read_failed(&error, Some(&mut send), &mut recv),
     };
+    let BoundedFrame { message, held } = frame;
     let reply = match context.admit(&message).await {
         Ok(false) => return,
         Ok(true) => match context
@@ -179,21 +304,27 @@ async fn serve_request(
             return;
         }
     };
+    drop(held);
     let _ = write_frame(&mut send, &reply).await;
 }
 
 async fn serve_uni_streams(context: Arc<ConnectionContext>) {
     while let Ok(mut recv) = context.connection.accept_uni().await {
+        if !context.may_open_stream(false) {
+            return;
+        }
         let context = context.clone();
         // A unidirectional stream carries one frame (one-way messages) or many in order (an
-        // ordered channel); frames of one stream are delivered one after the other.
+        // ordered channel); frames of one stream are delivered one after the other. The idle
+        // timeout runs between frames, the frame timeout from a frame's first byte.
         tokio::spawn(async move {
             loop {
-                let message = match read_next_frame(&mut recv).await {
-                    Ok(Some(message)) => message,
+                let frame = match read_next_frame_bounded(&mut recv, &context.bounds).await {
+                    Ok(Some(frame)) => frame,
                     Ok(None) => return,
-                    Err(error) => return context.close_malformed(&error),
+                    Err(error) => return context.read_failed(&error, None, &mut recv),
                 };
+                let BoundedFrame { message, held } = frame;
                 match context.admit(&message).await {
                     Ok(true) => {
                         let _ = context
@@ -212,6 +343,7 @@ async fn serve_uni_streams(context: Arc<ConnectionContext>) {
                         }
                     }
                 }
+                drop(held);
             }
         });
     }

@@ -26,10 +26,15 @@ use crate::net::tls::{self, Credentials, PeerIdentity, Role, TlsError};
 
 mod endpoint;
 mod inbound;
+mod limits;
 mod ordered;
 
 pub use endpoint::{request_with, request_within, CLOSE_FLUSH_MAX};
 pub use inbound::{DeliveryError, DeliveryFuture, Inbound, InboundHandler};
+pub use limits::{
+    InboundLimits, CONNECTION_BUFFER_BYTES, FRAME_TIMEOUT, MAX_UNAUTHENTICATED_CONNECTIONS,
+    STREAM_IDLE_TIMEOUT, UNAUTHENTICATED_DEADLINE, UNAUTHENTICATED_MAX_FRAME_BYTES,
+};
 pub use ordered::{OrderedSender, ORDERED_QUEUE_MESSAGES};
 
 use endpoint::{bind_endpoint, client_config, connection_identity, quic_transport_config};
@@ -40,16 +45,21 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive period on every connection.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
-/// Streams a peer may have open at once on one connection, per direction kind.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Streams a peer may have open at once on one connection, per direction kind (see
+/// `docs/wire.md`, "Limits on what peers send").
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Bytes one stream may have in flight towards this node before the reader takes them.
+pub const STREAM_RECEIVE_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Bytes one connection may have in flight towards this node, over all its streams.
+pub const CONNECTION_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+/// Bytes this node buffers for sending on one connection before writers wait.
+pub const SEND_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 /// Largest UDP payload an endpoint accepts (an Ethernet MTU's worth). quinn sizes each
 /// endpoint's receive buffer from it (x 32 datagrams per batch x 64 GRO segments): at the
 /// default 65,527 bytes that is 128 MiB reserved and about 2 MiB touched per endpoint, which
 /// is what a process of a thousand hollow nodes cannot afford. Path-MTU discovery never
 /// probes above 1,452 bytes by default, so nothing sent is lost by the lower limit.
 pub const MAX_UDP_PAYLOAD: u16 = 1_472;
-/// How long an incoming stream may take to deliver its frame.
-pub const INBOUND_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// First reconnect delay after a failed connect; doubles up to [`RECONNECT_BACKOFF_MAX`].
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest reconnect delay.
@@ -61,6 +71,10 @@ pub const CLOSE_MALFORMED: u32 = 1;
 pub const CLOSE_UNAUTHENTICATED: u32 = 2;
 /// Application close code: this node is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 3;
+/// Application close code: too many certificate-less connections at once; try again later.
+pub const CLOSE_BUSY: u32 = 4;
+/// Stream reset / stop code: the stream's next frame did not start or finish in time.
+pub const STREAM_TIMED_OUT: u32 = 5;
 
 /// Failures of the transport, as its callers see them.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +141,8 @@ struct Inner {
     identity: PeerIdentity,
     peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<PeerSlot>>>>,
     faults: Arc<FaultInjector>,
+    limits: InboundLimits,
+    unauthenticated: limits::UnauthenticatedCount,
 }
 
 /// A node's QUIC endpoint; clones share it.
@@ -152,6 +168,22 @@ impl Transport {
         config: TransportConfig,
         inbound: impl InboundHandler,
     ) -> Result<Self, TransportError> {
+        Self::bind_with_limits(config, InboundLimits::default(), inbound)
+    }
+
+    /// [`Transport::bind`] with other limits on what peers send (tests shorten timeouts).
+    pub fn bind_with_limits(
+        config: TransportConfig,
+        limits: InboundLimits,
+        inbound: impl InboundHandler,
+    ) -> Result<Self, TransportError> {
+        if limits.connection_buffer_bytes < crate::net::codec::MAX_FRAME_BYTES {
+            return Err(TransportError::Setup(format!(
+                "connection_buffer_bytes {} is below the largest frame ({} bytes)",
+                limits.connection_buffer_bytes,
+                crate::net::codec::MAX_FRAME_BYTES
+            )));
+        }
         let identity = config.credentials.identity()?;
         let server_crypto = QuicServerConfig::try_from(config.credentials.server_config()?)
             .map_err(|e| TransportError::Setup(e.to_string()))?;
@@ -169,6 +201,8 @@ impl Transport {
                 identity,
                 peers: Mutex::new(HashMap::new()),
                 faults: Arc::new(FaultInjector::default()),
+                limits,
+                unauthenticated: limits::UnauthenticatedCount::default(),
             }),
         };
         tokio::spawn(inbound::accept_loop(transport.clone(), Arc::new(inbound)));
