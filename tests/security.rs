@@ -207,6 +207,41 @@ fn a_forwarded_command_needs_the_admins_proof() {
         names,
         vec!["genuine".to_string(), "via-follower".to_string()]
     );
+
+    // `node ps` without a node, through the follower, lists the follower's tasks: the leader
+    // takes "the node addressed" from the forwarder's certificate, not from the signed request.
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--mode",
+            "global",
+            "--name",
+            "everywhere",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    let follower_id = cluster.node_id(follower);
+    cluster.wait_until(
+        "node ps through the follower lists its global task",
+        Duration::from_secs(20),
+        || {
+            let output = cluster.cli(Some(follower), &["node", "ps", "--format", "json"]);
+            let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout) else {
+                return false;
+            };
+            assert!(
+                rows.iter()
+                    .all(|row| row["node_id"] == follower_id.as_str()),
+                "only the follower's tasks: {rows:?}"
+            );
+            rows.iter().any(|row| row["service_name"] == "everywhere")
+        },
+    );
 }
 
 #[test]
