@@ -12,7 +12,7 @@ use common::Cluster;
 use flotilla::core::spec::ServiceSpec;
 use flotilla::net::admin::{AdminReply, AdminRequest, ClientConfig, NOT_A_MANAGER};
 use flotilla::net::control_proof::{self, ControlStatement, SignedControl};
-use flotilla::net::message::{ErrorKind, Message};
+use flotilla::net::message::{ChaosKind, ChaosRequest, ErrorKind, Message};
 use flotilla::net::tls::{Credentials, Role};
 use flotilla::net::transport::{self, TransportError};
 
@@ -102,6 +102,19 @@ fn worker_and_manager_certificates_cannot_send_control_commands() {
         "a manager certificate sending Control",
         "manager certificate may not send control",
     );
+
+    // Chaos commands need the admin certificate too.
+    for credentials in [&worker_credentials, &manager_credentials] {
+        let chaos = Message::Chaos(ChaosRequest::KillActor {
+            kind: ChaosKind::Scheduler,
+            id: None,
+        });
+        assert_forbidden(
+            send_as(credentials, &manager_addr, chaos),
+            "a node certificate sending Chaos",
+            "may not send chaos",
+        );
+    }
 
     assert!(
         cluster.service_names().is_empty(),
