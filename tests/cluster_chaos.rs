@@ -191,7 +191,8 @@ fn set_fault(cluster: &Cluster, host: usize, peer: &str, rule: Option<FaultRule>
         peer_node_id: peer.to_string(),
         rule,
     });
-    let reply = actix::System::new().block_on(async move { client.exchange(request).await });
+    let reply = actix::System::new()
+        .block_on(async move { client.exchange(request, flotilla::client::ANY_NODE).await });
     assert!(matches!(reply, Ok(WireMessage::Ack)), "{reply:?}");
 }
 

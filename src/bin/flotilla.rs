@@ -113,7 +113,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Service(command) => service::service(&client, command).await,
         Command::Chaos(ChaosCommand::KillActor { kind, id }) => {
             match client
-                .exchange(WireMessage::Chaos(ChaosRequest::KillActor { kind, id }))
+                .exchange(
+                    WireMessage::Chaos(ChaosRequest::KillActor { kind, id }),
+                    flotilla::client::ANY_NODE,
+                )
                 .await?
             {
                 WireMessage::Ack => Ok(()),

@@ -13,9 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::net::admin::ClientConfig;
-use crate::net::admin::{AdminReply, AdminRequest, TaskView, TASK_PAGE_MAX};
+use crate::net::admin::{AdminReply, AdminRequest, TaskView, NOT_A_MANAGER, TASK_PAGE_MAX};
+use crate::net::control_proof;
 use crate::net::message::Message as WireMessage;
+use crate::net::tls::Role;
 use crate::net::transport::{self, TransportError};
+
+/// The servers control commands go to: managers only.
+pub const MANAGERS: &[Role] = &[Role::Manager];
+/// The servers chaos commands go to: any node of the cluster.
+pub const ANY_NODE: &[Role] = &[Role::Manager, Role::Worker];
 
 /// How long one command may take (the managers answer within 5 s even without quorum).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
@@ -109,8 +116,14 @@ impl Client {
         self.hosts[self.current.load(Ordering::Relaxed) % self.hosts.len()]
     }
 
-    /// Sends any message with the admin certificate and returns the answer.
-    pub async fn exchange(&self, message: WireMessage) -> Result<WireMessage, ClientError> {
+    /// Sends any message with the admin certificate to a server whose certificate names one
+    /// of `servers` (a server that shows another role is skipped for the next host, or
+    /// refused if it is the last) and returns the answer.
+    pub async fn exchange(
+        &self,
+        message: WireMessage,
+        servers: &[Role],
+    ) -> Result<WireMessage, ClientError> {
         let tls = self
             .config
             .credentials
@@ -139,6 +152,7 @@ impl Client {
                 bind,
                 tls.clone(),
                 host,
+                servers,
                 message.clone(),
                 connect_timeout,
                 REQUEST_TIMEOUT,
@@ -154,8 +168,21 @@ impl Client {
                     return Err(ClientError::Remote(error.message));
                 }
                 // Never sent: the next manager may take it.
-                Err(error @ TransportError::Unreachable { .. }) if !last => {
+                Err(
+                    error @ (TransportError::Unreachable { .. }
+                    | TransportError::WrongServerRole { .. }),
+                ) if !last => {
                     unreachable.push(error.to_string());
+                }
+                // The exact refusal of SPEC §2, as a worker itself would answer.
+                Err(TransportError::WrongServerRole {
+                    found: Some(Role::Worker),
+                    ..
+                }) if servers == MANAGERS => {
+                    if !unreachable.is_empty() {
+                        tracing::debug!(tried = ?unreachable, "managers that did not answer");
+                    }
+                    return Err(ClientError::Remote(NOT_A_MANAGER.to_string()));
                 }
                 Err(error) => {
                     if !unreachable.is_empty() {
@@ -168,9 +195,22 @@ impl Client {
         Err(ClientError::NoHost)
     }
 
-    /// Sends a control command.
+    /// Sends a control command, signed with the admin key (the managers check the proof).
     pub async fn control(&self, request: AdminRequest) -> Result<AdminReply, ClientError> {
-        match self.exchange(WireMessage::Control(request)).await? {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let signed =
+            control_proof::sign(&self.config.credentials, request, now_ms).map_err(|error| {
+                ClientError::Config {
+                    path: PathBuf::from("client.toml"),
+                    reason: error.to_string(),
+                }
+            })?;
+        match self
+            .exchange(WireMessage::Control(signed), MANAGERS)
+            .await?
+        {
             WireMessage::AdminReply(reply) => Ok(reply),
             other => Err(ClientError::Unexpected(other.kind_name().to_string())),
         }

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
 use crate::core::spec::ServiceSpec;
 
+/// The exact refusal of SPEC §2 for control commands sent to a worker (the worker answers
+/// it, and the CLI says it when the server it reached shows a worker certificate).
+pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
+
 /// Most rows one [`AdminRequest::ServiceTasks`] page carries (about 3 MiB of frame).
 pub const TASK_PAGE_MAX: u64 = 5_000;
 

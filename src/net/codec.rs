@@ -146,6 +146,11 @@ mod tests {
         Task::new(id.to_string(), &service, Some(2), Some("n1".into()))
     }
 
+    /// A control command with a made-up proof (the codec does not verify it).
+    fn unsigned(request: AdminRequest) -> crate::net::message::SignedControl {
+        crate::net::message::SignedControl::without_signature(request, 0, [0; 16])
+    }
+
     /// Structured kinds, built from samples with generated parts.
     fn any_structured_message() -> impl Strategy<Value = Message> {
         let description = |hostname: String| NodeDescription {
@@ -156,12 +161,14 @@ mod tests {
             labels: [("zone".to_string(), "east".to_string())].into(),
         };
         prop_oneof![
-            "[a-z]{1,20}".prop_map(|name| Message::Control(AdminRequest::ServiceCreate {
-                spec: ServiceSpec::new(&name, "busybox"),
-            })),
-            any::<u64>().prop_map(|n| Message::Forwarded(AdminRequest::ServiceScale {
+            "[a-z]{1,20}".prop_map(|name| Message::Control(unsigned(
+                AdminRequest::ServiceCreate {
+                    spec: ServiceSpec::new(&name, "busybox"),
+                }
+            ))),
+            any::<u64>().prop_map(|n| Message::Forwarded(unsigned(AdminRequest::ServiceScale {
                 targets: vec![("web".into(), n)],
-            })),
+            }))),
             ".*".prop_map(
                 |id| Message::AdminReply(AdminReply::Tasks(vec![TaskView::of(
                     &sample_task(&id),
@@ -175,11 +182,11 @@ mod tests {
                 }
             )),
             (".*", any::<u64>(), any::<u64>()).prop_map(|(name, offset, limit)| {
-                Message::Control(AdminRequest::ServiceTasks {
+                Message::Control(unsigned(AdminRequest::ServiceTasks {
                     services: vec![name],
                     offset,
                     limit,
-                })
+                }))
             }),
             ".*".prop_map(
                 |id| Message::AdminReply(AdminReply::Nodes(vec![NodeView::of(

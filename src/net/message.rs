@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 // The set is a core type (its rules live beside it); it travels as is.
 pub use crate::core::assignment::AssignmentSet;
 use crate::core::store::TaskStatusUpdate;
-use crate::net::admin::{AdminReply, AdminRequest};
+use crate::net::admin::AdminReply;
+pub use crate::net::control_proof::SignedControl;
 
 /// Every message that crosses the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,10 +36,11 @@ pub enum Message {
     JoinAccepted(JoinAccepted),
     /// A Raft protocol message between managers, carried as raft-rs protobuf bytes.
     Raft(RaftEnvelope),
-    /// An admin's control command (the `flotilla` CLI).
-    Control(AdminRequest),
-    /// A control command a follower manager forwards to the leader on an admin's behalf.
-    Forwarded(AdminRequest),
+    /// An admin's control command (the `flotilla` CLI), signed with the admin key.
+    Control(SignedControl),
+    /// A control command a follower manager forwards to the leader on an admin's behalf: the
+    /// admin's signed command exactly as it arrived (the leader verifies the proof again).
+    Forwarded(SignedControl),
     /// The answer to a control command.
     AdminReply(AdminReply),
     /// A worker's liveness report to the leader; answered by [`Message::HeartbeatAck`].

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod codec;
+pub mod control_proof;
 pub mod fault;
 pub mod message;
 pub mod stream;

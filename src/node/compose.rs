@@ -17,6 +17,7 @@ use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
 use crate::consensus::{RaftMember, RedbStorage};
+use crate::net::control_proof::ProofVerifier;
 use crate::net::message::NodeDescription;
 use crate::net::tls::{Credentials, Role};
 use crate::net::transport::{Transport, TransportConfig};
@@ -84,6 +85,8 @@ pub(crate) async fn run(
     // before the actors that send: create the context first, start the actor last.
     let node_context = Context::<NodeActor>::new();
     let node_address = node_context.address();
+    // Control commands must carry the admin's proof, checked against the cluster CA.
+    let proofs = ProofVerifier::new(&credentials.ca_pem)?;
     let transport = Transport::bind(
         TransportConfig {
             listen,
@@ -138,6 +141,7 @@ pub(crate) async fn run(
                 raft.clone(),
                 transport_actor.clone().recipient(),
                 environment.rng("control/ids"),
+                proofs,
             )
             .start();
             (

@@ -469,3 +469,38 @@ impl Cluster {
         cluster
     }
 }
+
+impl Cluster {
+    /// The certificate, key and CA node `index` keeps in its state directory.
+    pub fn node_credentials(&self, index: usize) -> flotilla::net::tls::Credentials {
+        let path = self.nodes[index]
+            .state_dir
+            .join(flotilla::node::state::CREDENTIALS_FILE);
+        flotilla::node::state::read_toml(&path).expect("node credentials")
+    }
+
+    /// The admin's `client.toml`, as `init` wrote it.
+    pub fn admin_config(&self) -> flotilla::net::admin::ClientConfig {
+        flotilla::net::admin::ClientConfig::load(&self.config()).expect("client.toml")
+    }
+
+    /// Runs the CLI with the configuration file `config` (no `--host`).
+    pub fn cli_with_config(&self, config: &Path, args: &[&str]) -> Output {
+        let mut command = Command::new(CLI_BIN);
+        command.arg("--config").arg(config);
+        command
+            .args(args)
+            .env_remove("FLOTILLA_HOST")
+            .env_remove("FLOTILLA_CONFIG");
+        command.output().expect("run flotilla")
+    }
+
+    /// `service ls --format json` names, as the first manager sees them.
+    pub fn service_names(&self) -> Vec<String> {
+        let output = self.cli_ok(None, &["service", "ls", "--format", "json"]);
+        let rows: Vec<Value> = serde_json::from_str(&output).expect("service ls json");
+        rows.iter()
+            .filter_map(|row| row["name"].as_str().map(str::to_string))
+            .collect()
+    }
+}

@@ -1,7 +1,9 @@
 //! The control actor (managers): carries out the admin's commands against the store.
 //!
-//! On the leader it validates, proposes and answers; reads wait for a linearizable read
-//! barrier first. On a follower it forwards the request to the leader and relays the answer.
+//! Every command first passes the admin's proof (`net::control_proof`): signed by the admin
+//! key, fresh, never seen before. On the leader it validates, proposes and answers; reads
+//! wait for a linearizable read barrier first. On a follower it forwards the signed command,
+//! untouched, to the leader (which checks the proof again) and relays the answer.
 //! It also admits joining nodes: checks the join secret, signs the node's certificate and,
 //! for managers, adds the new Raft voter.
 //!
@@ -30,7 +32,8 @@ use crate::actors::raft::{LeadershipChanged, RaftActor};
 use crate::actors::transport::Request;
 use crate::consensus::store_machine::SharedStore;
 use crate::net::admin::{AdminReply, AdminRequest};
-use crate::net::message::{JoinAccepted, JoinRequest, WireError};
+use crate::net::control_proof::{ProofVerifier, SignedControl};
+use crate::net::message::{ErrorKind, JoinAccepted, JoinRequest, WireError};
 
 pub use errors::wire_error;
 pub use reads::join_token;
@@ -42,8 +45,11 @@ use routing::RequestContext;
 #[derive(Debug, Message)]
 #[rtype(result = "Result<AdminReply, WireError>")]
 pub struct Control {
-    /// The command.
-    pub request: AdminRequest,
+    /// The command with the admin's proof, as it arrived.
+    pub signed: SignedControl,
+    /// The manager that forwarded it, from its certificate (`None`: the admin sent it here).
+    /// `node ps` without a node means that manager.
+    pub forwarded_by: Option<String>,
 }
 
 /// A node asks to join.
@@ -64,16 +70,20 @@ pub struct ControlActor {
     /// New IDs (services, nodes) come from here: seeded at start-up, so a run with a given
     /// seed names its objects the same way.
     ids: StdRng,
+    /// Checks the admin's proof on every command (and remembers the nonces it saw).
+    proofs: ProofVerifier,
 }
 
 impl ControlActor {
-    /// A control actor for the manager `node_id`, drawing new IDs from `ids`.
+    /// A control actor for the manager `node_id`, drawing new IDs from `ids` and accepting
+    /// the commands `proofs` verifies.
     pub fn new(
         node_id: String,
         store: SharedStore,
         raft: Addr<RaftActor>,
         transport: Recipient<Request>,
         ids: StdRng,
+        proofs: ProofVerifier,
     ) -> Self {
         Self {
             node_id,
@@ -82,6 +92,7 @@ impl ControlActor {
             transport,
             leadership: tokio::sync::watch::channel(None).0,
             ids,
+            proofs,
         }
     }
 
@@ -122,14 +133,36 @@ impl Handler<Control> for ControlActor {
     type Result = ResponseFuture<Result<AdminReply, WireError>>;
 
     fn handle(&mut self, control: Control, _: &mut Context<Self>) -> Self::Result {
-        let request = control.request;
+        let Control {
+            signed,
+            forwarded_by,
+        } = control;
+        let now_ms = crate::actors::environment::system_now_ms();
+        let mut request = match self.proofs.verify(&signed, now_ms) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(
+                    forwarded_by = forwarded_by.as_deref().unwrap_or("-"),
+                    %error,
+                    "control command refused"
+                );
+                let refusal = WireError::new(ErrorKind::Forbidden, error.to_string());
+                return Box::pin(async move { Err(refusal) });
+            }
+        };
+        if let (AdminRequest::NodeTasks { node: node @ None }, Some(via)) =
+            (&mut request, &forwarded_by)
+        {
+            // "node ps" without a node means the node the admin addressed: the forwarder.
+            *node = Some(via.clone());
+        }
         let context = self.context();
         Box::pin(async move {
             context
                 .on_leader(
                     async |context: &RequestContext| writes::on_leader(context, &request).await,
                     async |context: &RequestContext, leader| {
-                        routing::forward(context, leader, request.clone()).await
+                        routing::forward(context, leader, signed.clone()).await
                     },
                 )
                 .await

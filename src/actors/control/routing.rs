@@ -12,7 +12,8 @@ use super::errors::{mailbox, no_leader};
 use crate::actors::raft::{LeadershipChanged, RaftActor};
 use crate::actors::transport::Request;
 use crate::consensus::store_machine::SharedStore;
-use crate::net::admin::{AdminReply, AdminRequest};
+use crate::net::admin::AdminReply;
+use crate::net::control_proof::SignedControl;
 use crate::net::message::{ErrorKind, Message as WireMessage, WireError};
 
 /// How long a forwarded request may take at the leader.
@@ -89,20 +90,19 @@ impl RequestContext {
     }
 }
 
+/// Forwards the admin's signed command, exactly as it arrived, to the leader (which checks
+/// the proof itself, and takes "the node addressed" of `node ps` from this manager's
+/// certificate).
 pub(super) async fn forward(
     context: &RequestContext,
     leader: SocketAddr,
-    mut request: AdminRequest,
+    signed: SignedControl,
 ) -> Result<AdminReply, WireError> {
     let (transport, own_id) = (&context.transport, &context.node_id);
-    if let AdminRequest::NodeTasks { node: node @ None } = &mut request {
-        // "node ps" without a node means the node addressed, which is this one.
-        *node = Some(own_id.clone());
-    }
     let reply = transport
         .send(Request {
             to: leader,
-            message: WireMessage::Forwarded(request),
+            message: WireMessage::Forwarded(signed),
             timeout: FORWARD_TIMEOUT,
         })
         .await

@@ -10,18 +10,42 @@ use crate::actors::dispatcher::{NodeHeartbeat, NodeTaskStatuses};
 use crate::actors::raft::StepRaft;
 use crate::actors::worker::ApplyAssignments;
 use crate::core::model::NodeRole;
+use crate::net::control_proof::SignedControl;
 use crate::net::message::{ErrorKind, Message as WireMessage, WireError};
 use crate::net::tls::Role;
 use crate::net::transport::Inbound;
 
-/// The exact refusal of SPEC §2 for control commands sent to a worker.
-pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
+pub use crate::net::admin::NOT_A_MANAGER;
 
 impl NodeActor {
     fn not_leader(&self) -> WireMessage {
         WireMessage::NotLeader {
             leader_addr: self.leadership.as_ref().and_then(|l| l.leader_addr.clone()),
         }
+    }
+
+    /// A control command for the control actor (managers only).
+    fn control(
+        &self,
+        signed: SignedControl,
+        forwarded_by: Option<String>,
+    ) -> ResponseFuture<Option<WireMessage>> {
+        let Some(manager) = &self.manager else {
+            let refusal = WireError::new(ErrorKind::NotManager, NOT_A_MANAGER);
+            return Box::pin(async move { Some(WireMessage::Error(refusal)) });
+        };
+        let control = manager.control.clone();
+        Box::pin(async move {
+            let command = Control {
+                signed,
+                forwarded_by,
+            };
+            Some(match control.send(command).await {
+                Ok(Ok(reply)) => WireMessage::AdminReply(reply),
+                Ok(Err(error)) => WireMessage::Error(error),
+                Err(e) => WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string())),
+            })
+        })
     }
 
     pub(super) fn route(&mut self, inbound: Inbound) -> ResponseFuture<Option<WireMessage>> {
@@ -55,21 +79,10 @@ impl NodeActor {
                     stepped.then_some(WireMessage::Ack)
                 })
             }
-            WireMessage::Control(request) | WireMessage::Forwarded(request) => {
-                let Some(manager) = &self.manager else {
-                    return error(ErrorKind::NotManager, NOT_A_MANAGER);
-                };
-                let control = manager.control.clone();
-                Box::pin(async move {
-                    Some(match control.send(Control { request }).await {
-                        Ok(Ok(reply)) => WireMessage::AdminReply(reply),
-                        Ok(Err(error)) => WireMessage::Error(error),
-                        Err(e) => {
-                            WireMessage::Error(WireError::new(ErrorKind::Internal, e.to_string()))
-                        }
-                    })
-                })
-            }
+            WireMessage::Control(signed) => self.control(signed, None),
+            // The transport let only managers forward; the forwarder is named by its
+            // certificate. Either way the control actor checks the admin's proof.
+            WireMessage::Forwarded(signed) => self.control(signed, from.map(|peer| peer.node_id)),
             WireMessage::Join(request) => {
                 let Some(manager) = &self.manager else {
                     return error(ErrorKind::NotManager, NOT_A_MANAGER);

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::net::message::Message;
 use crate::net::stream::{read_frame, write_frame, StreamError};
-use crate::net::tls::{self, PeerIdentity, TlsError};
+use crate::net::tls::{self, PeerIdentity, Role, TlsError};
 
 pub(super) fn quic_transport_config() -> quinn::TransportConfig {
     let mut config = quinn::TransportConfig::default();
@@ -104,8 +104,9 @@ pub(super) fn connection_identity(
     }
 }
 
-/// Sends one request from a node that has no endpoint of its own yet (joining): a temporary
-/// client endpoint on `bind` with the given TLS client configuration.
+/// Sends one request to a manager from a node that has no endpoint of its own yet (joining):
+/// a temporary client endpoint on `bind` with the given TLS client configuration. A server
+/// whose certificate is not a manager's is refused before anything is sent.
 pub async fn request_with(
     bind: SocketAddr,
     rustls_config: rustls::ClientConfig,
@@ -113,16 +114,28 @@ pub async fn request_with(
     message: Message,
     timeout: Duration,
 ) -> Result<Message, TransportError> {
-    request_within(bind, rustls_config, addr, message, timeout, timeout).await
+    request_within(
+        bind,
+        rustls_config,
+        addr,
+        &[Role::Manager],
+        message,
+        timeout,
+        timeout,
+    )
+    .await
 }
 
-/// [`request_with`], giving up with [`TransportError::Unreachable`] when the handshake has not
-/// finished within `connect_timeout`: the request was then never sent, so the caller may try
-/// another peer without risking a second copy of a write (the CLI's manager failover).
+/// [`request_with`] to a server whose certificate must name one of `expected` (else
+/// [`TransportError::WrongServerRole`], nothing sent), giving up with
+/// [`TransportError::Unreachable`] when the handshake has not finished within
+/// `connect_timeout`. In both cases the request was never sent, so the caller may try another
+/// peer without risking a second copy of a write (the CLI's manager failover).
 pub async fn request_within(
     bind: SocketAddr,
     rustls_config: rustls::ClientConfig,
     addr: SocketAddr,
+    expected: &[Role],
     message: Message,
     connect_timeout: Duration,
     timeout: Duration,
@@ -149,6 +162,20 @@ pub async fn request_within(
                 })
             }
         };
+        // The chain was verified against the cluster CA; the role must be the one expected (a
+        // worker certificate never poses as a manager).
+        let found = connection_identity(&connection)
+            .ok()
+            .flatten()
+            .map(|identity| identity.role);
+        if !found.is_some_and(|role| expected.contains(&role)) {
+            connection.close(VarInt::from_u32(0), b"wrong server role");
+            return Err(TransportError::WrongServerRole {
+                addr,
+                expected: expected.to_vec(),
+                found,
+            });
+        }
         let failed = |e: StreamError| TransportError::Connection {
             addr,
             reason: e.to_string(),

@@ -85,6 +85,17 @@ pub enum TransportError {
     /// The TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The server's certificate (valid for the cluster) names another role than the one the
+    /// client needs; nothing was sent.
+    #[error("the server at {addr} is {}, not a {}", found.map_or("a peer without a role".to_string(), |role| format!("a {role}")), expected.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(" or "))]
+    WrongServerRole {
+        /// The server address.
+        addr: SocketAddr,
+        /// The roles the client accepts.
+        expected: Vec<Role>,
+        /// The role its certificate names (`None`: none could be read).
+        found: Option<Role>,
+    },
     /// No connection to the peer could be made (or it is in reconnect backoff).
     #[error("cannot reach {addr}: {reason}")]
     Unreachable {
