@@ -101,8 +101,8 @@ async fn raw_connection(
 #[actix_rt::test]
 async fn ten_thousand_requests_over_mutual_tls() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let workers = 16u64;
     let per_worker = 10_000 / workers;
@@ -150,12 +150,12 @@ async fn one_way_messages_arrive() {
     let server = Transport::bind(
         TransportConfig {
             listen: loopback(),
-            credentials: ca.issue("server", Role::Manager).expect("cert"),
+            credentials: ca.issue("server", Role::Manager, 0).expect("cert"),
         },
         Collect(sender).start().recipient(),
     )
     .expect("binds");
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     for nonce in 0..100 {
         client.send(server_addr, ping(nonce)).await.expect("sent");
@@ -174,7 +174,7 @@ async fn one_way_messages_arrive() {
 #[actix_rt::test]
 async fn a_client_without_a_certificate_is_refused_and_others_are_still_served() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let (anonymous, _) = tls::pinned_client_config(ca.digest()).expect("config");
     let outcome =
@@ -183,18 +183,20 @@ async fn a_client_without_a_certificate_is_refused_and_others_are_still_served()
         Err(TransportError::Remote(error)) => assert_eq!(error.kind, ErrorKind::Unauthenticated),
         other => panic!("expected an unauthenticated refusal, got {other:?}"),
     }
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     assert_pings(&client, server_addr).await;
 }
 
 #[actix_rt::test]
 async fn a_certificate_from_another_ca_is_refused_and_others_are_still_served() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     // A node of another cluster that trusts our CA (so only the server side can refuse).
     let stranger_ca = ClusterCa::create("c2").expect("ca");
-    let mut stranger = stranger_ca.issue("stranger", Role::Manager).expect("cert");
+    let mut stranger = stranger_ca
+        .issue("stranger", Role::Manager, 0)
+        .expect("cert");
     stranger.ca_pem = ca.cert_pem().to_string();
     let outcome = transport::request_with(
         loopback(),
@@ -211,21 +213,21 @@ async fn a_certificate_from_another_ca_is_refused_and_others_are_still_served() 
         ),
         "expected the handshake to fail, got {outcome:?}"
     );
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     assert_pings(&client, server_addr).await;
 }
 
 #[actix_rt::test]
 async fn a_worker_may_not_send_raft_messages() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let raft = WireMessage::Raft(RaftEnvelope {
         from: 2,
         to: 1,
         bytes: vec![1, 2, 3],
     });
-    let worker = start_node(ca.issue("worker", Role::Worker).expect("cert"));
+    let worker = start_node(ca.issue("worker", Role::Worker, 0).expect("cert"));
     match worker.request(server_addr, raft.clone(), TIMEOUT).await {
         Err(TransportError::Remote(error)) => {
             assert_eq!(error.kind, ErrorKind::Forbidden);
@@ -235,7 +237,7 @@ async fn a_worker_may_not_send_raft_messages() {
     }
     // The worker's connection survives the refusal, and a manager may send the same message.
     assert_pings(&worker, server_addr).await;
-    let manager = start_node(ca.issue("manager", Role::Manager).expect("cert"));
+    let manager = start_node(ca.issue("manager", Role::Manager, 0).expect("cert"));
     assert!(manager.request(server_addr, raft, TIMEOUT).await.is_ok());
 }
 
@@ -263,11 +265,11 @@ async fn send_raw_and_expect_close(
 #[actix_rt::test]
 async fn bad_frames_close_only_their_own_connection() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
-    let bystander = start_node(ca.issue("bystander", Role::Worker).expect("cert"));
+    let bystander = start_node(ca.issue("bystander", Role::Worker, 0).expect("cert"));
     assert_pings(&bystander, server_addr).await;
-    let credentials = ca.issue("rogue", Role::Worker).expect("cert");
+    let credentials = ca.issue("rogue", Role::Worker, 0).expect("cert");
 
     // Oversized: a length prefix past the limit.
     let oversized = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec();
@@ -296,7 +298,7 @@ async fn bad_frames_close_only_their_own_connection() {
 #[actix_rt::test]
 async fn a_joining_node_pins_the_ca_by_digest() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let join = WireMessage::Join(flotilla::net::message::JoinRequest {
         secret: "s".into(),
@@ -327,14 +329,14 @@ async fn a_joining_node_pins_the_ca_by_digest() {
 #[actix_rt::test]
 async fn certificates_carry_node_id_and_role() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let credentials = ca.issue("node-abc", Role::Manager).expect("cert");
+    let credentials = ca.issue("node-abc", Role::Manager, 0).expect("cert");
     let identity = credentials.identity().expect("identity");
     assert_eq!(identity.node_id, "node-abc");
     assert_eq!(identity.role, Role::Manager);
 
     let (key_pem, csr) = tls::generate_request().expect("csr");
     let cert_pem = ca
-        .sign_request(&csr, "joined", Role::Worker)
+        .sign_request(&csr, "joined", Role::Worker, 0)
         .expect("signed");
     let joined = Credentials {
         cert_pem,
@@ -342,11 +344,15 @@ async fn certificates_carry_node_id_and_role() {
         ca_pem: ca.cert_pem().to_string(),
     };
     assert_eq!(joined.identity().expect("identity").role, Role::Worker);
-    assert!(ca.sign_request(b"not a csr", "x", Role::Worker).is_err());
+    assert!(ca.sign_request(b"not a csr", "x", Role::Worker, 0).is_err());
 
     let reloaded = ClusterCa::load(ca.cert_pem(), ca.key_pem()).expect("reload");
     assert_eq!(reloaded.digest(), ca.digest());
-    let server = start_node(reloaded.issue("after-reload", Role::Manager).expect("cert"));
+    let server = start_node(
+        reloaded
+            .issue("after-reload", Role::Manager, 0)
+            .expect("cert"),
+    );
     let client = start_node(credentials);
     assert_pings(&client, server.local_addr().expect("addr")).await;
 }
@@ -386,8 +392,8 @@ fn echo_node_on_own_thread(
 #[actix_rt::test]
 async fn a_peer_restarted_on_the_same_address_is_reached_without_waiting_for_the_idle_timeout() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server_credentials = ca.issue("server", Role::Manager).expect("cert");
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let server_credentials = ca.issue("server", Role::Manager, 0).expect("cert");
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     let (addr, stop, thread) = echo_node_on_own_thread(server_credentials.clone(), loopback());
     assert_pings(&client, addr).await;
 

@@ -62,9 +62,10 @@ impl DispatcherActor {
         let (ca_cert_pem, ca_key_pem) = (cluster.ca_cert_pem.clone(), cluster.ca_key_pem.clone());
         let node_id = node.id.clone();
         let signer_id = node_id.clone();
+        let issued_index = store.applied_index();
         tokio::task::spawn_blocking(move || {
             let ca = ClusterCa::load(&ca_cert_pem, &ca_key_pem).map_err(|e| e.to_string())?;
-            ca.issue(&signer_id, role).map_err(|e| e.to_string())
+            ca.issue(&signer_id, role, issued_index).map_err(|e| e.to_string())
         })
         .into_actor(self)
         .map(move |signed, actor, _| {

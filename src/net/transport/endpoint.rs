@@ -83,8 +83,10 @@ pub(super) fn client_config(
 }
 
 /// The verified identity of the peer on a connection; `Ok(None)` if it showed no certificate.
+/// A certificate of another cluster than `cluster_id` is an error.
 pub(super) fn connection_identity(
     connection: &Connection,
+    cluster_id: &str,
 ) -> Result<Option<PeerIdentity>, TlsError> {
     let Some(any) = connection.peer_identity() else {
         return Ok(None);
@@ -93,7 +95,7 @@ pub(super) fn connection_identity(
         return Ok(None);
     };
     match chain.first() {
-        Some(leaf) => tls::identity_from_der(leaf).map(Some),
+        Some(leaf) => tls::identity_in_cluster(leaf, cluster_id).map(Some),
         None => Ok(None),
     }
 }

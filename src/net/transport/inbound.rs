@@ -66,7 +66,7 @@ async fn serve_connection(
     connection: Connection,
     inbound: Arc<dyn InboundHandler>,
 ) {
-    let peer = match connection_identity(&connection) {
+    let peer = match connection_identity(&connection, &transport.identity().cluster_id) {
         Ok(peer) => peer,
         Err(error) => {
             tracing::warn!(remote = %connection.remote_address(), %error, "peer certificate has no identity");

@@ -252,7 +252,9 @@ impl Transport {
         addr: SocketAddr,
         connection: &Connection,
     ) -> Result<(), TransportError> {
-        let peer = connection_identity(connection).ok().flatten();
+        let peer = connection_identity(connection, &self.inner.identity.cluster_id)
+            .ok()
+            .flatten();
         match self
             .inner
             .faults
@@ -310,6 +312,17 @@ impl Transport {
         };
         match tokio::time::timeout(DEFAULT_REQUEST_TIMEOUT, attempt).await {
             Ok(Ok(connection)) => {
+                // The server must name this node's cluster (a certificate of the same CA
+                // always does; this also refuses one without an identity URI).
+                if let Err(error) =
+                    connection_identity(&connection, &self.inner.identity.cluster_id)
+                {
+                    connection.close(VarInt::from_u32(CLOSE_UNAUTHENTICATED), b"no identity");
+                    return Err(TransportError::Unreachable {
+                        addr,
+                        reason: error.to_string(),
+                    });
+                }
                 slot.connection = Some(connection.clone());
                 slot.consecutive_failures = 0;
                 slot.retry_at = None;
