@@ -13,6 +13,7 @@ use crate::actors::control::ControlActor;
 use crate::actors::environment::NodeEnvironment;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{RaftActor, RaftWiring};
+use crate::actors::revocation::{store_revocation_check, RevocationEnforcer};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
@@ -132,6 +133,10 @@ pub(crate) async fn run(
                     },
                 )
             });
+            // Every manager refuses revoked certificates, at the handshake and on live
+            // connections when a revocation applies.
+            transport.set_revocation_check(store_revocation_check(store.clone()));
+            RevocationEnforcer::new(raft.clone(), transport.clone()).start();
             let control = ControlActor::new(
                 settings.node_id.clone(),
                 store.clone(),

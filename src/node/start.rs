@@ -18,6 +18,11 @@ pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, 
     }
     let settings: NodeSettings = state::read_toml(&state_dir.join(NODE_FILE))?;
     let credentials: Credentials = state::read_toml(&state_dir.join(CREDENTIALS_FILE))?;
+    if settings.role == Role::Worker {
+        // Left over by a demotion that stopped half-way, or by the previous release (which
+        // kept `raft.redb.demoted`): a worker holds no Raft state and no CA key.
+        crate::node::role_restart::wipe_manager_state(state_dir)?;
+    }
     let manager_parts = if settings.role == Role::Manager {
         Some(start_replica(
             state_dir,

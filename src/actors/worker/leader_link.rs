@@ -161,6 +161,10 @@ impl Handler<Beat> for WorkerActor {
                         }
                         actor.try_next_manager();
                     }
+                    Ok(Err(error @ TransportError::Revoked { .. })) => {
+                        tracing::error!(%error, "this node's certificate is revoked: it was removed from the swarm (join again with a new state directory)");
+                        actor.try_next_manager();
+                    }
                     Ok(Err(error)) => {
                         tracing::debug!(%error, "heartbeat failed; trying another manager");
                         actor.try_next_manager();

@@ -10,11 +10,15 @@ use std::time::Duration;
 use quinn::{Connection, VarInt};
 
 use super::endpoint::connection_identity;
-use super::{permits, Transport, CLOSE_MALFORMED, CLOSE_UNAUTHENTICATED, INBOUND_FRAME_TIMEOUT};
+use super::{
+    permits, Transport, CLOSE_MALFORMED, CLOSE_REVOKED, CLOSE_UNAUTHENTICATED,
+    INBOUND_FRAME_TIMEOUT,
+};
+use crate::core::store::CertificateStanding;
 use crate::net::fault::Verdict;
 use crate::net::message::{ErrorKind, Message, WireError};
 use crate::net::stream::{read_frame, read_next_frame, write_frame, StreamError};
-use crate::net::tls::PeerIdentity;
+use crate::net::tls::{PeerIdentity, Role};
 
 /// A message that arrived, with who sent it.
 #[derive(Debug)]
@@ -74,10 +78,26 @@ async fn serve_connection(
             return;
         }
     };
+    // Judged before any stream is read; a demoted manager's old certificate keeps only
+    // worker rights (it may still heartbeat, to fetch its worker certificate).
+    let mut access_role = peer.as_ref().map(|p| p.role);
+    if let Some(identity) = &peer {
+        match transport.standing(identity) {
+            CertificateStanding::Good => {}
+            CertificateStanding::ManagerRightsRevoked => access_role = Some(Role::Worker),
+            CertificateStanding::Revoked => {
+                tracing::warn!(node = %identity.node_id, remote = %connection.remote_address(), "refused a revoked certificate");
+                connection.close(VarInt::from_u32(CLOSE_REVOKED), b"certificate revoked");
+                return;
+            }
+        }
+    }
+    transport.register_live(&connection);
     let context = Arc::new(ConnectionContext {
-        transport,
+        transport: transport.clone(),
         connection: connection.clone(),
         peer,
+        access_role,
         inbound,
     });
     let uni = tokio::spawn(serve_uni_streams(context.clone()));
@@ -85,12 +105,15 @@ async fn serve_connection(
         tokio::spawn(serve_request(context.clone(), send, recv));
     }
     uni.abort();
+    transport.forget_live(&connection);
 }
 
 struct ConnectionContext {
     transport: Transport,
     connection: Connection,
     peer: Option<PeerIdentity>,
+    /// The role whose rights the peer has: its certificate's, or less if revoked.
+    access_role: Option<Role>,
     inbound: Arc<dyn InboundHandler>,
 }
 
@@ -115,7 +138,7 @@ impl ConnectionContext {
             Verdict::DelayBy(delay) => tokio::time::sleep(delay).await,
             Verdict::Deliver => {}
         }
-        let role = self.peer.as_ref().map(|p| p.role);
+        let role = self.access_role;
         let access = message.required_access();
         if permits(role, access) {
             return Ok(true);
