@@ -31,6 +31,7 @@ pub struct InitSummary {
 /// `init` prints; the node runs until [`wait_for_shutdown`] returns.
 pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), DaemonError> {
     refuse_existing(&options.state_dir)?;
+    crate::node::compose::configure_cert_validity();
     let mut rng = rand::rng();
     let cluster_id = ids::new_id(&mut rng);
     let node_id = ids::new_id(&mut rng);

@@ -2,11 +2,14 @@
 
 use std::path::Path;
 
-use crate::net::tls::{Credentials, Role};
+use crate::core::model::{ClusterInfo, NodeRole};
+use crate::net::tls::{ClusterCa, Credentials, Role};
 use crate::node::compose::run;
 use crate::node::daemon::{DaemonError, RunningNode};
 use crate::node::raft_start::{start_replica, RaftStart};
-use crate::node::state::{self, NodeSettings, CREDENTIALS_FILE, NODE_FILE};
+use crate::node::state::{
+    self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE,
+};
 
 /// Starts a node that `init` or `join` created, from its state directory.
 pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, DaemonError> {
@@ -17,7 +20,8 @@ pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, 
         )));
     }
     let settings: NodeSettings = state::read_toml(&state_dir.join(NODE_FILE))?;
-    let credentials: Credentials = state::read_toml(&state_dir.join(CREDENTIALS_FILE))?;
+    crate::node::compose::configure_cert_validity();
+    let mut credentials: Credentials = state::read_toml(&state_dir.join(CREDENTIALS_FILE))?;
     if settings.role == Role::Worker {
         // Left over by a demotion that stopped half-way, or by the previous release (which
         // kept `raft.redb.demoted`): a worker holds no Raft state and no CA key.
@@ -32,6 +36,23 @@ pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, 
     } else {
         None
     };
+    if let Some((_, store, _)) = &manager_parts {
+        let store = store.read();
+        // Only a manager the store still counts as one: a demoted manager must not sign
+        // itself a certificate that escapes its revocation.
+        let still_manager = store
+            .node(&settings.node_id)
+            .is_some_and(|node| node.role == NodeRole::Manager);
+        if let (Some(cluster), true) = (store.cluster(), still_manager) {
+            credentials = reissue_if_needed(
+                state_dir,
+                &settings.node_id,
+                credentials,
+                cluster,
+                store.applied_index(),
+            )?;
+        }
+    }
     run(
         settings,
         state_dir,
@@ -40,4 +61,54 @@ pub async fn start(state_dir: &Path, enable_chaos: bool) -> Result<RunningNode, 
         enable_chaos,
     )
     .await
+}
+
+/// A manager whose own certificate lacks the identity URI (written by the previous release)
+/// or is past two thirds of its life signs itself a new one from the CA in its store before
+/// its endpoint is bound, and writes it atomically; the admin certificate in `client.toml`
+/// is re-issued too when it lacks the URI. Workers cannot (they hold no CA): see
+/// `docs/pki.md`.
+fn reissue_if_needed(
+    state_dir: &Path,
+    node_id: &str,
+    credentials: Credentials,
+    cluster: &ClusterInfo,
+    applied_index: u64,
+) -> Result<Credentials, DaemonError> {
+    let needed = match credentials.identity() {
+        Ok(identity) => {
+            identity.role != Role::Manager || identity.renewal_due(std::time::SystemTime::now())
+        }
+        Err(_) => true,
+    };
+    let client_path = state_dir.join(CLIENT_FILE);
+    let client: Option<ClientConfig> = client_path
+        .exists()
+        .then(|| state::read_toml(&client_path))
+        .transpose()?;
+    let admin_legacy = client
+        .as_ref()
+        .is_some_and(|client| client.credentials.identity().is_err());
+    if !needed && !admin_legacy {
+        return Ok(credentials);
+    }
+    let ca = ClusterCa::load(&cluster.ca_cert_pem, &cluster.ca_key_pem)?;
+    if admin_legacy {
+        if let Some(mut client) = client {
+            client.credentials = ca.issue("admin", Role::Admin, applied_index)?;
+            state::write_toml(&client_path, &client)?;
+            tracing::info!(
+                "re-issued the admin certificate in client.toml (it named no identity URI)"
+            );
+        }
+    }
+    if !needed {
+        return Ok(credentials);
+    }
+    let renewed = ca.issue(node_id, Role::Manager, applied_index)?;
+    state::write_toml(&state_dir.join(CREDENTIALS_FILE), &renewed)?;
+    tracing::info!(
+        "re-issued this manager's certificate from the cluster CA (legacy or due for renewal)"
+    );
+    Ok(renewed)
 }
