@@ -112,3 +112,80 @@ fn reissue_if_needed(
     );
     Ok(renewed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate as the previous release issued it: identity in the subject only.
+    fn legacy(ca: &ClusterCa, node_id: &str, role: &str) -> Credentials {
+        use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
+        let ca_key = KeyPair::from_pem(ca.key_pem()).expect("CA key");
+        let issuer = Issuer::from_ca_cert_pem(ca.cert_pem(), ca_key).expect("issuer");
+        let mut params = CertificateParams::new(vec!["flotilla.cluster".to_string()]).expect("p");
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, node_id);
+        name.push(DnType::OrganizationalUnitName, role);
+        params.distinguished_name = name;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("signed");
+        Credentials {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: ca.cert_pem().to_string(),
+        }
+    }
+
+    fn cluster(ca: &ClusterCa) -> ClusterInfo {
+        ClusterInfo {
+            id: ca.cluster_id().to_string(),
+            ca_cert_pem: ca.cert_pem().to_string(),
+            ca_key_pem: ca.key_pem().to_string(),
+            worker_join_secret: "w".into(),
+            manager_join_secret: "m".into(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_manager_with_a_legacy_certificate_re_issues_its_own_and_the_admins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = ClusterCa::create("c1").expect("ca");
+        let old = legacy(&ca, "n1", "manager");
+        assert!(
+            old.identity().is_err(),
+            "a legacy certificate has no identity"
+        );
+        state::write_toml(&dir.path().join(CREDENTIALS_FILE), &old).expect("write");
+        let client = ClientConfig {
+            managers: vec!["127.0.0.1:4240".into()],
+            credentials: legacy(&ca, "admin", "admin"),
+        };
+        state::write_toml(&dir.path().join(CLIENT_FILE), &client).expect("write");
+
+        let renewed = reissue_if_needed(dir.path(), "n1", old, &cluster(&ca), 5).expect("done");
+        let identity = renewed.identity().expect("identity");
+        assert_eq!(
+            (
+                identity.node_id.as_str(),
+                identity.role,
+                identity.cluster_id.as_str()
+            ),
+            ("n1", Role::Manager, "c1")
+        );
+        assert_eq!(identity.issued_index, 5);
+        let on_disk: Credentials =
+            state::read_toml(&dir.path().join(CREDENTIALS_FILE)).expect("read");
+        assert_eq!(on_disk, renewed);
+        let client: ClientConfig = state::read_toml(&dir.path().join(CLIENT_FILE)).expect("read");
+        assert_eq!(
+            client.credentials.identity().expect("admin").role,
+            Role::Admin
+        );
+
+        // A current certificate, not due, is kept as it is.
+        let kept =
+            reissue_if_needed(dir.path(), "n1", renewed.clone(), &cluster(&ca), 9).expect("done");
+        assert_eq!(kept, renewed);
+    }
+}
