@@ -114,6 +114,26 @@ fn a_removed_worker_is_refused_with_its_old_certificate() {
     }
 }
 
+#[test]
+fn a_live_worker_removed_by_force_is_cut_off_at_once() {
+    let mut cluster = Cluster::new(&["--heartbeat-ms", "300"]);
+    cluster.init();
+    let worker = cluster.join("worker");
+    let worker_id = cluster.node_id(worker);
+    cluster.cli_ok(None, &["node", "rm", "--force", &worker_id]);
+    cluster.wait_until(
+        "the removed worker's connections are closed and it is told why",
+        Duration::from_secs(20),
+        || cluster.log_contains(worker, "certificate is revoked"),
+    );
+    assert!(cluster.log_contains(0, "closing the connection of a revoked certificate"));
+    let nodes = cluster.nodes_json(None).expect("node ls");
+    assert!(
+        nodes.iter().all(|n| n["id"] != worker_id.as_str()),
+        "{nodes:?}"
+    );
+}
+
 /// The CA private key (PEM body) as stored in a manager's Raft database.
 fn ca_key_body(raft_file: &Path) -> Vec<u8> {
     let bytes = std::fs::read(raft_file).expect("raft.redb");
