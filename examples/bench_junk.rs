@@ -209,7 +209,7 @@ async fn storm(dir: &Path) -> anyhow::Result<()> {
     let seconds: u64 = common::argument("--seconds", 10)?;
 
     let ca = ClusterCa::create("bench-junk")?;
-    let server = ca.issue("node", Role::Manager)?;
+    let server = ca.issue("node", Role::Manager, 0)?;
     std::fs::write(dir.join("cert.pem"), &server.cert_pem)?;
     std::fs::write(dir.join("key.pem"), &server.key_pem)?;
     std::fs::write(dir.join("ca.pem"), &server.ca_pem)?;
@@ -241,7 +241,7 @@ async fn storm(dir: &Path) -> anyhow::Result<()> {
     let legit = Transport::bind(
         TransportConfig {
             listen: "127.0.0.1:0".parse()?,
-            credentials: ca.issue("legit", Role::Worker)?,
+            credentials: ca.issue("legit", Role::Worker, 0)?,
         },
         Echo,
     )?;
@@ -262,7 +262,7 @@ async fn storm(dir: &Path) -> anyhow::Result<()> {
     let mut clients = Vec::new();
     for i in 0..connections {
         let config = ca
-            .issue(&format!("hostile-{i}"), Role::Worker)?
+            .issue(&format!("hostile-{i}"), Role::Worker, 0)?
             .client_config()?;
         clients.push(tokio::spawn(storm_client(
             i,

@@ -56,14 +56,14 @@ async fn main() -> anyhow::Result<()> {
     let server = Transport::bind(
         TransportConfig {
             listen,
-            credentials: ca.issue("server", Role::Manager)?,
+            credentials: ca.issue("server", Role::Manager, 0)?,
         },
         Echo.start().recipient(),
     )?;
     let client = Transport::bind(
         TransportConfig {
             listen,
-            credentials: ca.issue("client", Role::Worker)?,
+            credentials: ca.issue("client", Role::Worker, 0)?,
         },
         Echo.start().recipient(),
     )?;

@@ -60,7 +60,7 @@ fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 static CA: LazyLock<ClusterCa> = LazyLock::new(|| ClusterCa::create("decoders").expect("ca"));
 static CERT_DER: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let credentials = CA.issue("node-1", Role::Worker).expect("cert");
+    let credentials = CA.issue("node-1", Role::Worker, 0).expect("cert");
     pem::parse(credentials.cert_pem.as_bytes())
         .expect("our own PEM")
         .contents()
@@ -185,14 +185,14 @@ proptest! {
     fn random_bytes_are_not_a_certificate_request(
         bytes in proptest::collection::vec(any::<u8>(), 0..2048),
     ) {
-        prop_assert!(CA.sign_request(&bytes, "n", Role::Worker).is_err());
+        prop_assert!(CA.sign_request(&bytes, "n", Role::Worker, 0).is_err());
     }
 
     /// CSR parsing: a mutated request is signed or refused, never a panic.
     #[test]
     fn mutated_certificate_requests_never_panic(edits in edits()) {
         let mutated = mutate(CSR_DER.clone(), &edits);
-        let _ = CA.sign_request(&mutated, "n", Role::Worker);
+        let _ = CA.sign_request(&mutated, "n", Role::Worker, 0);
     }
 
     /// Certificate identity parse: random bytes are refused with an error.
@@ -215,7 +215,7 @@ fn the_unmutated_inputs_are_accepted() {
     let identity = tls::identity_from_der(&CERT_DER).expect("identity");
     assert_eq!(identity.node_id, "node-1");
     assert_eq!(identity.role, Role::Worker);
-    assert!(CA.sign_request(&CSR_DER, "n", Role::Worker).is_ok());
+    assert!(CA.sign_request(&CSR_DER, "n", Role::Worker, 0).is_ok());
     for message in samples() {
         let frame = codec::encode(&message).expect("encodes");
         assert_eq!(codec::decode_frame(&frame).expect("decodes").0, message);

@@ -102,8 +102,8 @@ async fn raw_connection(
 #[actix_rt::test]
 async fn ten_thousand_requests_over_mutual_tls() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let workers = 16u64;
     let per_worker = 10_000 / workers;
@@ -151,12 +151,12 @@ async fn one_way_messages_arrive() {
     let server = Transport::bind(
         TransportConfig {
             listen: loopback(),
-            credentials: ca.issue("server", Role::Manager).expect("cert"),
+            credentials: ca.issue("server", Role::Manager, 0).expect("cert"),
         },
         Collect(sender).start().recipient(),
     )
     .expect("binds");
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     for nonce in 0..100 {
         client.send(server_addr, ping(nonce)).await.expect("sent");
@@ -175,7 +175,7 @@ async fn one_way_messages_arrive() {
 #[actix_rt::test]
 async fn a_client_without_a_certificate_is_refused_and_others_are_still_served() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let (anonymous, _) = tls::pinned_client_config(ca.digest()).expect("config");
     let outcome =
@@ -184,18 +184,20 @@ async fn a_client_without_a_certificate_is_refused_and_others_are_still_served()
         Err(TransportError::Remote(error)) => assert_eq!(error.kind, ErrorKind::Unauthenticated),
         other => panic!("expected an unauthenticated refusal, got {other:?}"),
     }
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     assert_pings(&client, server_addr).await;
 }
 
 #[actix_rt::test]
 async fn a_certificate_from_another_ca_is_refused_and_others_are_still_served() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     // A node of another cluster that trusts our CA (so only the server side can refuse).
     let stranger_ca = ClusterCa::create("c2").expect("ca");
-    let mut stranger = stranger_ca.issue("stranger", Role::Manager).expect("cert");
+    let mut stranger = stranger_ca
+        .issue("stranger", Role::Manager, 0)
+        .expect("cert");
     stranger.ca_pem = ca.cert_pem().to_string();
     let outcome = transport::request_with(
         loopback(),
@@ -212,21 +214,21 @@ async fn a_certificate_from_another_ca_is_refused_and_others_are_still_served() 
         ),
         "expected the handshake to fail, got {outcome:?}"
     );
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     assert_pings(&client, server_addr).await;
 }
 
 #[actix_rt::test]
 async fn a_worker_may_not_send_raft_messages() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let raft = WireMessage::Raft(RaftEnvelope {
         from: 2,
         to: 1,
         bytes: vec![1, 2, 3],
     });
-    let worker = start_node(ca.issue("worker", Role::Worker).expect("cert"));
+    let worker = start_node(ca.issue("worker", Role::Worker, 0).expect("cert"));
     match worker.request(server_addr, raft.clone(), TIMEOUT).await {
         Err(TransportError::Remote(error)) => {
             assert_eq!(error.kind, ErrorKind::Forbidden);
@@ -236,7 +238,7 @@ async fn a_worker_may_not_send_raft_messages() {
     }
     // The worker's connection survives the refusal, and a manager may send the same message.
     assert_pings(&worker, server_addr).await;
-    let manager = start_node(ca.issue("manager", Role::Manager).expect("cert"));
+    let manager = start_node(ca.issue("manager", Role::Manager, 0).expect("cert"));
     assert!(manager.request(server_addr, raft, TIMEOUT).await.is_ok());
 }
 
@@ -264,11 +266,11 @@ async fn send_raw_and_expect_close(
 #[actix_rt::test]
 async fn bad_frames_close_only_their_own_connection() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
-    let bystander = start_node(ca.issue("bystander", Role::Worker).expect("cert"));
+    let bystander = start_node(ca.issue("bystander", Role::Worker, 0).expect("cert"));
     assert_pings(&bystander, server_addr).await;
-    let credentials = ca.issue("rogue", Role::Worker).expect("cert");
+    let credentials = ca.issue("rogue", Role::Worker, 0).expect("cert");
 
     // Oversized: a length prefix past the limit.
     let oversized = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec();
@@ -297,7 +299,7 @@ async fn bad_frames_close_only_their_own_connection() {
 #[actix_rt::test]
 async fn a_joining_node_pins_the_ca_by_digest() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let join = WireMessage::Join(flotilla::net::message::JoinRequest {
         secret: "s".into(),
@@ -328,14 +330,14 @@ async fn a_joining_node_pins_the_ca_by_digest() {
 #[actix_rt::test]
 async fn certificates_carry_node_id_and_role() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let credentials = ca.issue("node-abc", Role::Manager).expect("cert");
+    let credentials = ca.issue("node-abc", Role::Manager, 0).expect("cert");
     let identity = credentials.identity().expect("identity");
     assert_eq!(identity.node_id, "node-abc");
     assert_eq!(identity.role, Role::Manager);
 
     let (key_pem, csr) = tls::generate_request().expect("csr");
     let cert_pem = ca
-        .sign_request(&csr, "joined", Role::Worker)
+        .sign_request(&csr, "joined", Role::Worker, 0)
         .expect("signed");
     let joined = Credentials {
         cert_pem,
@@ -343,11 +345,15 @@ async fn certificates_carry_node_id_and_role() {
         ca_pem: ca.cert_pem().to_string(),
     };
     assert_eq!(joined.identity().expect("identity").role, Role::Worker);
-    assert!(ca.sign_request(b"not a csr", "x", Role::Worker).is_err());
+    assert!(ca.sign_request(b"not a csr", "x", Role::Worker, 0).is_err());
 
     let reloaded = ClusterCa::load(ca.cert_pem(), ca.key_pem()).expect("reload");
     assert_eq!(reloaded.digest(), ca.digest());
-    let server = start_node(reloaded.issue("after-reload", Role::Manager).expect("cert"));
+    let server = start_node(
+        reloaded
+            .issue("after-reload", Role::Manager, 0)
+            .expect("cert"),
+    );
     let client = start_node(credentials);
     assert_pings(&client, server.local_addr().expect("addr")).await;
 }
@@ -387,8 +393,8 @@ fn echo_node_on_own_thread(
 #[actix_rt::test]
 async fn a_peer_restarted_on_the_same_address_is_reached_without_waiting_for_the_idle_timeout() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server_credentials = ca.issue("server", Role::Manager).expect("cert");
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let server_credentials = ca.issue("server", Role::Manager, 0).expect("cert");
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     let (addr, stop, thread) = echo_node_on_own_thread(server_credentials.clone(), loopback());
     assert_pings(&client, addr).await;
 
@@ -482,7 +488,7 @@ async fn join_on(connection: &quinn::Connection) -> WireMessage {
 #[actix_rt::test]
 async fn a_certificate_less_connection_sending_a_non_join_frame_is_closed() {
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
     let server_addr = server.local_addr().expect("addr");
     let (_endpoint, connection) = anonymous_connection(&ca, server_addr).await;
     let (mut send, _recv) = connection.open_bi().await.expect("stream");
@@ -510,7 +516,7 @@ async fn a_certificate_less_connection_sending_a_non_join_frame_is_closed() {
     let _ = send.finish();
     assert_closed_with(&connection, CLOSE_UNAUTHENTICATED).await;
 
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     assert_pings(&client, server_addr).await;
 }
 
@@ -521,7 +527,7 @@ async fn the_certificate_less_connection_past_the_limit_is_refused() {
         max_unauthenticated_connections: 2,
         ..InboundLimits::default()
     };
-    let server = start_node_with(ca.issue("server", Role::Manager).expect("cert"), limits);
+    let server = start_node_with(ca.issue("server", Role::Manager, 0).expect("cert"), limits);
     let server_addr = server.local_addr().expect("addr");
     let first = anonymous_connection(&ca, server_addr).await;
     let second = anonymous_connection(&ca, server_addr).await;
@@ -538,7 +544,7 @@ async fn the_certificate_less_connection_past_the_limit_is_refused() {
     assert_closed_with(&third.1, CLOSE_BUSY).await;
 
     // Certificate holders are not counted, and a freed place is given again.
-    let client = start_node(ca.issue("client", Role::Worker).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Worker, 0).expect("cert"));
     assert_pings(&client, server_addr).await;
     first.1.close(quinn::VarInt::from_u32(0), b"done");
     let deadline = tokio::time::Instant::now() + TIMEOUT;
@@ -567,7 +573,7 @@ async fn a_certificate_less_connection_is_closed_after_its_deadline() {
         unauthenticated_deadline: Duration::from_millis(300),
         ..InboundLimits::default()
     };
-    let server = start_node_with(ca.issue("server", Role::Manager).expect("cert"), limits);
+    let server = start_node_with(ca.issue("server", Role::Manager, 0).expect("cert"), limits);
     let (_endpoint, connection) =
         anonymous_connection(&ca, server.local_addr().expect("addr")).await;
     // It does nothing wrong; it just stays.
@@ -582,9 +588,9 @@ async fn a_half_open_stream_is_reset_after_its_deadline_and_the_connection_lives
         stream_idle_timeout: Duration::from_millis(600),
         ..InboundLimits::default()
     };
-    let server = start_node_with(ca.issue("server", Role::Manager).expect("cert"), limits);
+    let server = start_node_with(ca.issue("server", Role::Manager, 0).expect("cert"), limits);
     let server_addr = server.local_addr().expect("addr");
-    let credentials = ca.issue("slow", Role::Worker).expect("cert");
+    let credentials = ca.issue("slow", Role::Worker, 0).expect("cert");
     let (_endpoint, connection) =
         raw_connection(credentials.client_config().expect("config"), server_addr).await;
 
@@ -638,8 +644,8 @@ async fn a_frame_near_the_limit_still_travels_within_the_windows() {
     // A Raft snapshot travels as one request frame of up to 16 MiB: the windows and the
     // connection budget must let it through.
     let ca = ClusterCa::create("c1").expect("ca");
-    let server = start_node(ca.issue("server", Role::Manager).expect("cert"));
-    let client = start_node(ca.issue("client", Role::Manager).expect("cert"));
+    let server = start_node(ca.issue("server", Role::Manager, 0).expect("cert"));
+    let client = start_node(ca.issue("client", Role::Manager, 0).expect("cert"));
     let payload: Vec<u8> = (0..MAX_FRAME_BYTES - 1024).map(|i| i as u8).collect();
     let reply = client
         .request(

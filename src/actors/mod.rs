@@ -8,6 +8,7 @@ pub mod node;
 pub mod orchestrator;
 pub mod raft;
 pub mod replica;
+pub mod revocation;
 pub mod scheduler;
 pub mod service;
 pub mod store_events;

@@ -142,7 +142,7 @@ impl Handler<StoreEvents> for OrchestratorActor {
                 Event::NodeChanged { node_id } | Event::NodeRemoved { node_id } => {
                     nodes.insert(node_id.clone());
                 }
-                Event::ClusterChanged => {}
+                Event::ClusterChanged | Event::CertificatesRevoked { .. } => {}
             }
         }
         if !nodes.is_empty() {

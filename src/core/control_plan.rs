@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::core::ids;
 use crate::core::model::{Availability, Node, NodeRole, NodeStatus, Service};
 use crate::core::spec::{ServiceMode, ServiceSpec};
-use crate::core::store::{Command, NodeSpecUpdate, Store};
+use crate::core::store::{Command, NodeSpecUpdate, Revocation, RevocationScope, Store};
 use crate::core::CoreError;
 
 /// The commands to propose for one write, and the IDs to answer with.
@@ -110,7 +110,9 @@ pub fn plan_node_update(
 }
 
 /// `node rm [--force] NODE...`: managers must be demoted first; a node that is not down needs
-/// `--force`.
+/// `--force`. Each node's certificates are revoked before it is removed: should the removal
+/// then be refused (the node changed meanwhile), the node is cut off and goes down, and
+/// `node rm` can be run again; the other order could leave a removed node unrevoked for ever.
 pub fn plan_node_remove(
     store: &Store,
     nodes: &[String],
@@ -131,6 +133,10 @@ pub fn plan_node_remove(
                 node.id
             )));
         }
+        plan.commands.push(Command::RevokeCertificates(Revocation {
+            node_id: node.id.clone(),
+            scope: RevocationScope::AllCertificates,
+        }));
         plan.commands.push(Command::RemoveNode {
             node_id: node.id.clone(),
             force,
@@ -163,6 +169,8 @@ pub enum RolePlan {
     FinishDemotion {
         /// The node.
         node_id: String,
+        /// Revokes its manager certificates, proposed after the member is removed.
+        revocation: Box<Command>,
     },
     /// The node to demote is the leader answering: leadership must move to another manager
     /// first, and the admin asked to run the command again.
@@ -179,6 +187,10 @@ pub enum RolePlan {
         command: Box<Command>,
         /// Whether the node's Raft membership must be removed after the command.
         leaves_raft_group: bool,
+        /// For a demotion: revokes the node's manager certificates, proposed after the member
+        /// is removed (before, a two-manager group could not commit the removal: the demoted
+        /// member's votes would already be refused).
+        revocation: Option<Box<Command>>,
     },
 }
 
@@ -198,6 +210,7 @@ pub fn plan_role_change(
         if role == NodeRole::Worker && in_raft_group(&node.id) {
             return Ok(RolePlan::FinishDemotion {
                 node_id: node.id.clone(),
+                revocation: Box::new(manager_revocation(&node.id)),
             });
         }
         return Ok(RolePlan::Unchanged {
@@ -224,6 +237,14 @@ pub fn plan_role_change(
         node_id: node.id.clone(),
         command: Box::new(Command::UpdateNodeSpec(update)),
         leaves_raft_group: role == NodeRole::Worker && in_raft_group(&node.id),
+        revocation: (role == NodeRole::Worker).then(|| Box::new(manager_revocation(&node.id))),
+    })
+}
+
+fn manager_revocation(node_id: &str) -> Command {
+    Command::RevokeCertificates(Revocation {
+        node_id: node_id.to_string(),
+        scope: RevocationScope::ManagerCertificates,
     })
 }
 

@@ -77,10 +77,16 @@ fn remove_refuses_managers_and_live_nodes_unless_forced() {
         plan_node_remove(&h.store, &["w1".into()], true)
             .unwrap()
             .commands,
-        vec![Command::RemoveNode {
-            node_id: "w1".into(),
-            force: true
-        }]
+        vec![
+            Command::RevokeCertificates(Revocation {
+                node_id: "w1".into(),
+                scope: RevocationScope::AllCertificates,
+            }),
+            Command::RemoveNode {
+                node_id: "w1".into(),
+                force: true
+            }
+        ]
     );
     assert_eq!(
         plan_node_remove(&h.store, &["w2".into()], false)
@@ -136,17 +142,27 @@ fn demotion_keeps_a_quorum_and_never_demotes_the_answering_leader() {
         RolePlan::Change {
             node_id,
             leaves_raft_group,
+            revocation,
             ..
         } => {
             assert_eq!(node_id, "m3");
             assert!(leaves_raft_group);
+            assert_eq!(
+                revocation.map(|command| *command),
+                Some(Command::RevokeCertificates(Revocation {
+                    node_id: "m3".into(),
+                    scope: RevocationScope::ManagerCertificates,
+                }))
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
     match plan_role_change(&h.store, "w1", NodeRole::Manager, "m1", |_| false).unwrap() {
         RolePlan::Change {
-            leaves_raft_group, ..
-        } => assert!(!leaves_raft_group),
+            leaves_raft_group,
+            revocation,
+            ..
+        } => assert!(!leaves_raft_group && revocation.is_none()),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(
@@ -168,7 +184,11 @@ fn a_half_done_demotion_is_finished_by_demoting_again() {
     assert_eq!(
         plan_role_change(&h.store, "w1", NodeRole::Worker, "m1", |id| id == "w1").unwrap(),
         RolePlan::FinishDemotion {
-            node_id: "w1".into()
+            node_id: "w1".into(),
+            revocation: Box::new(Command::RevokeCertificates(Revocation {
+                node_id: "w1".into(),
+                scope: RevocationScope::ManagerCertificates,
+            })),
         }
     );
     assert_eq!(

@@ -199,6 +199,7 @@ mod tests {
                 Heartbeat {
                     description: description(hostname),
                     assignments_version: version,
+                    renewal_csr_der: Some(vec![version as u8; 3]),
                 }
             )),
             (any::<u64>(), ".*").prop_map(|(version, id)| Message::HeartbeatAck(HeartbeatAck {
@@ -209,6 +210,7 @@ mod tests {
                     tasks: vec![sample_task(&id)],
                 }),
                 role_change: None,
+                renewed_cert_pem: Some(id.clone()),
             })),
             (any::<u64>(), ".*").prop_map(|(version, id)| Message::Assignments(AssignmentSet {
                 version,

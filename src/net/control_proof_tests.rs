@@ -11,7 +11,7 @@ fn scale(n: u64) -> AdminRequest {
 
 fn setup() -> (ClusterCa, Credentials, ProofVerifier) {
     let ca = ClusterCa::create("test").expect("ca");
-    let admin = ca.issue("admin", Role::Admin).expect("admin cert");
+    let admin = ca.issue("admin", Role::Admin, 0).expect("admin cert");
     let verifier = ProofVerifier::new(ca.cert_pem()).expect("verifier");
     (ca, admin, verifier)
 }
@@ -65,7 +65,9 @@ fn a_tampered_statement_is_refused() {
 #[test]
 fn a_signature_by_another_key_is_refused() {
     let (ca, admin, verifier) = setup();
-    let second_admin = ca.issue("admin", Role::Admin).expect("another admin cert");
+    let second_admin = ca
+        .issue("admin", Role::Admin, 0)
+        .expect("another admin cert");
     let mut signed = sign(&second_admin, scale(3), NOW).expect("sign");
     // The first admin's certificate, the second one's signature.
     signed.admin_cert_der = sign(&admin, scale(3), NOW).expect("sign").admin_cert_der;
@@ -80,7 +82,7 @@ fn a_signature_by_another_key_is_refused() {
 fn a_certificate_from_another_cluster_is_refused() {
     let (_ca, _admin, verifier) = setup();
     let stranger = ClusterCa::create("other").expect("ca");
-    let rogue_admin = stranger.issue("admin", Role::Admin).expect("cert");
+    let rogue_admin = stranger.issue("admin", Role::Admin, 0).expect("cert");
     let signed = sign(&rogue_admin, scale(3), NOW).expect("sign");
     assert!(matches!(
         verifier.verify(&signed, NOW),
@@ -98,7 +100,7 @@ fn a_certificate_from_another_cluster_is_refused() {
 fn a_manager_or_worker_key_cannot_sign_a_command() {
     let (ca, _admin, verifier) = setup();
     for role in [Role::Manager, Role::Worker] {
-        let node = ca.issue("node-1", role).expect("cert");
+        let node = ca.issue("node-1", role, 0).expect("cert");
         let signed = sign(&node, scale(3), NOW).expect("sign");
         assert_eq!(
             verifier.verify(&signed, NOW),
@@ -161,7 +163,7 @@ fn trailing_bytes_after_a_signed_statement_are_refused() {
 #[test]
 fn a_key_that_is_not_the_certificates_is_caught_when_signing() {
     let (ca, admin, _verifier) = setup();
-    let other = ca.issue("admin", Role::Admin).expect("cert");
+    let other = ca.issue("admin", Role::Admin, 0).expect("cert");
     let mixed = Credentials {
         key_pem: other.key_pem,
         ..admin

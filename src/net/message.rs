@@ -71,6 +71,10 @@ pub struct Heartbeat {
     pub description: NodeDescription,
     /// The version of the last assignment set the worker applied.
     pub assignments_version: u64,
+    /// Past two thirds of its certificate's life: a certificate signing request (DER) for a
+    /// fresh key, repeated on every heartbeat until the answer carries the certificate.
+    #[serde(with = "serde_bytes")]
+    pub renewal_csr_der: Option<Vec<u8>>,
 }
 
 pub use crate::core::model::NodeDescription;
@@ -86,6 +90,8 @@ pub struct HeartbeatAck {
     pub assignments: Option<AssignmentSet>,
     /// The node was promoted or demoted: its new credentials (it restarts with them).
     pub role_change: Option<RoleChange>,
+    /// The renewed certificate (PEM) for the heartbeat's `renewal_csr_der`, once signed.
+    pub renewed_cert_pem: Option<String>,
 }
 
 /// New credentials for a node whose role changed (`node promote` / `node demote`). They travel

@@ -1,17 +1,28 @@
 //! The cluster PKI: a root CA per cluster, certificates that name a node's ID and role, and the
 //! rustls configurations that make every QUIC connection mutually authenticated.
 //!
-//! A certificate's subject carries the identity: common name = node ID, organizational unit =
-//! role (`manager`, `worker` or `admin`). Every node certificate also names the DNS SAN
-//! [`SERVER_NAME`], which is what clients verify, because nodes are dialled by address and the
-//! caller does not always know which node answers there. Who may send what is decided from the
-//! identity after the handshake (see `message::Access`), not by the TLS layer.
+//! A certificate's SAN URI `flotilla://<cluster-id>/<role>/<node-id>` carries the identity
+//! (see [`identity`]); the subject repeats it (common name = node ID, organizational unit =
+//! role) for people reading certificates, but nothing reads it back. Every leaf also names the
+//! DNS SAN [`SERVER_NAME`], which is what clients verify, because nodes are dialled by address
+//! and the caller does not always know which node answers there. Who may send what is decided
+//! from the identity after the handshake (see `message::Access`), not by the TLS layer.
+//!
+//! Node certificates are valid [`NODE_CERT_VALIDITY`] (configurable for tests, see
+//! [`set_node_cert_validity`]) and renewed at two thirds of it; the admin certificate is valid
+//! [`ADMIN_CERT_VALIDITY`] and may only act as a TLS client.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod identity;
+
+pub use identity::{identity_from_der, identity_in_cluster, PeerIdentity};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -50,7 +61,7 @@ impl Role {
         }
     }
 
-    fn parse(text: &str) -> Option<Role> {
+    pub(crate) fn parse(text: &str) -> Option<Role> {
         match text {
             "manager" => Some(Role::Manager),
             "worker" => Some(Role::Worker),
@@ -64,15 +75,6 @@ impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Who is on the other end of a verified connection.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PeerIdentity {
-    /// The node ID from the certificate (for the admin certificate: `admin`).
-    pub node_id: String,
-    /// The role from the certificate.
-    pub role: Role,
 }
 
 /// Failures of the PKI layer.
@@ -89,8 +91,9 @@ pub enum TlsError {
         /// Why it failed.
         reason: String,
     },
-    /// A certificate does not carry a Flotilla identity (node ID and role).
-    #[error("certificate carries no Flotilla identity: {0}")]
+    /// A certificate does not carry a usable Flotilla identity (no identity URI, a role or ID
+    /// that does not parse, or another cluster's).
+    #[error("certificate carries no usable Flotilla identity: {0}")]
     NoIdentity(String),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
@@ -133,8 +136,58 @@ fn ca_params(cluster_id: &str) -> Result<CertificateParams, TlsError> {
     Ok(params)
 }
 
-fn leaf_params(node_id: &str, role: Role) -> Result<CertificateParams, TlsError> {
+/// How long a node (manager or worker) certificate is valid by default.
+pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long the admin certificate is valid.
+pub const ADMIN_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How far before its signing a certificate becomes valid, at most (clock skew between nodes).
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(60);
+
+/// The node certificate validity in force in this process, in seconds (0: the default).
+static NODE_CERT_VALIDITY_S: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the validity of the node certificates this process signs (the composition root reads
+/// it from `FLOTILLA_CERT_VALIDITY_SECS`, for tests of expiry and renewal). The admin
+/// certificate keeps [`ADMIN_CERT_VALIDITY`].
+pub fn set_node_cert_validity(validity: Duration) {
+    NODE_CERT_VALIDITY_S.store(validity.as_secs().max(1), Ordering::Relaxed);
+}
+
+/// The validity of the node certificates this process signs.
+pub fn node_cert_validity() -> Duration {
+    match NODE_CERT_VALIDITY_S.load(Ordering::Relaxed) {
+        0 => NODE_CERT_VALIDITY,
+        seconds => Duration::from_secs(seconds),
+    }
+}
+
+fn validity_for(role: Role) -> Duration {
+    match role {
+        Role::Admin => ADMIN_CERT_VALIDITY,
+        Role::Manager | Role::Worker => node_cert_validity(),
+    }
+}
+
+fn offset_date_time(at: SystemTime) -> Result<time::OffsetDateTime, TlsError> {
+    let seconds = at
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| TlsError::Config("the clock is before 1970".into()))?
+        .as_secs();
+    time::OffsetDateTime::from_unix_timestamp(seconds as i64)
+        .map_err(|e| TlsError::Config(format!("time out of range: {e}")))
+}
+
+fn leaf_params(
+    cluster_id: &str,
+    node_id: &str,
+    role: Role,
+    issued_index: u64,
+) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+    let uri = PeerIdentity::uri(cluster_id, role, node_id);
+    let uri = rcgen::string::Ia5String::try_from(uri.as_str())
+        .map_err(|e| TlsError::bad_input("identity URI", e))?;
+    params.subject_alt_names.push(SanType::URI(uri));
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, node_id);
     name.push(DnType::OrganizationalUnitName, role.as_str());
@@ -142,15 +195,42 @@ fn leaf_params(node_id: &str, role: Role) -> Result<CertificateParams, TlsError>
     params.distinguished_name = name;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    // The admin certificate can never act as a server.
+    params.extended_key_usages = match role {
+        Role::Admin => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Manager | Role::Worker => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
+    let validity = validity_for(role);
+    let now = SystemTime::now();
+    params.not_before = offset_date_time(now - CLOCK_SKEW_ALLOWANCE.min(validity / 8))?;
+    params.not_after = offset_date_time(now + validity)?;
+    params.serial_number = Some(SerialNumber::from_slice(&identity::new_serial(
+        issued_index,
+    )?));
     Ok(params)
+}
+
+/// The cluster ID a CA certificate of [`ca_params`] names in its common name.
+fn cluster_id_of_ca(der: &[u8]) -> Result<String, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| TlsError::bad_input("CA certificate", e))?;
+    let cluster_id = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|attribute| attribute.as_str().ok())
+        .and_then(|name| name.strip_prefix("flotilla-root-ca-"))
+        .filter(|id| !id.is_empty())
+        .map(str::to_string);
+    cluster_id.ok_or_else(|| TlsError::bad_input("CA certificate", "names no cluster"))
 }
 
 /// The cluster's root certificate authority (held by managers).
 pub struct ClusterCa {
+    cluster_id: String,
     cert_der: CertificateDer<'static>,
     cert_pem: String,
     key_pem: String,
@@ -190,6 +270,7 @@ impl ClusterCa {
         let cert_pem = cert.pem();
         let key_pem = key.serialize_pem();
         Ok(Self {
+            cluster_id: cluster_id.to_string(),
             cert_der: cert.der().clone(),
             cert_pem,
             key_pem,
@@ -205,11 +286,17 @@ impl ClusterCa {
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|e| TlsError::bad_input("CA certificate", e))?;
         Ok(Self {
+            cluster_id: cluster_id_of_ca(&cert_der)?,
             cert_der,
             cert_pem: cert_pem.to_string(),
             key_pem: key_pem.to_string(),
             issuer,
         })
+    }
+
+    /// The cluster this CA belongs to.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
     }
 
     /// The CA certificate (PEM).
@@ -227,10 +314,17 @@ impl ClusterCa {
         certificate_digest(&self.cert_der)
     }
 
-    /// Issues a certificate and a fresh key for `node_id` in `role`.
-    pub fn issue(&self, node_id: &str, role: Role) -> Result<Credentials, TlsError> {
+    /// Issues a certificate and a fresh key for `node_id` in `role`; `issued_index` is the
+    /// store's applied index now (it goes into the serial, see [`identity`]).
+    pub fn issue(
+        &self,
+        node_id: &str,
+        role: Role,
+        issued_index: u64,
+    ) -> Result<Credentials, TlsError> {
         let key = KeyPair::generate()?;
-        let cert = leaf_params(node_id, role)?.signed_by(&key, &self.issuer)?;
+        let cert = leaf_params(&self.cluster_id, node_id, role, issued_index)?
+            .signed_by(&key, &self.issuer)?;
         Ok(Credentials {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -238,18 +332,21 @@ impl ClusterCa {
         })
     }
 
-    /// Signs a joining node's certificate request, naming `node_id` and `role`. Whatever
-    /// subject the request asked for is ignored: the cluster decides the identity.
+    /// Signs a certificate request (a joining node's, or a renewal), naming `node_id` and
+    /// `role`; `issued_index` as for [`ClusterCa::issue`]. Whatever subject or names the
+    /// request asked for are ignored: the cluster decides the identity.
     pub fn sign_request(
         &self,
         csr_der: &[u8],
         node_id: &str,
         role: Role,
+        issued_index: u64,
     ) -> Result<String, TlsError> {
         let csr = CertificateSigningRequestDer::from(csr_der.to_vec());
         let request = CertificateSigningRequestParams::from_der(&csr)
             .map_err(|e| TlsError::bad_input("certificate signing request", e))?;
-        let cert = leaf_params(node_id, role)?.signed_by(&request.public_key, &self.issuer)?;
+        let cert = leaf_params(&self.cluster_id, node_id, role, issued_index)?
+            .signed_by(&request.public_key, &self.issuer)?;
         Ok(cert.pem())
     }
 }
@@ -260,29 +357,6 @@ pub fn generate_request() -> Result<(String, Vec<u8>), TlsError> {
     let params = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
     let csr = params.serialize_request(&key)?;
     Ok((key.serialize_pem(), csr.der().to_vec()))
-}
-
-/// Reads the Flotilla identity (node ID, role) from a DER certificate.
-pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, TlsError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| TlsError::bad_input("certificate", e))?;
-    let subject = cert.subject();
-    let node_id = subject
-        .iter_common_name()
-        .next()
-        .and_then(|attribute| attribute.as_str().ok())
-        .ok_or_else(|| TlsError::NoIdentity("no common name".into()))?;
-    let role_text = subject
-        .iter_organizational_unit()
-        .next()
-        .and_then(|attribute| attribute.as_str().ok())
-        .ok_or_else(|| TlsError::NoIdentity("no organizational unit".into()))?;
-    let role = Role::parse(role_text)
-        .ok_or_else(|| TlsError::NoIdentity(format!("unknown role {role_text:?}")))?;
-    Ok(PeerIdentity {
-        node_id: node_id.to_string(),
-        role,
-    })
 }
 
 fn parse_cert(pem: &str, what: &'static str) -> Result<CertificateDer<'static>, TlsError> {
@@ -305,6 +379,16 @@ impl Credentials {
     /// This node's identity, read back from its own certificate.
     pub fn identity(&self) -> Result<PeerIdentity, TlsError> {
         identity_from_der(&parse_cert(&self.cert_pem, "certificate")?)
+    }
+
+    /// Whether the certificate is for the private key held here (a renewed certificate must
+    /// be, or it is refused).
+    pub fn certificate_matches_key(&self) -> Result<bool, TlsError> {
+        let der = parse_cert(&self.cert_pem, "certificate")?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| TlsError::bad_input("certificate", e))?;
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| TlsError::bad_input("key", e))?;
+        Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
     }
 
     /// The server side: TLS 1.3 only; client certificates are verified against the cluster CA
@@ -460,5 +544,90 @@ impl ServerCertVerifier for PinnedCaVerifier {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_name_cluster_role_and_node_in_their_uri_and_expire() {
+        let ca = ClusterCa::create("c1").expect("ca");
+        let credentials = ca.issue("n1", Role::Worker, 77).expect("issued");
+        let identity = credentials.identity().expect("identity");
+        assert_eq!(
+            (
+                identity.cluster_id.as_str(),
+                identity.role,
+                identity.node_id.as_str()
+            ),
+            ("c1", Role::Worker, "n1")
+        );
+        assert_eq!(identity.issued_index, 77);
+        let lifetime_s = identity.not_after_unix_s - identity.not_before_unix_s;
+        let expected_s = (NODE_CERT_VALIDITY + CLOCK_SKEW_ALLOWANCE).as_secs() as i64;
+        assert!(
+            (lifetime_s - expected_s).abs() <= 2,
+            "lifetime {lifetime_s} s"
+        );
+        assert!(!identity.renewal_due(SystemTime::now()));
+        assert!(identity.renewal_due(SystemTime::now() + NODE_CERT_VALIDITY * 2 / 3));
+        assert!(credentials.certificate_matches_key().expect("parsed"));
+        let other = ca.issue("n1", Role::Worker, 78).expect("issued");
+        assert_ne!(other.identity().expect("identity").serial, identity.serial);
+        let mixed = Credentials {
+            key_pem: other.key_pem,
+            ..credentials
+        };
+        assert!(!mixed.certificate_matches_key().expect("parsed"));
+    }
+
+    #[test]
+    fn the_admin_certificate_is_for_clients_only_and_lasts_a_year() {
+        let ca = ClusterCa::create("c1").expect("ca");
+        let admin = ca.issue("admin", Role::Admin, 0).expect("issued");
+        let der = parse_cert(&admin.cert_pem, "certificate").expect("der");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parsed");
+        let usage = cert
+            .extended_key_usage()
+            .expect("extension parses")
+            .expect("extension present");
+        assert!(usage.value.client_auth && !usage.value.server_auth);
+        let identity = admin.identity().expect("identity");
+        let lifetime_s = identity.not_after_unix_s - identity.not_before_unix_s;
+        assert!(lifetime_s >= ADMIN_CERT_VALIDITY.as_secs() as i64);
+    }
+
+    #[test]
+    fn another_clusters_certificate_is_refused() {
+        let ours = ClusterCa::create("c1").expect("ca");
+        let theirs = ClusterCa::create("c2").expect("ca");
+        let credentials = theirs.issue("n1", Role::Manager, 0).expect("issued");
+        let der = parse_cert(&credentials.cert_pem, "certificate").expect("der");
+        assert!(identity_in_cluster(&der, "c2").is_ok());
+        assert!(matches!(
+            identity_in_cluster(&der, ours.cluster_id()),
+            Err(TlsError::NoIdentity(_))
+        ));
+        let reloaded = ClusterCa::load(ours.cert_pem(), ours.key_pem()).expect("reload");
+        assert_eq!(reloaded.cluster_id(), "c1");
+    }
+
+    #[test]
+    fn a_certificate_without_the_identity_uri_is_refused() {
+        // What the previous release issued: identity in the subject only.
+        let ca = ClusterCa::create("c1").expect("ca");
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string()]).expect("params");
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "n1");
+        name.push(DnType::OrganizationalUnitName, "manager");
+        params.distinguished_name = name;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca.issuer).expect("signed");
+        assert!(matches!(
+            identity_from_der(cert.der()),
+            Err(TlsError::NoIdentity(_))
+        ));
     }
 }

@@ -13,6 +13,7 @@ use crate::actors::control::ControlActor;
 use crate::actors::environment::NodeEnvironment;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{RaftActor, RaftWiring};
+use crate::actors::revocation::{store_revocation_check, RevocationEnforcer};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
@@ -21,6 +22,7 @@ use crate::net::control_proof::ProofVerifier;
 use crate::net::message::NodeDescription;
 use crate::net::tls::{Credentials, Role};
 use crate::net::transport::{Transport, TransportConfig};
+use crate::node::credential_keeper::CredentialKeeper;
 use crate::node::daemon::{DaemonError, RunningNode};
 use crate::node::raft_start::{replica_config, ManagerStart};
 use crate::node::role_restart::RoleRestarter;
@@ -59,6 +61,25 @@ fn node_environment() -> NodeEnvironment {
     NodeEnvironment::system(seed)
 }
 
+/// `FLOTILLA_CERT_VALIDITY_SECS`, when set: the validity of the node certificates this
+/// process signs (tests of expiry and renewal; the default is 90 days).
+pub const CERT_VALIDITY_ENV: &str = "FLOTILLA_CERT_VALIDITY_SECS";
+
+/// Reads [`CERT_VALIDITY_ENV`] (every start path calls it before signing anything).
+pub(crate) fn configure_cert_validity() {
+    let Ok(text) = std::env::var(CERT_VALIDITY_ENV) else {
+        return;
+    };
+    match text.trim().parse::<u64>() {
+        Ok(seconds) if seconds > 0 => {
+            crate::net::tls::set_node_cert_validity(Duration::from_secs(seconds))
+        }
+        _ => {
+            tracing::warn!(value = %text, "{CERT_VALIDITY_ENV} is not a positive number of seconds; ignored")
+        }
+    }
+}
+
 /// Starts every actor of the node described by `settings`; `manager` is its Raft replica, on
 /// managers.
 pub(crate) async fn run(
@@ -68,6 +89,7 @@ pub(crate) async fn run(
     manager: Option<ManagerStart>,
     enable_chaos: bool,
 ) -> Result<RunningNode, DaemonError> {
+    configure_cert_validity();
     let (runtime, sim) = select_runtime(&settings, state_dir).await?;
     let engine_version = match runtime.version().await {
         Ok(version) => version,
@@ -87,6 +109,7 @@ pub(crate) async fn run(
     let node_address = node_context.address();
     // Control commands must carry the admin's proof, checked against the cluster CA.
     let proofs = ProofVerifier::new(&credentials.ca_pem)?;
+    let own_credentials = credentials.clone();
     let transport = Transport::bind(
         TransportConfig {
             listen,
@@ -135,6 +158,10 @@ pub(crate) async fn run(
                     },
                 )
             });
+            // Every manager refuses revoked certificates, at the handshake and on live
+            // connections when a revocation applies.
+            transport.set_revocation_check(store_revocation_check(store.clone()));
+            RevocationEnforcer::new(raft.clone(), transport.clone()).start();
             let control = ControlActor::new(
                 settings.node_id.clone(),
                 store.clone(),
@@ -184,9 +211,14 @@ pub(crate) async fn run(
     let role_changes = RoleRestarter::new(state_dir.to_path_buf())
         .start()
         .recipient();
+    // Renewed certificates are kept on disk and swapped into the endpoint here too.
+    let renewed = CredentialKeeper::new(state_dir.to_path_buf(), transport.clone())
+        .start()
+        .recipient();
     let worker = Supervisor::start(move |_| {
         WorkerActor::new(description, managers, requests, heartbeat, worker_state)
             .with_role_changes(role_changes)
+            .with_renewal(own_credentials, renewed)
     });
     worker.do_send(AttachRuntime(runtime));
     node_address.do_send(AttachWorker(worker.clone()));

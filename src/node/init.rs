@@ -31,12 +31,14 @@ pub struct InitSummary {
 /// `init` prints; the node runs until [`wait_for_shutdown`] returns.
 pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), DaemonError> {
     refuse_existing(&options.state_dir)?;
+    crate::node::compose::configure_cert_validity();
     let mut rng = rand::rng();
     let cluster_id = ids::new_id(&mut rng);
     let node_id = ids::new_id(&mut rng);
     let ca = ClusterCa::create(&cluster_id)?;
-    let credentials = ca.issue(&node_id, Role::Manager)?;
-    let admin = ca.issue("admin", Role::Admin)?;
+    // Index 0: nothing is applied yet.
+    let credentials = ca.issue(&node_id, Role::Manager, 0)?;
+    let admin = ca.issue("admin", Role::Admin, 0)?;
     let settings = settings_from(&options, node_id.clone(), Role::Manager, vec![]);
     let cluster = ClusterInfo {
         id: cluster_id,

@@ -10,6 +10,7 @@
 
 pub mod allocator;
 mod compose;
+pub mod credential_keeper;
 pub mod daemon;
 pub mod hollow;
 pub mod init;

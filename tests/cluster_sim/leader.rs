@@ -57,7 +57,7 @@ impl Simulation {
                     leader.pushed.remove(node_id);
                     nodes.push(node_id.clone());
                 }
-                Event::ClusterChanged => {}
+                Event::ClusterChanged | Event::CertificatesRevoked { .. } => {}
             }
         }
         if !nodes.is_empty() {

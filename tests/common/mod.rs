@@ -31,6 +31,8 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
     /// `--runtime` for every init/join; `process` unless [`Cluster::with_runtime`] says otherwise.
     pub runtime: String,
+    /// Environment variables for every node process (e.g. `FLOTILLA_CERT_VALIDITY_SECS`).
+    pub env: Vec<(String, String)>,
 }
 
 fn free_udp_port() -> u16 {
@@ -57,7 +59,14 @@ impl Cluster {
             nodes: Vec::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             runtime: "process".to_string(),
+            env: Vec::new(),
         }
+    }
+
+    /// The same cluster with `name=value` in every node's environment.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// The same cluster with nodes started with `--runtime runtime` (`docker`, `process`).
@@ -99,6 +108,7 @@ impl Cluster {
         command
             .args(&args)
             .env("RUST_LOG", "flotilla=info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

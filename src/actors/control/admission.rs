@@ -29,7 +29,7 @@ pub(super) async fn admit_on_leader(
         .await
         .map_err(mailbox)?
         .map_err(wire_error)?;
-    let (role, ca, managers) = {
+    let (role, ca, managers, issued_index) = {
         let store = store.read();
         let cluster = store
             .cluster()
@@ -48,7 +48,7 @@ pub(super) async fn admit_on_leader(
             .filter(|node| node.role == NodeRole::Manager)
             .map(|node| node.addr.clone())
             .collect();
-        (role, ca, managers)
+        (role, ca, managers, store.applied_index())
     };
     let addr: SocketAddr = request.advertise_addr.parse().map_err(|_| {
         WireError::new(
@@ -61,7 +61,7 @@ pub(super) async fn admit_on_leader(
     })?;
     let node_id = ids::new_id(&mut *context.ids.borrow_mut());
     let cert_pem = ca
-        .sign_request(&request.csr_der, &node_id, role)
+        .sign_request(&request.csr_der, &node_id, role, issued_index)
         .map_err(|e| WireError::new(ErrorKind::BadRequest, e.to_string()))?;
     let node_role = if role == Role::Manager {
         NodeRole::Manager

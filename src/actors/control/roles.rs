@@ -12,6 +12,7 @@ use crate::consensus::store_machine::raft_id_of;
 use crate::consensus::MembershipChange;
 use crate::core::control_plan::{plan_role_change, RolePlan};
 use crate::core::model::NodeRole;
+use crate::core::store::Command;
 use crate::net::admin::AdminReply;
 use crate::net::message::{ErrorKind, WireError};
 
@@ -47,9 +48,13 @@ pub(super) async fn set_roles(
         .map_err(core)?;
         match plan {
             RolePlan::Unchanged { node_id } => changed.push(node_id),
-            RolePlan::FinishDemotion { node_id } => {
+            RolePlan::FinishDemotion {
+                node_id,
+                revocation,
+            } => {
                 tracing::info!(node = %node_id, "finishing a demotion: removing its Raft member");
                 remove_member(raft, &node_id).await?;
+                propose(raft, *revocation).await?;
                 changed.push(node_id);
             }
             RolePlan::MoveLeadershipFirst { refusal } => {
@@ -60,19 +65,28 @@ pub(super) async fn set_roles(
                 node_id,
                 command,
                 leaves_raft_group,
+                revocation,
             } => {
-                raft.send(Propose { command: *command })
-                    .await
-                    .map_err(mailbox)?
-                    .map_err(wire_error)?;
+                propose(raft, *command).await?;
                 if leaves_raft_group {
                     remove_member(raft, &node_id).await?;
+                }
+                if let Some(revocation) = revocation {
+                    propose(raft, *revocation).await?;
                 }
                 changed.push(node_id);
             }
         }
     }
     Ok(AdminReply::Done(changed))
+}
+
+async fn propose(raft: &Addr<RaftActor>, command: Command) -> Result<(), WireError> {
+    raft.send(Propose { command })
+        .await
+        .map_err(mailbox)?
+        .map_err(wire_error)
+        .map(|_| ())
 }
 
 async fn remove_member(raft: &Addr<RaftActor>, node_id: &str) -> Result<(), WireError> {

@@ -242,11 +242,19 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
             self.ensure_voter(ctx, node);
         }
         let role_change = self.role_change_for(ctx, &store, node, beat.role);
+        let renewed_cert_pem = self.renewal_for(
+            ctx,
+            &store,
+            node,
+            beat.role,
+            beat.heartbeat.renewal_csr_der.as_deref(),
+        );
         Ok(HeartbeatAck {
             period_ms: self.sessions.period_ms(),
             manager_addrs,
             assignments,
             role_change,
+            renewed_cert_pem,
         })
     }
 }

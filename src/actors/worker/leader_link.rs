@@ -113,6 +113,10 @@ impl Handler<Beat> for WorkerActor {
             message: WireMessage::Heartbeat(Heartbeat {
                 description: self.description.clone(),
                 assignments_version: self.assignments.version,
+                renewal_csr_der: self
+                    .renewal
+                    .as_mut()
+                    .and_then(|renewal| renewal.request(std::time::SystemTime::now())),
             }),
             timeout: (self.period * 2).min(Duration::from_secs(5)),
         };
@@ -127,6 +131,11 @@ impl Handler<Beat> for WorkerActor {
                         if let Some(change) = ack.role_change {
                             actor.change_role(change);
                             return;
+                        }
+                        if let (Some(cert_pem), Some(renewal)) =
+                            (ack.renewed_cert_pem, actor.renewal.as_mut())
+                        {
+                            renewal.accept(cert_pem);
                         }
                         actor.learn_managers(&ack.manager_addrs);
                         actor.adopt_period(ctx, ack.period_ms);
@@ -159,6 +168,10 @@ impl Handler<Beat> for WorkerActor {
                         } else {
                             tracing::debug!(%error, "heartbeat refused");
                         }
+                        actor.try_next_manager();
+                    }
+                    Ok(Err(error @ TransportError::Revoked { .. })) => {
+                        tracing::error!(%error, "this node's certificate is revoked: it was removed from the swarm (join again with a new state directory)");
                         actor.try_next_manager();
                     }
                     Ok(Err(error)) => {

@@ -11,6 +11,7 @@
 
 mod leader_link;
 pub mod persist;
+mod renewal;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 pub use leader_link::ReportStatus;
+pub use renewal::CredentialsRenewed;
 
 use crate::actors::environment::system_now_ms;
 use crate::actors::replica::{CrashReplica, ReplicaActor, Retire, STOP_GRACE_MS};
@@ -80,6 +82,7 @@ pub struct WorkerActor {
     target: usize,
     transport: Recipient<Request>,
     role_changes: Option<Recipient<RoleChanged>>,
+    renewal: Option<renewal::Renewal>,
     period: Duration,
     assignments: AssignmentSet,
     /// Whether `assignments` came from the leader (not only from the state directory).
@@ -117,6 +120,7 @@ impl WorkerActor {
             target: 0,
             transport,
             role_changes: None,
+            renewal: None,
             period,
             assignments,
             authoritative: false,
@@ -131,6 +135,20 @@ impl WorkerActor {
             saving: false,
             save_again: false,
         }
+    }
+
+    /// Renew `credentials` (this node's) when they are due, handing the new ones to `keeper`
+    /// (see [`CredentialsRenewed`]). A certificate without a readable identity is not renewed.
+    pub fn with_renewal(
+        mut self,
+        credentials: crate::net::tls::Credentials,
+        keeper: Recipient<CredentialsRenewed>,
+    ) -> Self {
+        match renewal::Renewal::new(credentials, keeper) {
+            Ok(renewal) => self.renewal = Some(renewal),
+            Err(error) => tracing::warn!(%error, "certificate renewal disabled"),
+        }
+        self
     }
 
     /// Where to report a promotion or demotion (see [`RoleChanged`]).

@@ -17,6 +17,7 @@ use crate::core::model::{
     TaskState, TaskStatus,
 };
 use crate::core::spec::ServiceSpec;
+use crate::core::store::Revocation;
 
 mod apply;
 mod check;
@@ -124,8 +125,11 @@ pub enum Command {
     /// labels) and that it is ready. Applies only to an existing record and only to the fields
     /// the node owns: the operator's availability, role and labels, written meanwhile, are
     /// never overwritten, and a removed node is never brought back (a whole-record upsert did
-    /// both; found by the whole-cluster simulation). Last, so older variants keep their tags.
+    /// both; found by the whole-cluster simulation).
     RefreshNode(NodeRefresh),
+    /// `node rm` / `node demote`: revoke the node's certificates (see `RevocationList`).
+    /// Last, so older variants keep their tags and old logs still decode.
+    RevokeCertificates(Revocation),
 }
 
 /// A task as watchers need to route it: to its service and, if any, its node.
@@ -199,4 +203,9 @@ pub enum Event {
     TaskUpdated(TaskRef),
     /// A task was removed.
     TaskRemoved(TaskRef),
+    /// Certificates of a node were revoked: connections must be checked again.
+    CertificatesRevoked {
+        /// The node.
+        node_id: String,
+    },
 }

@@ -424,3 +424,53 @@ fn a_snapshot_of_a_newer_format_is_refused_by_name() {
         "{error}"
     );
 }
+
+#[test]
+fn revocations_apply_at_their_index_and_survive_a_snapshot() {
+    use crate::core::store::{CertificateStanding, Revocation, RevocationScope};
+    let mut store = Store::new();
+    let events = store
+        .apply(
+            7,
+            0,
+            Command::RevokeCertificates(Revocation {
+                node_id: "m2".into(),
+                scope: RevocationScope::ManagerCertificates,
+            }),
+        )
+        .expect("applied");
+    assert_eq!(
+        events,
+        vec![Event::CertificatesRevoked {
+            node_id: "m2".into()
+        }]
+    );
+    store
+        .apply(
+            8,
+            0,
+            Command::RevokeCertificates(Revocation {
+                node_id: "w1".into(),
+                scope: RevocationScope::AllCertificates,
+            }),
+        )
+        .expect("applied");
+    let restored = Store::restore(&store.snapshot()).expect("restored");
+    assert_eq!(restored, store);
+    let list = restored.revocations();
+    assert_eq!(
+        list.standing("m2", true, 6),
+        CertificateStanding::ManagerRightsRevoked
+    );
+    assert_eq!(list.standing("m2", true, 7), CertificateStanding::Good);
+    assert_eq!(
+        list.standing("w1", false, 100),
+        CertificateStanding::Revoked
+    );
+    assert!(store
+        .check(&Command::RevokeCertificates(Revocation {
+            node_id: String::new(),
+            scope: RevocationScope::AllCertificates,
+        }))
+        .is_err());
+}

@@ -89,19 +89,24 @@ pub(super) fn client_config(
 }
 
 /// The verified identity of the peer on a connection; `Ok(None)` if it showed no certificate.
+/// A certificate of another cluster than `cluster_id` is an error.
 pub(super) fn connection_identity(
     connection: &Connection,
+    cluster_id: &str,
 ) -> Result<Option<PeerIdentity>, TlsError> {
-    let Some(any) = connection.peer_identity() else {
-        return Ok(None);
-    };
-    let Ok(chain) = any.downcast::<Vec<CertificateDer<'static>>>() else {
-        return Ok(None);
-    };
-    match chain.first() {
-        Some(leaf) => tls::identity_from_der(leaf).map(Some),
+    match peer_leaf(connection) {
+        Some(leaf) => tls::identity_in_cluster(&leaf, cluster_id).map(Some),
         None => Ok(None),
     }
+}
+
+/// The leaf certificate the peer showed, if any (verified by the handshake).
+fn peer_leaf(connection: &Connection) -> Option<CertificateDer<'static>> {
+    let chain = connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    chain.first().cloned()
 }
 
 /// Sends one request to a manager from a node that has no endpoint of its own yet (joining):
@@ -164,9 +169,9 @@ pub async fn request_within(
         };
         // The chain was verified against the cluster CA; the role must be the one expected (a
         // worker certificate never poses as a manager).
-        let found = connection_identity(&connection)
-            .ok()
-            .flatten()
+        // The chain ends at the caller's cluster CA, so the cluster is the caller's already.
+        let found = peer_leaf(&connection)
+            .and_then(|leaf| tls::identity_from_der(&leaf).ok())
             .map(|identity| identity.role);
         if !found.is_some_and(|role| expected.contains(&role)) {
             connection.close(VarInt::from_u32(0), b"wrong server role");

@@ -14,15 +14,17 @@ use tokio::sync::Semaphore;
 use super::endpoint::connection_identity;
 use super::limits::UNAUTHENTICATED_MAX_FRAME_BYTES;
 use super::{
-    permits, Transport, CLOSE_BUSY, CLOSE_MALFORMED, CLOSE_UNAUTHENTICATED, STREAM_TIMED_OUT,
+    permits, Transport, CLOSE_BUSY, CLOSE_MALFORMED, CLOSE_REVOKED, CLOSE_UNAUTHENTICATED,
+    STREAM_TIMED_OUT,
 };
+use crate::core::store::CertificateStanding;
 use crate::net::codec::MAX_FRAME_BYTES;
 use crate::net::fault::Verdict;
 use crate::net::message::{ErrorKind, Message, WireError};
 use crate::net::stream::{
     read_next_frame_bounded, write_frame, BoundedFrame, ReadBounds, StreamError,
 };
-use crate::net::tls::PeerIdentity;
+use crate::net::tls::{PeerIdentity, Role};
 
 /// A message that arrived, with who sent it.
 #[derive(Debug)]
@@ -122,7 +124,7 @@ async fn serve_connection(
     connection: Connection,
     inbound: Arc<dyn InboundHandler>,
 ) {
-    let peer = match connection_identity(&connection) {
+    let peer = match connection_identity(&connection, &transport.identity().cluster_id) {
         Ok(peer) => peer,
         Err(error) => {
             tracing::warn!(remote = %connection.remote_address(), %error, "peer certificate has no identity");
@@ -130,10 +132,26 @@ async fn serve_connection(
             return;
         }
     };
+    // Judged before any stream is read; a demoted manager's old certificate keeps only
+    // worker rights (it may still heartbeat, to fetch its worker certificate).
+    let mut access_role = peer.as_ref().map(|p| p.role);
+    if let Some(identity) = &peer {
+        match transport.standing(identity) {
+            CertificateStanding::Good => {}
+            CertificateStanding::ManagerRightsRevoked => access_role = Some(Role::Worker),
+            CertificateStanding::Revoked => {
+                tracing::warn!(node = %identity.node_id, remote = %connection.remote_address(), "refused a revoked certificate");
+                connection.close(VarInt::from_u32(CLOSE_REVOKED), b"certificate revoked");
+                return;
+            }
+        }
+    }
+    transport.register_live(&connection);
     let context = Arc::new(ConnectionContext::new(
-        transport,
+        transport.clone(),
         connection.clone(),
         peer,
+        access_role,
         inbound,
     ));
     let uni = tokio::spawn(serve_uni_streams(context.clone()));
@@ -141,12 +159,15 @@ async fn serve_connection(
         tokio::spawn(serve_request(context.clone(), send, recv));
     }
     uni.abort();
+    transport.forget_live(&connection);
 }
 
 struct ConnectionContext {
     transport: Transport,
     connection: Connection,
     peer: Option<PeerIdentity>,
+    /// The role whose rights the peer has: its certificate's, or less if revoked.
+    access_role: Option<Role>,
     inbound: Arc<dyn InboundHandler>,
     /// The limits every stream of this connection reads under (one shared byte budget).
     bounds: ReadBounds,
@@ -159,6 +180,7 @@ impl ConnectionContext {
         transport: Transport,
         connection: Connection,
         peer: Option<PeerIdentity>,
+        access_role: Option<Role>,
         inbound: Arc<dyn InboundHandler>,
     ) -> Self {
         let limits = &transport.inner.limits;
@@ -179,6 +201,7 @@ impl ConnectionContext {
             transport,
             connection,
             peer,
+            access_role,
             inbound,
             bounds,
             opened_request: AtomicBool::new(false),
@@ -235,7 +258,7 @@ impl ConnectionContext {
             Verdict::DelayBy(delay) => tokio::time::sleep(delay).await,
             Verdict::Deliver => {}
         }
-        let role = self.peer.as_ref().map(|p| p.role);
+        let role = self.access_role;
         let access = message.required_access();
         if permits(role, access) {
             return Ok(true);

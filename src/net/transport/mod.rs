@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Connection, Endpoint, VarInt};
 
+use crate::core::store::CertificateStanding;
 use crate::net::fault::{FaultInjector, Verdict};
 use crate::net::message::{Access, Message, WireError};
 use crate::net::stream::{read_frame, write_frame};
@@ -75,6 +76,12 @@ pub const CLOSE_SHUTDOWN: u32 = 3;
 pub const CLOSE_BUSY: u32 = 4;
 /// Stream reset / stop code: the stream's next frame did not start or finish in time.
 pub const STREAM_TIMED_OUT: u32 = 5;
+/// Application close code: the peer's certificate is revoked (`node rm` / `node demote`).
+pub const CLOSE_REVOKED: u32 = 6;
+
+/// How a manager judges a peer's certificate against the cluster's revocation list (set by
+/// the composition root on managers, see [`Transport::set_revocation_check`]).
+pub type RevocationCheck = Arc<dyn Fn(&PeerIdentity) -> CertificateStanding + Send + Sync>;
 
 /// Failures of the transport, as its callers see them.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +130,14 @@ pub enum TransportError {
     /// The peer answered with an error.
     #[error("{0}")]
     Remote(WireError),
+    /// The peer closed the connection because this node's certificate is revoked.
+    #[error(
+        "{addr} refused this node's certificate: it was revoked (the node was removed or demoted)"
+    )]
+    Revoked {
+        /// The peer address.
+        addr: SocketAddr,
+    },
     /// Fault injection dropped the message.
     #[error("message to {addr} dropped by fault injection")]
     Dropped {
@@ -150,6 +165,12 @@ struct PeerSlot {
 struct Inner {
     endpoint: Endpoint,
     identity: PeerIdentity,
+    revocation_check: Mutex<Option<RevocationCheck>>,
+    /// The client configuration of new outgoing connections (replaced on renewal; quinn keeps
+    /// an endpoint's default client configuration per handle, so it is not used).
+    client_config: Mutex<quinn::ClientConfig>,
+    /// Every established connection, both directions, by `stable_id` (for [`Transport::close_peers`]).
+    live: Mutex<HashMap<usize, Connection>>,
     peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<PeerSlot>>>>,
     faults: Arc<FaultInjector>,
     limits: InboundLimits,
@@ -205,11 +226,15 @@ impl Transport {
             Some(server_config),
             Some(config.credentials.key_pem.as_bytes()),
         )?;
-        endpoint.set_default_client_config(client_config(config.credentials.client_config()?)?);
+        let client = client_config(config.credentials.client_config()?)?;
+        endpoint.set_default_client_config(client.clone());
         let transport = Self {
             inner: Arc::new(Inner {
                 endpoint,
                 identity,
+                revocation_check: Mutex::new(None),
+                client_config: Mutex::new(client),
+                live: Mutex::new(HashMap::new()),
                 peers: Mutex::new(HashMap::new()),
                 faults: Arc::new(FaultInjector::default()),
                 limits,
@@ -233,6 +258,92 @@ impl Transport {
         &self.inner.identity
     }
 
+    /// From now on, judge every new peer by `check` (managers: the store's revocation list);
+    /// connections already open are judged again by [`Transport::close_revoked`].
+    pub fn set_revocation_check(&self, check: RevocationCheck) {
+        if let Ok(mut slot) = self.inner.revocation_check.lock() {
+            *slot = Some(check);
+        }
+    }
+
+    /// How the revocation check in force regards `peer` (good when there is none).
+    pub fn standing(&self, peer: &PeerIdentity) -> CertificateStanding {
+        let check = self
+            .inner
+            .revocation_check
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone());
+        match check {
+            Some(check) => check(peer),
+            None => CertificateStanding::Good,
+        }
+    }
+
+    /// Closes (with [`CLOSE_REVOKED`]) every connection whose peer matches `predicate`.
+    pub fn close_peers(&self, predicate: impl Fn(&PeerIdentity) -> bool) -> usize {
+        let cluster_id = &self.inner.identity.cluster_id;
+        let Ok(mut live) = self.inner.live.lock() else {
+            return 0;
+        };
+        live.retain(|_, connection| connection.close_reason().is_none());
+        let mut closed = 0;
+        for connection in live.values() {
+            let Ok(Some(peer)) = connection_identity(connection, cluster_id) else {
+                continue;
+            };
+            if predicate(&peer) {
+                tracing::warn!(node = %peer.node_id, role = %peer.role, remote = %connection.remote_address(), "closing the connection of a revoked certificate");
+                connection.close(VarInt::from_u32(CLOSE_REVOKED), b"certificate revoked");
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Closes every connection whose peer's certificate is no longer good (the revocation list
+    /// changed): the peer reconnects and is judged afresh.
+    pub fn close_revoked(&self) -> usize {
+        self.close_peers(|peer| self.standing(peer) != CertificateStanding::Good)
+    }
+
+    /// Uses `credentials` (a renewed certificate of the same node and role) for every new
+    /// connection, in both directions; connections already open keep the old one.
+    pub fn reload_credentials(&self, credentials: &Credentials) -> Result<(), TransportError> {
+        let identity = credentials.identity()?;
+        let own = &self.inner.identity;
+        if (&identity.node_id, identity.role, &identity.cluster_id)
+            != (&own.node_id, own.role, &own.cluster_id)
+        {
+            return Err(TransportError::Setup(
+                "renewed credentials name another node, role or cluster".into(),
+            ));
+        }
+        let server_crypto = QuicServerConfig::try_from(credentials.server_config()?)
+            .map_err(|e| TransportError::Setup(e.to_string()))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server_config.transport_config(Arc::new(quic_transport_config()));
+        let client = client_config(credentials.client_config()?)?;
+        self.inner.endpoint.set_server_config(Some(server_config));
+        if let Ok(mut slot) = self.inner.client_config.lock() {
+            *slot = client;
+        }
+        Ok(())
+    }
+
+    pub(super) fn register_live(&self, connection: &Connection) {
+        if let Ok(mut live) = self.inner.live.lock() {
+            live.retain(|_, c| c.close_reason().is_none());
+            live.insert(connection.stable_id(), connection.clone());
+        }
+    }
+
+    pub(super) fn forget_live(&self, connection: &Connection) {
+        if let Ok(mut live) = self.inner.live.lock() {
+            live.remove(&connection.stable_id());
+        }
+    }
+
     /// The fault rules in force at this node.
     pub fn faults(&self) -> &Arc<FaultInjector> {
         &self.inner.faults
@@ -248,16 +359,14 @@ impl Transport {
         let exchange = async {
             let connection = self.connection(addr).await?;
             self.apply_outgoing_fault(addr, &connection).await?;
-            let (mut send, mut recv) = connection
-                .open_bi()
-                .await
-                .map_err(|e| self.connection_failed(addr, e))?;
+            let failed = |e: &dyn std::fmt::Display| {
+                self.revoked_or(addr, &connection, self.connection_failed(addr, e))
+            };
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| failed(&e))?;
             write_frame(&mut send, &message)
                 .await
-                .map_err(|e| self.connection_failed(addr, e))?;
-            read_frame(&mut recv)
-                .await
-                .map_err(|e| self.connection_failed(addr, e))
+                .map_err(|e| failed(&e))?;
+            read_frame(&mut recv).await.map_err(|e| failed(&e))
         };
         let reply = tokio::time::timeout(timeout, exchange)
             .await
@@ -297,7 +406,9 @@ impl Transport {
         addr: SocketAddr,
         connection: &Connection,
     ) -> Result<(), TransportError> {
-        let peer = connection_identity(connection).ok().flatten();
+        let peer = connection_identity(connection, &self.inner.identity.cluster_id)
+            .ok()
+            .flatten();
         match self
             .inner
             .faults
@@ -316,6 +427,23 @@ impl Transport {
         TransportError::Connection {
             addr,
             reason: error.to_string(),
+        }
+    }
+
+    /// [`TransportError::Revoked`] when the peer closed `connection` for that reason.
+    fn revoked_or(
+        &self,
+        addr: SocketAddr,
+        connection: &Connection,
+        error: TransportError,
+    ) -> TransportError {
+        match connection.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(close))
+                if close.error_code == VarInt::from_u32(CLOSE_REVOKED) =>
+            {
+                TransportError::Revoked { addr }
+            }
+            _ => error,
         }
     }
 
@@ -345,16 +473,34 @@ impl Transport {
                 });
             }
         }
+        let client = self
+            .inner
+            .client_config
+            .lock()
+            .map_err(|_| TransportError::Setup("client configuration poisoned".into()))?
+            .clone();
         let attempt = async {
             self.inner
                 .endpoint
-                .connect(addr, tls::SERVER_NAME)
+                .connect_with(client, addr, tls::SERVER_NAME)
                 .map_err(|e| e.to_string())?
                 .await
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(DEFAULT_REQUEST_TIMEOUT, attempt).await {
             Ok(Ok(connection)) => {
+                // The server must name this node's cluster (a certificate of the same CA
+                // always does; this also refuses one without an identity URI).
+                if let Err(error) =
+                    connection_identity(&connection, &self.inner.identity.cluster_id)
+                {
+                    connection.close(VarInt::from_u32(CLOSE_UNAUTHENTICATED), b"no identity");
+                    return Err(TransportError::Unreachable {
+                        addr,
+                        reason: error.to_string(),
+                    });
+                }
+                self.register_live(&connection);
                 slot.connection = Some(connection.clone());
                 slot.consecutive_failures = 0;
                 slot.retry_at = None;

@@ -218,6 +218,12 @@ impl Store {
                     self.put_task(task);
                 }
             }
+            Command::RevokeCertificates(revocation) => {
+                self.revocations.record(&revocation, index);
+                events.push(Event::CertificatesRevoked {
+                    node_id: revocation.node_id,
+                });
+            }
             Command::RefreshNode(refresh) => {
                 if let Some(node) = self.nodes.get_mut(&refresh.node_id) {
                     // Judged against the record as it is now, not as the dispatcher read it.

@@ -155,6 +155,14 @@ impl Store {
             | Command::RemoveTasks(_)
             | Command::SetPendingReasons(_) => Ok(()),
             // A node removed meanwhile stays removed.
+            Command::RevokeCertificates(revocation) => {
+                if revocation.node_id.is_empty() {
+                    return Err(CoreError::InvalidCommand(
+                        "revocation without a node".into(),
+                    ));
+                }
+                Ok(())
+            }
             Command::RefreshNode(refresh) => self
                 .node(&refresh.node_id)
                 .map(|_| ())
