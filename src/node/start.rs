@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::consensus::replay_committed;
+use crate::consensus::store_machine::{EventQueue, SharedStore, StoreMachine};
 use crate::core::model::{ClusterInfo, NodeRole};
 use crate::net::tls::{ClusterCa, Credentials, Role};
 use crate::node::compose::run;
@@ -50,8 +52,14 @@ pub async fn start(
     } else {
         None
     };
-    if let Some((_, store, _)) = &manager_parts {
-        let store = store.read();
+    if let Some((member, _, _)) = &manager_parts {
+        // The member applies its log only once it runs; what this manager's record and the
+        // cluster record say now comes from a replay of the committed log into a scratch store.
+        let view = SharedStore::default();
+        let mut machine = StoreMachine::new(view.clone(), EventQueue::default());
+        replay_committed(member.storage(), &mut machine)
+            .map_err(|e| DaemonError::Raft(e.to_string()))?;
+        let store = view.read();
         // Only a manager the store still counts as one: a demoted manager must not sign
         // itself a certificate that escapes its revocation.
         let still_manager = store
