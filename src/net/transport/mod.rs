@@ -9,7 +9,8 @@
 //! Files: this one holds the endpoint handle, its connections and the request / one-way
 //! sends; `endpoint` builds quinn endpoints (and the joining node's one-shot request);
 //! `ordered` is the long-lived ordered channel Raft uses; `inbound` accepts connections and
-//! serves what arrives on them.
+//! serves what arrives on them; `limits` holds what a peer may cost (timeouts, budgets, the
+//! certificate-less connection count).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
