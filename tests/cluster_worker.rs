@@ -509,6 +509,7 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
         labels: Default::default(),
     };
     let worker = WorkerActor::new(
+        "node-a".into(),
         description,
         Vec::new(),
         NoTransport.start().recipient(),
@@ -521,10 +522,14 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
     worker.do_send(ApplyAssignments(AssignmentSet {
         version: 1,
         tasks: vec![first.clone()],
+        node_id: "node-a".into(),
+        sequence: 1,
     }));
     worker.do_send(ApplyAssignments(AssignmentSet {
         version: 2,
         tasks: vec![first, sim_task("t2", 2)],
+        node_id: "node-a".into(),
+        sequence: 2,
     }));
     // Long enough for both sweeps to return and act.
     actix_rt::time::sleep(Duration::from_millis(1_500)).await;

@@ -192,6 +192,7 @@ mod tests {
                 Heartbeat {
                     description: description(hostname),
                     assignments_version: version,
+                    node_id: "n1".into(),
                 }
             )),
             (any::<u64>(), ".*").prop_map(|(version, id)| Message::HeartbeatAck(HeartbeatAck {
@@ -200,12 +201,16 @@ mod tests {
                 assignments: Some(AssignmentSet {
                     version,
                     tasks: vec![sample_task(&id)],
+                    node_id: "n1".into(),
+                    sequence: version,
                 }),
                 role_change: None,
             })),
             (any::<u64>(), ".*").prop_map(|(version, id)| Message::Assignments(AssignmentSet {
                 version,
                 tasks: vec![sample_task(&id)],
+                node_id: id,
+                sequence: version,
             })),
             (".*", any::<i64>()).prop_map(|(task_id, code)| Message::TaskStatuses(vec![
                 TaskStatusUpdate {

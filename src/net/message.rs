@@ -69,6 +69,9 @@ pub struct Heartbeat {
     pub description: NodeDescription,
     /// The version of the last assignment set the worker applied.
     pub assignments_version: u64,
+    /// The node the heartbeat is for: it must be the node of the sender's certificate (the
+    /// dispatcher refuses any other with `Forbidden`).
+    pub node_id: String,
 }
 
 pub use crate::core::model::NodeDescription;

@@ -214,6 +214,20 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
     type Result = Result<HeartbeatAck, WireError>;
 
     fn handle(&mut self, beat: NodeHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
+        if beat.heartbeat.node_id != beat.node_id {
+            tracing::warn!(
+                certificate = %beat.node_id,
+                named = %beat.heartbeat.node_id,
+                "heartbeat for another node refused"
+            );
+            return Err(WireError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "a heartbeat from node {} cannot be for node {}",
+                    beat.node_id, beat.heartbeat.node_id
+                ),
+            ));
+        }
         self.sessions
             .heartbeat(&beat.node_id, self.environment.monotonic_ms());
         let store = self.store.clone();

@@ -113,6 +113,7 @@ impl Handler<Beat> for WorkerActor {
             message: WireMessage::Heartbeat(Heartbeat {
                 description: self.description.clone(),
                 assignments_version: self.assignments.version,
+                node_id: self.node_id.clone(),
             }),
             timeout: (self.period * 2).min(Duration::from_secs(5)),
         };
