@@ -28,6 +28,7 @@ use crate::core::model::{NodeRole, NodeStatus};
 use crate::core::sessions::{self, NodeSessions, SessionCheck, MISSED_HEARTBEATS_DOWN};
 use crate::core::store::{Command, Event, Store, TaskStatusUpdate};
 use crate::net::message::{ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError};
+use crate::net::transport::Expect;
 
 use credentials::RoleChanges;
 
@@ -175,8 +176,11 @@ impl DispatcherActor {
             return;
         };
         self.pushed.insert(node_id.to_string(), set.version);
+        // Only a server with this node's certificate gets the set: a wrong address in the
+        // node's record (or a node that lied about it) reaches no other node.
         self.transport.do_send(SendMessage {
             to: addr,
+            expect: Expect::Node(node_id.to_string()),
             message: WireMessage::Assignments(set),
         });
     }

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::consensus::envelope::{check_envelope, EnvelopeContext, EnvelopeRefusal};
+use crate::net::tls::Role;
+use crate::net::transport::Expect;
 
 impl RaftActor {
     /// The address of a manager: known peers first (this node, and managers being added,
@@ -43,8 +45,14 @@ impl RaftActor {
             .get(&to)
             .is_none_or(|(known, outbox)| *known != addr || outbox.is_closed());
         if stale {
-            self.outboxes
-                .insert(to, (addr, self.transport.ordered_sender(addr)));
+            self.outboxes.insert(
+                to,
+                (
+                    addr,
+                    self.transport
+                        .ordered_sender(addr, Expect::Role(Role::Manager)),
+                ),
+            );
         }
         let envelope = RaftEnvelope {
             from: self.member().id(),
@@ -67,6 +75,7 @@ impl RaftActor {
         };
         let request = Request {
             to: addr,
+            expect: Expect::Role(Role::Manager),
             message: WireMessage::Raft(RaftEnvelope {
                 from: self.member().id(),
                 to,
