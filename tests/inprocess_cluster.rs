@@ -489,3 +489,51 @@ async fn a_raft_envelope_with_a_forged_sender_is_dropped_never_stepped() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A heartbeat names the node it is for; the leader refuses one whose node is not the
+/// certificate's (a worker cannot keep another node alive or change its description).
+#[actix_rt::test]
+async fn a_heartbeat_for_another_node_is_refused() {
+    use flotilla::net::message::{ErrorKind, Heartbeat, Message as WireMessage};
+    use flotilla::net::tls::Role;
+    use flotilla::net::transport::{Expect, TransportError};
+    let cluster = InProcessCluster::start(2).await;
+    let leader_addr = cluster.nodes[0].transport.local_addr().expect("addr");
+    let (victim, liar) = (&cluster.nodes[1], &cluster.nodes[2]);
+    let victim_node = cluster
+        .store()
+        .node(&victim.settings.node_id)
+        .cloned()
+        .expect("node");
+    let forged = WireMessage::Heartbeat(Heartbeat {
+        description: flotilla::net::message::NodeDescription {
+            hostname: "hijacked".into(),
+            addr: liar.settings.advertise_addr.clone(),
+            engine_version: victim_node.engine_version.clone(),
+            resources: victim_node.resources.clone(),
+            labels: victim_node.labels.clone(),
+        },
+        assignments_version: 0,
+        node_id: victim.settings.node_id.clone(),
+    });
+    let outcome = liar
+        .transport
+        .request_expecting(
+            leader_addr,
+            Expect::Role(Role::Manager),
+            forged,
+            Duration::from_secs(5),
+        )
+        .await;
+    match outcome {
+        Err(TransportError::Remote(error)) => assert_eq!(error.kind, ErrorKind::Forbidden),
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+    let after = cluster
+        .store()
+        .node(&victim.settings.node_id)
+        .cloned()
+        .expect("node");
+    assert_eq!(after.hostname, victim_node.hostname);
+    assert_eq!(after.addr, victim_node.addr);
+}
