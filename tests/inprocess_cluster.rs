@@ -510,7 +510,7 @@ async fn a_heartbeat_for_another_node_is_refused() {
             hostname: "hijacked".into(),
             addr: liar.settings.advertise_addr.clone(),
             engine_version: victim_node.engine_version.clone(),
-            resources: victim_node.resources.clone(),
+            resources: victim_node.resources,
             labels: victim_node.labels.clone(),
         },
         assignments_version: 0,
