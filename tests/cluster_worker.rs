@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use common::Cluster;
 use flotilla::actors::transport::Request;
-use flotilla::actors::worker::{ApplyAssignments, AttachRuntime, WorkerActor};
+use flotilla::actors::worker::{ApplyAssignments, AttachRuntime, GetAssignments, WorkerActor};
 use flotilla::core::model::{Service, Task};
 use flotilla::core::spec::ServiceSpec;
 use flotilla::net::message::{AssignmentSet, Message as WireMessage, NodeDescription};
@@ -509,6 +509,7 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
         labels: Default::default(),
     };
     let worker = WorkerActor::new(
+        "node-a".into(),
         description,
         Vec::new(),
         NoTransport.start().recipient(),
@@ -521,10 +522,14 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
     worker.do_send(ApplyAssignments(AssignmentSet {
         version: 1,
         tasks: vec![first.clone()],
+        node_id: "node-a".into(),
+        sequence: 1,
     }));
     worker.do_send(ApplyAssignments(AssignmentSet {
         version: 2,
         tasks: vec![first, sim_task("t2", 2)],
+        node_id: "node-a".into(),
+        sequence: 2,
     }));
     // Long enough for both sweeps to return and act.
     actix_rt::time::sleep(Duration::from_millis(1_500)).await;
@@ -536,4 +541,94 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
         );
     }
     assert_eq!(sim.running_count(), 2);
+}
+
+/// A task placed on node B (the sim runtime runs only its own node's tasks).
+fn b_task(id: &str, slot: u64) -> Task {
+    let mut task = sim_task(id, slot);
+    task.node_id = Some("node-b".into());
+    task
+}
+
+fn set_for(node_id: &str, sequence: u64, tasks: Vec<Task>) -> AssignmentSet {
+    AssignmentSet {
+        // Any digest that differs per content will do here.
+        version: sequence * 100 + tasks.len() as u64,
+        tasks,
+        node_id: node_id.into(),
+        sequence,
+    }
+}
+
+/// Node B never applies node A's set (it would stop B's own tasks), and never goes back to an
+/// older set of its own that arrives after a newer one (sets travel on separate streams).
+#[actix_rt::test]
+async fn a_worker_applies_only_its_own_sets_and_never_an_older_one() {
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let sim = Arc::new(SimRuntime::new("node-b", 0));
+    let description = NodeDescription {
+        hostname: "node-b".into(),
+        addr: "127.0.0.1:1".into(),
+        engine_version: "sim".into(),
+        resources: Default::default(),
+        labels: Default::default(),
+    };
+    let worker = WorkerActor::new(
+        "node-b".into(),
+        description,
+        Vec::new(),
+        NoTransport.start().recipient(),
+        Duration::from_secs(3600),
+        state_dir.path().to_path_buf(),
+    )
+    .start();
+    worker.do_send(AttachRuntime(sim.clone()));
+    let own = b_task("b1", 1);
+    worker.do_send(ApplyAssignments(set_for("node-b", 2, vec![own.clone()])));
+    wait_until_running(&sim, &["b1"]).await;
+    // A's set, as a leader pushing to a wrong address would deliver it: refused, B keeps b1.
+    worker.do_send(ApplyAssignments(set_for(
+        "node-a",
+        9,
+        vec![b_task("a1", 2)],
+    )));
+    let held = worker.send(GetAssignments).await.expect("worker answers");
+    assert_eq!(held.node_id, "node-b");
+    assert_eq!(held.sequence, 2);
+    assert_eq!(held.tasks.len(), 1);
+    assert_eq!(held.tasks[0].id, "b1");
+    // A newer own set, then an older one overtaking nothing: the older is ignored.
+    worker.do_send(ApplyAssignments(set_for(
+        "node-b",
+        5,
+        vec![own, b_task("b2", 3)],
+    )));
+    worker.do_send(ApplyAssignments(set_for("node-b", 4, Vec::new())));
+    let held = worker.send(GetAssignments).await.expect("worker answers");
+    assert_eq!(held.sequence, 5);
+    let mut ids: Vec<&str> = held.tasks.iter().map(|task| task.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["b1", "b2"]);
+    wait_until_running(&sim, &["b1", "b2"]).await;
+    assert!(
+        sim.find("a1").await.expect("sim finds").is_none(),
+        "a1 never ran on B"
+    );
+    assert_eq!(sim.running_count(), 2);
+}
+
+async fn wait_until_running(sim: &SimRuntime, task_ids: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut all = true;
+        for task_id in task_ids {
+            let found = sim.find(task_id).await.expect("sim finds");
+            all &= found.is_some_and(|info| info.running);
+        }
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{task_ids:?} never all ran");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -415,3 +415,126 @@ async fn state_directories_and_their_files_are_owner_only() {
         assert_owner_only(&cluster._dir.path().join(format!("node{}", index + 1)));
     }
 }
+
+/// A Raft envelope whose `from` is not its certificate's node, or whose certified sender is
+/// not a member, is dropped before raft-rs sees it. The bait is a heartbeat at a much higher
+/// term: the peer-message validator alone would let raft-rs step it (a leader it does not know
+/// yet, at a newer term), and the leader would step down to that term.
+#[actix_rt::test]
+async fn a_raft_envelope_with_a_forged_sender_is_dropped_never_stepped() {
+    use flotilla::actors::raft::{GetStatus, StepRaft};
+    use flotilla::consensus::store_machine::raft_id_of;
+    use flotilla::net::message::RaftEnvelope;
+    use protobuf::Message as _;
+    let cluster = InProcessCluster::start(1).await;
+    let raft = cluster.nodes[0].raft.clone().expect("manager raft");
+    let before = raft.send(GetStatus).await.expect("status");
+    assert!(before.leadership.is_leader);
+    let own = before.raft_id;
+    let term = before.leadership.term;
+    let heartbeat = |from: u64| {
+        let mut message = raft::eraftpb::Message::default();
+        message.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        message.set_from(from);
+        message.set_to(own);
+        message.set_term(term + 100);
+        message.write_to_bytes().expect("encodes")
+    };
+    let remote: SocketAddr = "127.0.0.9:1".parse().expect("address");
+    let worker_id = cluster.nodes[1].settings.node_id.clone();
+    // (certificate node, envelope from, protobuf from): a forged envelope sender; a certified
+    // sender that is not a member (the worker's ID); a non-member whose message inside claims
+    // another sender. (A member's mismatching message inside: `RaftMember::step_from`'s test.)
+    let forged = [
+        (
+            "intruder".to_string(),
+            raft_id_of(&worker_id),
+            raft_id_of(&worker_id),
+        ),
+        (
+            worker_id.clone(),
+            raft_id_of(&worker_id),
+            raft_id_of(&worker_id),
+        ),
+        (
+            "intruder".to_string(),
+            raft_id_of("intruder"),
+            raft_id_of(&worker_id),
+        ),
+    ];
+    for (sender_node_id, from, inner_from) in forged {
+        raft.send(StepRaft {
+            envelope: RaftEnvelope {
+                from,
+                to: own,
+                bytes: heartbeat(inner_from),
+            },
+            remote,
+            sender_node_id,
+        })
+        .await
+        .expect("raft actor answers");
+    }
+    // Ticks and Readies run between: give the actor a few rounds, then look.
+    for _ in 0..5 {
+        let status = raft.send(GetStatus).await.expect("status");
+        assert!(
+            status.leadership.is_leader,
+            "still leads: nothing was stepped"
+        );
+        assert_eq!(
+            status.leadership.term, term,
+            "no term change: nothing was stepped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A heartbeat names the node it is for; the leader refuses one whose node is not the
+/// certificate's (a worker cannot keep another node alive or change its description).
+#[actix_rt::test]
+async fn a_heartbeat_for_another_node_is_refused() {
+    use flotilla::net::message::{ErrorKind, Heartbeat, Message as WireMessage};
+    use flotilla::net::tls::Role;
+    use flotilla::net::transport::{Expect, TransportError};
+    let cluster = InProcessCluster::start(2).await;
+    let leader_addr = cluster.nodes[0].transport.local_addr().expect("addr");
+    let (victim, liar) = (&cluster.nodes[1], &cluster.nodes[2]);
+    let victim_node = cluster
+        .store()
+        .node(&victim.settings.node_id)
+        .cloned()
+        .expect("node");
+    let forged = WireMessage::Heartbeat(Heartbeat {
+        description: flotilla::net::message::NodeDescription {
+            hostname: "hijacked".into(),
+            addr: liar.settings.advertise_addr.clone(),
+            engine_version: victim_node.engine_version.clone(),
+            resources: victim_node.resources,
+            labels: victim_node.labels.clone(),
+        },
+        assignments_version: 0,
+        renewal_csr_der: None,
+        node_id: victim.settings.node_id.clone(),
+    });
+    let outcome = liar
+        .transport
+        .request_expecting(
+            leader_addr,
+            Expect::Role(Role::Manager),
+            forged,
+            Duration::from_secs(5),
+        )
+        .await;
+    match outcome {
+        Err(TransportError::Remote(error)) => assert_eq!(error.kind, ErrorKind::Forbidden),
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+    let after = cluster
+        .store()
+        .node(&victim.settings.node_id)
+        .cloned()
+        .expect("node");
+    assert_eq!(after.hostname, victim_node.hostname);
+    assert_eq!(after.addr, victim_node.addr);
+}

@@ -11,7 +11,7 @@ use flotilla::net::message::{ErrorKind, JoinAccepted, Message as WireMessage, Ra
 use flotilla::net::tls::{self, ClusterCa, Credentials, Role};
 use flotilla::net::token::{JoinToken, TokenError};
 use flotilla::net::transport::{
-    self, Inbound, InboundLimits, Transport, TransportConfig, TransportError, CLOSE_BUSY,
+    self, Expect, Inbound, InboundLimits, Transport, TransportConfig, TransportError, CLOSE_BUSY,
     CLOSE_MALFORMED, CLOSE_UNAUTHENTICATED, STREAM_TIMED_OUT,
 };
 use quinn::crypto::rustls::QuicClientConfig;
@@ -240,6 +240,67 @@ async fn a_worker_may_not_send_raft_messages() {
     assert_pings(&worker, server_addr).await;
     let manager = start_node(ca.issue("manager", Role::Manager, 0).expect("cert"));
     assert!(manager.request(server_addr, raft, TIMEOUT).await.is_ok());
+}
+
+/// A worker certificate posing as a manager server gets nothing from a node that expects a
+/// manager, and a message for node A sent to node B's address never reaches B, on a new
+/// connection or a reused one.
+#[actix_rt::test]
+async fn a_message_goes_only_to_the_server_whose_certificate_it_expects() {
+    let ca = ClusterCa::create("c1").expect("ca");
+    let worker_b = start_node(ca.issue("worker-b", Role::Worker, 0).expect("cert"));
+    let addr = worker_b.local_addr().expect("addr");
+    let leader = start_node(ca.issue("leader", Role::Manager, 0).expect("cert"));
+    let refused = |outcome: Result<WireMessage, TransportError>, expected: &str| match outcome {
+        Err(TransportError::WrongPeer {
+            expected: said,
+            found,
+            ..
+        }) => {
+            assert_eq!(said, expected);
+            assert_eq!(found, "worker worker-b");
+        }
+        other => panic!("expected a wrong-peer refusal, got {other:?}"),
+    };
+    let as_manager = leader
+        .request_expecting(addr, Expect::Role(Role::Manager), ping(1), TIMEOUT)
+        .await;
+    refused(as_manager, "a manager certificate");
+    let for_a = leader
+        .request_expecting(addr, Expect::Node("worker-a".into()), ping(2), TIMEOUT)
+        .await;
+    refused(for_a, "node worker-a");
+    let set_for_a =
+        WireMessage::Assignments(flotilla::core::assignment::AssignmentSet::empty("worker-a"));
+    match leader
+        .send_expecting(addr, Expect::Node("worker-a".into()), set_for_a)
+        .await
+    {
+        Err(TransportError::WrongPeer { .. }) => {}
+        other => panic!("expected a wrong-peer refusal, got {other:?}"),
+    }
+    // The right peer is reached on the same connection, and the check holds on every reuse.
+    let for_b = leader
+        .request_expecting(addr, Expect::Node("worker-b".into()), ping(3), TIMEOUT)
+        .await;
+    assert!(
+        matches!(for_b, Ok(WireMessage::Pong { nonce: 3, .. })),
+        "{for_b:?}"
+    );
+    let again = leader
+        .request_expecting(addr, Expect::Role(Role::Manager), ping(4), TIMEOUT)
+        .await;
+    refused(again, "a manager certificate");
+    // A real manager passes the same check.
+    let manager = start_node(ca.issue("manager-2", Role::Manager, 0).expect("cert"));
+    let manager_addr = manager.local_addr().expect("addr");
+    let reply = worker_b
+        .request_expecting(manager_addr, Expect::Role(Role::Manager), ping(5), TIMEOUT)
+        .await;
+    assert!(
+        matches!(reply, Ok(WireMessage::Pong { nonce: 5, .. })),
+        "{reply:?}"
+    );
 }
 
 async fn send_raw_and_expect_close(

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use crate::net::fault::FaultRule;
 use crate::net::message::Message as WireMessage;
 use crate::net::transport::{
-    DeliveryError, DeliveryFuture, Inbound, InboundHandler, Transport, TransportError,
+    DeliveryError, DeliveryFuture, Expect, Inbound, InboundHandler, Transport, TransportError,
 };
 
 impl Message for Inbound {
@@ -43,6 +43,8 @@ impl InboundHandler for Recipient<Inbound> {
 pub struct SendMessage {
     /// Where to.
     pub to: SocketAddr,
+    /// Whose certificate the server there must show (see [`Expect`]).
+    pub expect: Expect,
     /// What.
     pub message: WireMessage,
 }
@@ -53,6 +55,8 @@ pub struct SendMessage {
 pub struct Request {
     /// Where to.
     pub to: SocketAddr,
+    /// Whose certificate the server there must show (see [`Expect`]).
+    pub expect: Expect,
     /// What.
     pub message: WireMessage,
     /// How long to wait for the reply.
@@ -91,7 +95,10 @@ impl Handler<SendMessage> for TransportActor {
     fn handle(&mut self, message: SendMessage, _: &mut Context<Self>) {
         let transport = self.transport.clone();
         actix::spawn(async move {
-            if let Err(error) = transport.send(message.to, message.message).await {
+            if let Err(error) = transport
+                .send_expecting(message.to, message.expect, message.message)
+                .await
+            {
                 tracing::debug!(to = %message.to, %error, "one-way send failed");
             }
         });
@@ -105,7 +112,7 @@ impl Handler<Request> for TransportActor {
         let transport = self.transport.clone();
         Box::pin(async move {
             transport
-                .request(request.to, request.message, request.timeout)
+                .request_expecting(request.to, request.expect, request.message, request.timeout)
                 .await
         })
     }

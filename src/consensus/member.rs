@@ -210,8 +210,35 @@ impl<S: StateMachine> RaftMember<S> {
     /// error, as is one that fails validation ([`MemberError::InvalidPeerMessage`], logged here)
     /// or one raft refuses (such as a response from an unknown peer); none harms the replica.
     pub fn step(&mut self, message_bytes: &[u8]) -> Result<(), MemberError> {
+        self.step_checked(message_bytes, None)
+    }
+
+    /// [`step`](Self::step) for bytes that came in an envelope whose sender is bound to the
+    /// peer's certificate: the message must claim the same sender
+    /// ([`InvalidPeerMessage::SenderMismatch`](super::InvalidPeerMessage::SenderMismatch)
+    /// otherwise).
+    pub fn step_from(&mut self, sender: u64, message_bytes: &[u8]) -> Result<(), MemberError> {
+        self.step_checked(message_bytes, Some(sender))
+    }
+
+    fn step_checked(
+        &mut self,
+        message_bytes: &[u8],
+        sender: Option<u64>,
+    ) -> Result<(), MemberError> {
         let message =
             Message::parse_from_bytes(message_bytes).map_err(MemberError::MalformedMessage)?;
+        if let Some(envelope) = sender.filter(|sender| *sender != message.from) {
+            let reason = super::InvalidPeerMessage::SenderMismatch {
+                envelope,
+                message: message.from,
+            };
+            self.log_refused(&message, &reason);
+            return Err(MemberError::InvalidPeerMessage {
+                from: message.from,
+                reason,
+            });
+        }
         if message.to != self.config.id {
             return Err(MemberError::MisaddressedMessage {
                 to: message.to,

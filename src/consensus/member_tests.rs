@@ -80,6 +80,40 @@ fn malformed_and_misaddressed_messages_are_errors() {
 }
 
 #[test]
+fn a_message_claiming_another_sender_than_its_envelope_is_refused_unstepped() {
+    let disk = SimDisk::new();
+    let storage = RedbStorage::open_with_backend(disk.backend()).expect("open");
+    let mut replica =
+        RaftMember::bootstrap(config(), storage, Counter::default(), &[1, 2, 3]).expect("boot");
+    // A vote request claiming to come from member 3, in an envelope certified as member 2's.
+    let mut message = Message::default();
+    message.set_msg_type(raft::eraftpb::MessageType::MsgRequestVote);
+    message.set_to(1);
+    message.set_from(3);
+    message.set_term(5);
+    let bytes = message.write_to_bytes().expect("encodes");
+    let term_before = replica.leadership().term;
+    assert!(matches!(
+        replica.step_from(2, &bytes),
+        Err(MemberError::InvalidPeerMessage {
+            reason: crate::consensus::InvalidPeerMessage::SenderMismatch {
+                envelope: 2,
+                message: 3
+            },
+            ..
+        })
+    ));
+    assert_eq!(
+        replica.leadership().term,
+        term_before,
+        "never stepped: no term change"
+    );
+    // The same message in an envelope of its own sender is stepped (raft takes the term).
+    replica.step_from(3, &bytes).expect("stepped");
+    assert_eq!(replica.leadership().term, 5);
+}
+
+#[test]
 fn followers_refuse_proposals_and_used_storage_refuses_bootstrap() {
     let disk = SimDisk::new();
     let storage = RedbStorage::open_with_backend(disk.backend()).expect("open");

@@ -8,11 +8,13 @@
 //!   fsynced before it returns.
 //! - [`SimDisk`] is a crashable in-memory disk for redb, used by the deterministic simulation
 //!   (`tests/raft_sim.rs`).
+//! - [`envelope`]: an envelope's sender must be its certificate's node and a current member.
 //! - [`InvalidPeerMessage`]: why a peer message was refused before raft-rs saw it (raft-rs
 //!   panics on some malformed messages; `validate.rs`).
 //!
 //! The design note is `docs/raft.md`.
 
+pub mod envelope;
 mod member;
 mod output;
 mod sim_disk;

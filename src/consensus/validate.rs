@@ -50,6 +50,15 @@ pub enum InvalidPeerMessage {
         /// The claimed sender.
         from: u64,
     },
+    /// The protobuf message claims another sender than the envelope it came in (whose sender
+    /// is bound to the certificate, see `consensus::envelope`).
+    #[error("message claims sender {message}, its envelope {envelope}")]
+    SenderMismatch {
+        /// The envelope's (certified) sender.
+        envelope: u64,
+        /// The message's `from`.
+        message: u64,
+    },
     /// A leader-transfer request reached a member that does not lead (it would forward it).
     #[error("leader transfer request, but this member does not lead")]
     TransferNotToLeader,
@@ -133,6 +142,7 @@ impl InvalidPeerMessage {
             Self::MissingTerm(_) => "missing-term",
             Self::UnexpectedTerm(..) => "unexpected-term",
             Self::UnknownSender { .. } => "unknown-sender",
+            Self::SenderMismatch { .. } => "sender-mismatch",
             Self::TransferNotToLeader => "transfer-not-to-leader",
             Self::TimeoutNowNotFromLeader { .. } => "timeout-now-not-from-leader",
             Self::ReadIndexEntries { .. } => "read-index-entries",

@@ -11,25 +11,37 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::core::model::{Task, TaskState};
-use crate::core::store::Store;
+use crate::core::store::{Store, TaskStatusUpdate};
 
 /// Every task a worker should know about: running ones and ones it must stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AssignmentSet {
     /// A digest of the tasks and their desired states (see [`assignment_version`]): equal sets
     /// have equal versions on any leader. It is not ordered: a different version only says
-    /// the set differs, not which is newer.
+    /// the set differs, not which is newer (that is [`sequence`](Self::sequence)). Heartbeats
+    /// carry it, so the leader sees a stale worker.
     pub version: u64,
     /// The tasks, with their desired states.
     pub tasks: Vec<Task>,
+    /// The node the set is for: a worker applies only a set that names it (a set pushed to the
+    /// wrong address must not make that node stop its own tasks).
+    #[serde(default)]
+    pub node_id: String,
+    /// The Raft index the set was built at (the store's applied index). Committed entries are
+    /// never undone, so it only grows, on every leader: it orders sets that arrive on
+    /// separate streams, and a worker never applies an older one after a newer.
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 impl AssignmentSet {
     /// The set a worker holds before any leader has spoken and nothing was saved.
-    pub fn empty() -> AssignmentSet {
+    pub fn empty(node_id: &str) -> AssignmentSet {
         AssignmentSet {
             version: 0,
             tasks: Vec::new(),
+            node_id: node_id.to_string(),
+            sequence: 0,
         }
     }
 }
@@ -57,6 +69,8 @@ pub fn assignment_set(store: &Store, node_id: &str) -> AssignmentSet {
     AssignmentSet {
         version: assignment_version(store, node_id),
         tasks: live_tasks_of(store, node_id).cloned().collect(),
+        node_id: node_id.to_string(),
+        sequence: store.applied_index(),
     }
 }
 
@@ -67,14 +81,61 @@ pub fn assignment_version(store: &Store, node_id: &str) -> u64 {
     store.assignment_digest(node_id).max(1)
 }
 
+/// Splits a node's status report into the updates it may make (for tasks placed on it) and
+/// the task IDs it may not (unknown tasks, or tasks of another node): a node reports only on
+/// its own tasks, whatever IDs it sends.
+pub fn own_updates(
+    store: &Store,
+    node_id: &str,
+    updates: Vec<TaskStatusUpdate>,
+) -> (Vec<TaskStatusUpdate>, Vec<String>) {
+    let (own, refused): (Vec<_>, Vec<_>) = updates.into_iter().partition(|update| {
+        store
+            .task(&update.task_id)
+            .is_some_and(|task| task.node_id.as_deref() == Some(node_id))
+    });
+    (
+        own,
+        refused.into_iter().map(|update| update.task_id).collect(),
+    )
+}
+
 // ---- The worker's side -------------------------------------------------------------------
 
-/// Whether a worker holding `held` must take `incoming` in its place. Versions are digests,
-/// not counters, so there is no "older": an equal version is the same set (nothing to do), any
-/// other version replaces it — also one that went back to an earlier content, since that is
-/// what the leader wants now.
-pub fn replaces(held: &AssignmentSet, incoming: &AssignmentSet) -> bool {
-    incoming.version != held.version
+/// What a worker does with a set that arrived (see [`judge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A newer set with other content: it replaces the held one.
+    Replace,
+    /// A set with the held content, no older than the held one: the leader confirms it (the
+    /// worker keeps the content, takes the sequence, and the set counts as the leader's).
+    Confirm,
+    /// An older set (or one of the same sequence with other content, which no correct leader
+    /// builds): ignored. Sets travel on separate streams and can overtake each other.
+    Stale,
+    /// A set for another node: refused (a leader pushed to a wrong address, or someone lied).
+    NotOurs,
+}
+
+/// What a worker `own_node_id` holding `held` does with `incoming`. Versions are digests, not
+/// counters, so ordering is by sequence; among sets no older than the held one a different
+/// version replaces it (also one that went back to an earlier content, since that is what the
+/// leader wants now).
+pub fn judge(own_node_id: &str, held: &AssignmentSet, incoming: &AssignmentSet) -> Arrival {
+    if incoming.node_id != own_node_id {
+        return Arrival::NotOurs;
+    }
+    if incoming.sequence < held.sequence {
+        return Arrival::Stale;
+    }
+    match (
+        incoming.version == held.version,
+        incoming.sequence == held.sequence,
+    ) {
+        (true, _) => Arrival::Confirm,
+        (false, false) => Arrival::Replace,
+        (false, true) => Arrival::Stale,
+    }
 }
 
 /// Whether the worker must run a replica for `task`: the managers want it running and it has
@@ -175,7 +236,7 @@ pub fn orphans<T>(
 mod tests {
     use super::*;
     use crate::core::model::TaskStatus;
-    use crate::core::store::{Command, TaskStatusUpdate};
+    use crate::core::store::Command;
     use crate::core::testkit::{self, Harness};
 
     fn task(id: &str, desired: TaskState, observed: TaskState) -> Task {
@@ -187,7 +248,21 @@ mod tests {
     }
 
     fn set(version: u64, tasks: Vec<Task>) -> AssignmentSet {
-        AssignmentSet { version, tasks }
+        AssignmentSet {
+            version,
+            tasks,
+            node_id: "n1".into(),
+            sequence: version,
+        }
+    }
+
+    fn sequenced(version: u64, sequence: u64, node_id: &str) -> AssignmentSet {
+        AssignmentSet {
+            version,
+            tasks: Vec::new(),
+            node_id: node_id.into(),
+            sequence,
+        }
     }
 
     fn ids(tasks: &[Task]) -> Vec<&str> {
@@ -238,21 +313,44 @@ mod tests {
     }
 
     #[test]
-    fn a_set_replaces_the_held_one_exactly_when_its_version_differs() {
+    fn a_set_replaces_the_held_one_when_newer_with_other_content() {
+        use Arrival::*;
+        let held = sequenced(7, 10, "n1");
+        // (incoming version, incoming sequence, verdict)
         let table = [
-            (0, 0, false),
-            (0, 7, true),
-            (7, 7, false),
-            (7, 3, true),
-            (3, 7, true),
+            (8, 11, Replace),
+            (3, 50, Replace),
+            (7, 11, Confirm),
+            (7, 10, Confirm),
+            (7, 9, Stale),
+            (8, 9, Stale),
+            (8, 10, Stale),
         ];
-        for (held, incoming, replaced) in table {
+        for (version, sequence, verdict) in table {
             assert_eq!(
-                replaces(&set(held, vec![]), &set(incoming, vec![])),
-                replaced,
-                "held {held}, incoming {incoming}"
+                judge("n1", &held, &sequenced(version, sequence, "n1")),
+                verdict,
+                "incoming version {version}, sequence {sequence}"
             );
         }
+    }
+
+    #[test]
+    fn a_set_naming_another_node_is_never_applied() {
+        let held = AssignmentSet::empty("n1");
+        for incoming in [
+            sequenced(8, 11, "n2"),
+            sequenced(8, 11, ""),
+            sequenced(0, 0, "n2"),
+        ] {
+            assert_eq!(judge("n1", &held, &incoming), Arrival::NotOurs);
+        }
+    }
+
+    #[test]
+    fn the_first_set_from_the_leader_replaces_the_empty_one() {
+        let held = AssignmentSet::empty("n1");
+        assert_eq!(judge("n1", &held, &sequenced(8, 1, "n1")), Arrival::Replace);
     }
 
     #[test]
@@ -291,7 +389,7 @@ mod tests {
 
     #[test]
     fn an_empty_set_retires_everything_and_starts_nothing() {
-        let plan = plan_replicas(&AssignmentSet::empty(), ["b", "a"], true);
+        let plan = plan_replicas(&AssignmentSet::empty("n1"), ["b", "a"], true);
         assert!(plan.start.is_empty());
         assert_eq!(plan.retire, ["a", "b"]);
     }
@@ -341,6 +439,8 @@ mod tests {
             on("t2", "n1"),
             on("t3", "n2"),
         ]));
+        // The Raft state machine records the applied index; the harness applies bare.
+        harness.store.set_applied_index(2);
         let before = assignment_version(&harness.store, "n1");
         let mut held = assignment_set(&harness.store, "n1");
         held.tasks.sort_by(|a, b| a.id.cmp(&b.id));
@@ -355,10 +455,44 @@ mod tests {
             runtime: None,
             runtime_id: None,
         }]));
+        harness.store.set_applied_index(3);
         let after = assignment_set(&harness.store, "n1");
         assert_eq!(ids(&after.tasks), ["t2"], "a finished task drops out");
         assert_ne!(after.version, before);
-        assert!(replaces(&held, &after));
+        assert_eq!(after.node_id, "n1");
+        assert!(after.sequence > held.sequence, "built at a later index");
+        assert_eq!(judge("n1", &held, &after), Arrival::Replace);
+        assert_eq!(
+            judge("n1", &after, &held),
+            Arrival::Stale,
+            "never back to the older"
+        );
+    }
+
+    #[test]
+    fn a_node_reports_only_on_its_own_tasks() {
+        let mut harness = Harness::with_nodes(vec![testkit::node("n1"), testkit::node("n2")]);
+        let service = testkit::service("s1", "web", 3);
+        harness.apply(Command::CreateService(service.clone()));
+        let on = |id: &str, node: &str| Task::new(id.into(), &service, Some(1), Some(node.into()));
+        harness.apply(Command::CreateTasks(vec![
+            on("mine", "n1"),
+            on("theirs", "n2"),
+        ]));
+        let update = |task_id: &str| TaskStatusUpdate {
+            task_id: task_id.into(),
+            status: TaskStatus {
+                state: TaskState::Failed,
+                ..TaskStatus::default()
+            },
+            runtime: None,
+            runtime_id: None,
+        };
+        let report = vec![update("theirs"), update("mine"), update("unknown")];
+        let (own, refused) = own_updates(&harness.store, "n1", report);
+        let own: Vec<&str> = own.iter().map(|update| update.task_id.as_str()).collect();
+        assert_eq!(own, ["mine"]);
+        assert_eq!(refused, ["theirs", "unknown"]);
     }
 
     #[test]

@@ -199,6 +199,7 @@ mod tests {
                 Heartbeat {
                     description: description(hostname),
                     assignments_version: version,
+                    node_id: "n1".into(),
                     renewal_csr_der: Some(vec![version as u8; 3]),
                 }
             )),
@@ -208,6 +209,8 @@ mod tests {
                 assignments: Some(AssignmentSet {
                     version,
                     tasks: vec![sample_task(&id)],
+                    node_id: "n1".into(),
+                    sequence: version,
                 }),
                 role_change: None,
                 renewed_cert_pem: Some(id.clone()),
@@ -215,6 +218,8 @@ mod tests {
             (any::<u64>(), ".*").prop_map(|(version, id)| Message::Assignments(AssignmentSet {
                 version,
                 tasks: vec![sample_task(&id)],
+                node_id: id,
+                sequence: version,
             })),
             (".*", any::<i64>()).prop_map(|(task_id, code)| Message::TaskStatuses(vec![
                 TaskStatusUpdate {

@@ -71,6 +71,9 @@ pub struct Heartbeat {
     pub description: NodeDescription,
     /// The version of the last assignment set the worker applied.
     pub assignments_version: u64,
+    /// The node the heartbeat is for: it must be the node of the sender's certificate (the
+    /// dispatcher refuses any other with `Forbidden`).
+    pub node_id: String,
     /// Past two thirds of its certificate's life: a certificate signing request (DER) for a
     /// fresh key, repeated on every heartbeat until the answer carries the certificate.
     #[serde(with = "serde_bytes")]

@@ -207,6 +207,7 @@ pub(crate) async fn run(
     };
     let requests = transport_actor.recipient();
     let worker_state = state_dir.to_path_buf();
+    let worker_node_id = settings.node_id.clone();
     // The worker reports a promotion or demotion; restarting the process is this layer's job.
     let role_changes = RoleRestarter::new(state_dir.to_path_buf())
         .start()
@@ -216,9 +217,16 @@ pub(crate) async fn run(
         .start()
         .recipient();
     let worker = Supervisor::start(move |_| {
-        WorkerActor::new(description, managers, requests, heartbeat, worker_state)
-            .with_role_changes(role_changes)
-            .with_renewal(own_credentials, renewed)
+        WorkerActor::new(
+            worker_node_id,
+            description,
+            managers,
+            requests,
+            heartbeat,
+            worker_state,
+        )
+        .with_role_changes(role_changes)
+        .with_renewal(own_credentials, renewed)
     });
     worker.do_send(AttachRuntime(runtime));
     node_address.do_send(AttachWorker(worker.clone()));

@@ -70,6 +70,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(node_id: String, addr: Addr) -> Self {
+        let empty = AssignmentSet::empty(&node_id);
         Self {
             node_id,
             addr,
@@ -77,9 +78,9 @@ impl Worker {
             agent_up: false,
             restart_at_ms: None,
             removed: false,
-            persisted: AssignmentSet::empty(),
+            persisted: empty.clone(),
             containers: BTreeMap::new(),
-            assignments: AssignmentSet::empty(),
+            assignments: empty,
             authoritative: false,
             replicas: BTreeMap::new(),
             unsent: BTreeMap::new(),
@@ -149,7 +150,7 @@ impl Simulation {
         );
         worker.agent_up = false;
         worker.restart_at_ms = Some(now_ms + down_ms);
-        worker.assignments = AssignmentSet::empty();
+        worker.assignments = AssignmentSet::empty(&worker.node_id);
         worker.authoritative = false;
         worker.replicas.clear();
         worker.unsent.clear();
@@ -404,14 +405,17 @@ impl Simulation {
 
     fn apply_assignments(&mut self, position: usize, set: AssignmentSet) {
         let worker = &mut self.workers[position];
-        let changed = assignment::replaces(&worker.assignments, &set);
-        let was_authoritative = std::mem::replace(&mut worker.authoritative, true);
-        if !changed {
-            // As the worker actor: the same set, now the leader's.
-            if !was_authoritative {
-                self.reconcile_worker(position);
+        // As the worker actor: only its own sets, never an older one.
+        match assignment::judge(&worker.node_id, &worker.assignments, &set) {
+            assignment::Arrival::NotOurs | assignment::Arrival::Stale => return,
+            assignment::Arrival::Confirm => {
+                worker.assignments.sequence = set.sequence;
+                if !std::mem::replace(&mut worker.authoritative, true) {
+                    self.reconcile_worker(position);
+                }
+                return;
             }
-            return;
+            assignment::Arrival::Replace => worker.authoritative = true,
         }
         worker.persisted = set.clone();
         worker.assignments = set;

@@ -119,6 +119,7 @@ pub(super) async fn forward_join(
         .transport
         .send(Request {
             to: leader,
+            expect: crate::net::transport::Expect::Role(crate::net::tls::Role::Manager),
             message: WireMessage::Join(request),
             timeout: FORWARD_TIMEOUT,
         })

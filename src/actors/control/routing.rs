@@ -102,6 +102,7 @@ pub(super) async fn forward(
     let reply = transport
         .send(Request {
             to: leader,
+            expect: crate::net::transport::Expect::Role(crate::net::tls::Role::Manager),
             message: WireMessage::Forwarded(signed),
             timeout: FORWARD_TIMEOUT,
         })

@@ -28,6 +28,7 @@ use crate::core::model::{NodeRole, NodeStatus};
 use crate::core::sessions::{self, NodeSessions, SessionCheck, MISSED_HEARTBEATS_DOWN};
 use crate::core::store::{Command, Event, Store, TaskStatusUpdate};
 use crate::net::message::{ErrorKind, Heartbeat, HeartbeatAck, Message as WireMessage, WireError};
+use crate::net::transport::Expect;
 
 use credentials::RoleChanges;
 
@@ -175,8 +176,11 @@ impl DispatcherActor {
             return;
         };
         self.pushed.insert(node_id.to_string(), set.version);
+        // Only a server with this node's certificate gets the set: a wrong address in the
+        // node's record (or a node that lied about it) reaches no other node.
         self.transport.do_send(SendMessage {
             to: addr,
+            expect: Expect::Node(node_id.to_string()),
             message: WireMessage::Assignments(set),
         });
     }
@@ -214,6 +218,20 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
     type Result = Result<HeartbeatAck, WireError>;
 
     fn handle(&mut self, beat: NodeHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
+        if beat.heartbeat.node_id != beat.node_id {
+            tracing::warn!(
+                certificate = %beat.node_id,
+                named = %beat.heartbeat.node_id,
+                "heartbeat for another node refused"
+            );
+            return Err(WireError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "a heartbeat from node {} cannot be for node {}",
+                    beat.node_id, beat.heartbeat.node_id
+                ),
+            ));
+        }
         self.sessions
             .heartbeat(&beat.node_id, self.environment.monotonic_ms());
         let store = self.store.clone();

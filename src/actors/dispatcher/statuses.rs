@@ -7,26 +7,28 @@ use tokio::sync::oneshot;
 
 use super::{DispatcherActor, NodeTaskStatuses, STATUS_BATCH_MAX};
 use crate::actors::raft::Propose;
-use crate::core::store::{Command, TaskStatusUpdate};
+use crate::core::assignment::own_updates;
+use crate::core::store::Command;
 use crate::net::message::{ErrorKind, WireError};
 
 impl Handler<NodeTaskStatuses> for DispatcherActor {
     type Result = ResponseFuture<Result<(), WireError>>;
 
     fn handle(&mut self, report: NodeTaskStatuses, ctx: &mut Context<Self>) -> Self::Result {
-        // A node may only report on tasks placed on it.
-        let updates: Vec<TaskStatusUpdate> = {
+        // A node may only report on tasks placed on it; the rest of the batch still counts.
+        let (updates, refused) = {
             let store = self.store.read_now();
-            report
-                .updates
-                .into_iter()
-                .filter(|update| {
-                    store.task(&update.task_id).is_some_and(|task| {
-                        task.node_id.as_deref() == Some(report.node_id.as_str())
-                    })
-                })
-                .collect()
+            own_updates(&store, &report.node_id, report.updates)
         };
+        if let Some(first) = refused.first() {
+            // Also normal for a moment after a task is removed, so not a warning.
+            tracing::info!(
+                node = %report.node_id,
+                refused = refused.len(),
+                first = %first,
+                "status updates for tasks not assigned to the reporting node dropped"
+            );
+        }
         if updates.is_empty() {
             return Box::pin(async { Ok(()) });
         }

@@ -69,13 +69,25 @@ impl NodeActor {
                 };
                 // Queued at once, in arrival order (the ordered channel's order must survive).
                 // Snapshots come as requests: the sender must learn they arrived.
+                // Raft needs a manager certificate (`required_access`), so there is a sender.
+                let Some(peer) = from else {
+                    return error(
+                        ErrorKind::Unauthenticated,
+                        "raft traffic needs a certificate",
+                    );
+                };
                 let raft = manager.raft.clone();
+                let step = StepRaft {
+                    envelope,
+                    remote,
+                    sender_node_id: peer.node_id,
+                };
                 if !expects_reply {
-                    raft.do_send(StepRaft { envelope, remote });
+                    raft.do_send(step);
                     return ready(None);
                 }
                 Box::pin(async move {
-                    let stepped = raft.send(StepRaft { envelope, remote }).await.is_ok();
+                    let stepped = raft.send(step).await.is_ok();
                     stepped.then_some(WireMessage::Ack)
                 })
             }

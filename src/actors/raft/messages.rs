@@ -21,8 +21,12 @@ pub struct StepRaft {
     /// The envelope as received.
     pub envelope: RaftEnvelope,
     /// The sender's socket address: a manager that just joined learns its peers from it
-    /// before its store holds them.
+    /// before its store holds them (only once the envelope passed the certificate check, and
+    /// only while the store has no record of that manager).
     pub remote: SocketAddr,
+    /// The node ID of the sender's verified certificate: the envelope's `from` must be its
+    /// Raft ID (see `consensus::envelope`).
+    pub sender_node_id: String,
 }
 
 /// Propose a command; answered with the index it applied at, once applied here. Its events

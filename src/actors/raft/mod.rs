@@ -85,6 +85,11 @@ pub struct RaftActor {
     tick_period: Duration,
     environment: NodeEnvironment,
     peer_addrs: HashMap<u64, SocketAddr>,
+    /// Addresses of managers the store has no record of yet, learned from their certified
+    /// messages (a manager that just joined, before the leader's snapshot reaches it).
+    learned_addrs: HashMap<u64, SocketAddr>,
+    /// Envelopes dropped by the certificate check (for rate-limited warnings).
+    refused_envelopes: u64,
     next_request_id: u64,
     proposals: HashMap<u64, Reply<u64>>,
     membership_changes: HashMap<u64, Reply<()>>,
@@ -146,6 +151,8 @@ impl RaftActor {
             tick_period,
             environment,
             peer_addrs: peers,
+            learned_addrs: HashMap::new(),
+            refused_envelopes: 0,
             next_request_id: 1,
             proposals: HashMap::new(),
             membership_changes: HashMap::new(),
@@ -237,8 +244,9 @@ impl RaftActor {
             }
         }
         for change in output.conf_changes {
-            self.peer_addrs
-                .retain(|id, _| change.voters.contains(id) || change.learners.contains(id));
+            let member = |id: &u64| change.voters.contains(id) || change.learners.contains(id);
+            self.peer_addrs.retain(|id, _| member(id));
+            self.learned_addrs.retain(|id, _| member(id));
             if let Some(reply) = change
                 .proposal_id
                 .and_then(|id| self.membership_changes.remove(&id))

@@ -14,7 +14,8 @@ use super::{RoleChanged, WorkerActor};
 use crate::actors::transport::Request;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::message::{Heartbeat, Message as WireMessage, RoleChange};
-use crate::net::transport::TransportError;
+use crate::net::tls::Role;
+use crate::net::transport::{Expect, TransportError};
 
 pub use crate::actors::replica::ReportStatus;
 
@@ -110,9 +111,11 @@ impl Handler<Beat> for WorkerActor {
         self.beat_in_flight = true;
         let request = Request {
             to: manager,
+            expect: Expect::Role(Role::Manager),
             message: WireMessage::Heartbeat(Heartbeat {
                 description: self.description.clone(),
                 assignments_version: self.assignments.version,
+                node_id: self.node_id.clone(),
                 renewal_csr_der: self
                     .renewal
                     .as_mut()
@@ -216,6 +219,7 @@ impl Handler<FlushStatuses> for WorkerActor {
         let batch: Vec<TaskStatusUpdate> = self.unsent.drain().map(|(_, update)| update).collect();
         let request = Request {
             to: manager,
+            expect: Expect::Role(Role::Manager),
             message: WireMessage::TaskStatuses(batch.clone()),
             timeout: Duration::from_secs(5),
         };

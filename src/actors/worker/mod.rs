@@ -27,7 +27,7 @@ pub use renewal::CredentialsRenewed;
 use crate::actors::environment::system_now_ms;
 use crate::actors::replica::{CrashReplica, ReplicaActor, Retire, STOP_GRACE_MS};
 use crate::actors::transport::Request;
-use crate::core::assignment::{self, AssignmentSet};
+use crate::core::assignment::{self, Arrival, AssignmentSet};
 use crate::core::model::{TaskState, TaskStatus};
 use crate::core::store::TaskStatusUpdate;
 use crate::net::message::{NodeDescription, RoleChange};
@@ -77,6 +77,8 @@ pub struct RoleChanged(pub RoleChange);
 
 /// The worker actor. See the module documentation.
 pub struct WorkerActor {
+    /// This node's ID (from its certificate): the only node whose assignment sets it applies.
+    node_id: String,
     description: NodeDescription,
     managers: Vec<SocketAddr>,
     target: usize,
@@ -105,16 +107,24 @@ impl WorkerActor {
     /// A worker that heartbeats `managers` every `period`. Without
     /// [`with_role_changes`](Self::with_role_changes), a promotion or demotion is only logged.
     pub fn new(
+        node_id: String,
         description: NodeDescription,
         managers: Vec<SocketAddr>,
         transport: Recipient<Request>,
         period: Duration,
         state_dir: PathBuf,
     ) -> Self {
-        // The last set the leader sent survives restarts, so replicas re-attach at once.
-        let assignments =
-            persist::load_assignments(&state_dir).unwrap_or_else(AssignmentSet::empty);
+        // The last set the leader sent survives restarts, so replicas re-attach at once. A
+        // saved set naming another node (a state directory copied between nodes) is not ours.
+        let assignments = persist::load_assignments(&state_dir)
+            .filter(|set| set.node_id == node_id || set.node_id.is_empty())
+            .map(|mut set| {
+                set.node_id = node_id.clone();
+                set
+            })
+            .unwrap_or_else(|| AssignmentSet::empty(&node_id));
         Self {
+            node_id,
             description,
             managers,
             target: 0,
@@ -158,18 +168,36 @@ impl WorkerActor {
     }
 
     fn apply(&mut self, ctx: &mut Context<Self>, set: AssignmentSet) {
-        let was_authoritative = std::mem::replace(&mut self.authoritative, true);
-        if !assignment::replaces(&self.assignments, &set) {
-            // The same set, but now the leader's: what only its set may do (the orphan sweep,
-            // settling stopped tasks) is due.
-            if !was_authoritative {
+        match assignment::judge(&self.node_id, &self.assignments, &set) {
+            Arrival::NotOurs => {
+                tracing::warn!(
+                    named = %set.node_id,
+                    sequence = set.sequence,
+                    "assignment set for another node refused"
+                );
+            }
+            Arrival::Stale => {
+                tracing::debug!(
+                    sequence = set.sequence,
+                    held = self.assignments.sequence,
+                    "older assignment set ignored"
+                );
+            }
+            Arrival::Confirm => {
+                self.assignments.sequence = set.sequence;
+                // The same set, but now the leader's: what only its set may do (the orphan
+                // sweep, settling stopped tasks) is due.
+                if !std::mem::replace(&mut self.authoritative, true) {
+                    self.reconcile(ctx);
+                }
+            }
+            Arrival::Replace => {
+                self.authoritative = true;
+                self.assignments = set;
+                self.persist(ctx);
                 self.reconcile(ctx);
             }
-            return;
         }
-        self.assignments = set;
-        self.persist(ctx);
-        self.reconcile(ctx);
     }
 
     /// Carries out the replica plan for the set held (see [`assignment::plan_replicas`]).

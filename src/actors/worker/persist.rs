@@ -108,6 +108,8 @@ mod tests {
         let set = AssignmentSet {
             version: 42,
             tasks: Vec::new(),
+            node_id: "n1".into(),
+            sequence: 7,
         };
         save_assignments(dir.path(), &set).expect("saved");
         assert_eq!(load_assignments(dir.path()), Some(set));

@@ -140,12 +140,60 @@ pub enum TransportError {
         /// The peer address.
         addr: SocketAddr,
     },
+    /// The server's certificate is not of the peer the message is for (see [`Expect`]); the
+    /// message was not sent on that connection.
+    #[error("{addr} is not the expected peer: expected {expected}, its certificate is of {found}")]
+    WrongPeer {
+        /// The peer address.
+        addr: SocketAddr,
+        /// Who the message is for.
+        expected: String,
+        /// Who the certificate names.
+        found: String,
+    },
     /// Fault injection dropped the message.
     #[error("message to {addr} dropped by fault injection")]
     Dropped {
         /// The peer address.
         addr: SocketAddr,
     },
+}
+
+/// Whom an outgoing message is for, checked against the server's certificate right after a
+/// connection is made and on every reuse: a worker certificate can never pose as a manager,
+/// and a node's assignment set reaches only that node, whatever address it was sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Any certificate of the cluster (pings, benchmarks).
+    Any,
+    /// A certificate of this role (workers and managers talking to the leader, Raft).
+    Role(Role),
+    /// The certificate of this node (the dispatcher's push of a node's assignment set).
+    Node(String),
+}
+
+impl Expect {
+    /// Whether a server showing `identity` (or no certificate) is the expected peer.
+    pub fn admits(&self, identity: Option<&PeerIdentity>) -> bool {
+        match (self, identity) {
+            (Expect::Any, _) => true,
+            (_, None) => false,
+            (Expect::Role(role), Some(identity)) => identity.role == *role,
+            (Expect::Node(node_id), Some(identity)) => {
+                identity.node_id == *node_id && identity.role != Role::Admin
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Any => f.write_str("any node"),
+            Expect::Role(role) => write!(f, "a {role} certificate"),
+            Expect::Node(node_id) => write!(f, "node {node_id}"),
+        }
+    }
 }
 
 /// Everything needed to start a node's endpoint.
@@ -272,8 +320,21 @@ impl Transport {
         message: Message,
         timeout: Duration,
     ) -> Result<Message, TransportError> {
+        self.request_expecting(addr, Expect::Any, message, timeout)
+            .await
+    }
+
+    /// [`request`](Self::request) to the peer `expect` names: a server with another
+    /// certificate gets nothing ([`TransportError::WrongPeer`]).
+    pub async fn request_expecting(
+        &self,
+        addr: SocketAddr,
+        expect: Expect,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Message, TransportError> {
         let exchange = async {
-            let connection = self.connection(addr).await?;
+            let connection = self.connection_expecting(addr, &expect).await?;
             self.apply_outgoing_fault(addr, &connection).await?;
             let failed = |e: &dyn std::fmt::Display| {
                 self.revoked_or(addr, &connection, self.connection_failed(addr, e))
@@ -298,7 +359,18 @@ impl Transport {
 
     /// Sends `message` to `addr` without waiting for any answer.
     pub async fn send(&self, addr: SocketAddr, message: Message) -> Result<(), TransportError> {
-        let connection = self.connection(addr).await?;
+        self.send_expecting(addr, Expect::Any, message).await
+    }
+
+    /// [`send`](Self::send) to the peer `expect` names: a server with another certificate gets
+    /// nothing ([`TransportError::WrongPeer`]).
+    pub async fn send_expecting(
+        &self,
+        addr: SocketAddr,
+        expect: Expect,
+        message: Message,
+    ) -> Result<(), TransportError> {
+        let connection = self.connection_expecting(addr, &expect).await?;
         self.apply_outgoing_fault(addr, &connection).await?;
         let mut send = connection
             .open_uni()
@@ -344,6 +416,36 @@ impl Transport {
             addr,
             reason: error.to_string(),
         }
+    }
+
+    /// [`connection`](Self::connection), if the server's certificate is the one `expect`
+    /// names; checked on every use, so a connection cached for one purpose is not taken for
+    /// another peer's message.
+    async fn connection_expecting(
+        &self,
+        addr: SocketAddr,
+        expect: &Expect,
+    ) -> Result<Connection, TransportError> {
+        let connection = self.connection(addr).await?;
+        if *expect == Expect::Any {
+            return Ok(connection);
+        }
+        let identity = connection_identity(&connection, &self.inner.identity.cluster_id)
+            .ok()
+            .flatten();
+        if expect.admits(identity.as_ref()) {
+            return Ok(connection);
+        }
+        let found = match identity {
+            Some(identity) => format!("{} {}", identity.role, identity.node_id),
+            None => "no valid certificate".to_string(),
+        };
+        tracing::warn!(%addr, expected = %expect, %found, "server is not the expected peer; message not sent");
+        Err(TransportError::WrongPeer {
+            addr,
+            expected: expect.to_string(),
+            found,
+        })
     }
 
     /// The live connection to `addr`, connecting if needed (at most one connect in flight per

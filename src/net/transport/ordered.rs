@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use quinn::Connection;
 
-use super::{Transport, TransportError};
+use super::{Expect, Transport, TransportError};
 use crate::net::message::Message;
 use crate::net::stream::write_frame_open;
 
@@ -15,9 +15,11 @@ impl Transport {
     /// appends that overtake each other are rejected and stall the follower until the next
     /// heartbeat. The queue holds [`ORDERED_QUEUE_MESSAGES`]; beyond that, messages are dropped
     /// (Raft retransmits).
-    pub fn ordered_sender(&self, addr: SocketAddr) -> OrderedSender {
+    /// Only a server whose certificate `expect` admits gets the messages (checked on every
+    /// connection the channel opens).
+    pub fn ordered_sender(&self, addr: SocketAddr, expect: Expect) -> OrderedSender {
         let (sender, receiver) = tokio::sync::mpsc::channel(ORDERED_QUEUE_MESSAGES);
-        tokio::spawn(ordered_writer(self.clone(), addr, receiver));
+        tokio::spawn(ordered_writer(self.clone(), addr, expect, receiver));
         OrderedSender { sender }
     }
 }
@@ -46,6 +48,7 @@ impl OrderedSender {
 async fn ordered_writer(
     transport: Transport,
     addr: SocketAddr,
+    expect: Expect,
     mut queue: tokio::sync::mpsc::Receiver<Message>,
 ) {
     let mut stream: Option<(Connection, quinn::SendStream)> = None;
@@ -61,7 +64,7 @@ async fn ordered_writer(
                 stream = None;
             }
             if stream.is_none() {
-                match open_ordered_stream(&transport, addr).await {
+                match open_ordered_stream(&transport, addr, &expect).await {
                     Ok(opened) => stream = Some(opened),
                     Err(error) => {
                         tracing::debug!(%addr, %error, "ordered channel: message dropped");
@@ -93,8 +96,9 @@ async fn ordered_writer(
 async fn open_ordered_stream(
     transport: &Transport,
     addr: SocketAddr,
+    expect: &Expect,
 ) -> Result<(Connection, quinn::SendStream), TransportError> {
-    let connection = transport.connection(addr).await?;
+    let connection = transport.connection_expecting(addr, expect).await?;
     let send = connection
         .open_uni()
         .await
