@@ -92,12 +92,14 @@ pub fn restart_in_role(state_dir: &Path, change: RoleChange) -> Result<(), Daemo
             "new credentials name another node".into(),
         ));
     }
-    state::write_toml(&state_dir.join(CREDENTIALS_FILE), &change.credentials)?;
     if change.role == Role::Worker {
         // Only managers hold the CA key: a demoted manager's Raft state (log, snapshots, the
-        // cluster record with the key) goes; a later promotion starts afresh.
+        // cluster record with the key) goes first, before anything says "worker" (a crash
+        // after it leaves a manager without Raft state, whose revoked certificate keeps worker
+        // rights: its next heartbeat brings the change again); a later promotion starts afresh.
         wipe_manager_state(state_dir)?;
     }
+    state::write_toml(&state_dir.join(CREDENTIALS_FILE), &change.credentials)?;
     settings.role = change.role;
     state::write_toml(&node_file, &settings)?;
     let program = std::env::current_exe()
