@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::core::ids;
 use crate::core::model::{Availability, Node, NodeRole, NodeStatus, Service};
 use crate::core::spec::{ServiceMode, ServiceSpec};
-use crate::core::store::{Command, NodeSpecUpdate, Revocation, RevocationScope, Store};
+use crate::core::store::{Command, JoinSecret, NodeSpecUpdate, Revocation, RevocationScope, Store};
 use crate::core::CoreError;
 
 /// The commands to propose for one write, and the IDs to answer with.
@@ -150,7 +150,10 @@ pub fn plan_node_remove(
 /// the operating system's generator, never from a seeded one).
 pub fn plan_join_secret_rotation(role: NodeRole, secret: String) -> WritePlan {
     WritePlan {
-        commands: vec![Command::RotateJoinSecret { role, secret }],
+        commands: vec![Command::RotateJoinSecret {
+            role,
+            secret: JoinSecret(secret),
+        }],
         ids: vec![],
     }
 }

@@ -61,6 +61,17 @@ pub struct NodeRefresh {
     pub description: NodeDescription,
 }
 
+/// The secret part of a join token. Its `Debug` prints nothing of it (commands are logged);
+/// on the wire and in the log it is the bare string (a newtype encodes as its field).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct JoinSecret(pub String);
+
+impl std::fmt::Debug for JoinSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinSecret(<redacted>)")
+    }
+}
+
 /// A replicated change to the cluster state.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -71,7 +82,7 @@ pub enum Command {
         /// Which token.
         role: NodeRole,
         /// The new secret.
-        secret: String,
+        secret: JoinSecret,
     },
     /// Register a node or replace its record; the caller merges what it keeps. The creation
     /// time of an existing record is kept.

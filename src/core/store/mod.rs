@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, Event, NodeRefresh, NodeSpecUpdate, TaskRef, TaskStatusUpdate};
+pub use command::{
+    Command, Event, JoinSecret, NodeRefresh, NodeSpecUpdate, TaskRef, TaskStatusUpdate,
+};
 pub use revocation::{CertificateStanding, Revocation, RevocationList, RevocationScope};
 
 use super::error::CoreError;

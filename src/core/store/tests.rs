@@ -382,6 +382,15 @@ fn a_heartbeat_refresh_keeps_the_operators_fields_and_never_revives_a_removed_no
 
 #[test]
 fn the_cluster_record_never_prints_its_key_or_secrets() {
+    let rotation = Command::RotateJoinSecret {
+        role: crate::core::model::NodeRole::Worker,
+        secret: JoinSecret("s3cr3t-token-part".into()),
+    };
+    let printed_rotation = format!("{rotation:?}");
+    assert!(!printed_rotation.contains("s3cr3t"), "{printed_rotation}");
+    // The newtype encodes as the bare string, as the first release wrote it.
+    let encoded = bincode::serde::encode_to_vec(&rotation, bincode::config::standard()).unwrap();
+    assert!(encoded.ends_with(b"s3cr3t-token-part"));
     let printed = format!("{:?}", cluster());
     assert!(printed.contains("c1"));
     for secret in ["key", "\"w\"", "\"m\""] {

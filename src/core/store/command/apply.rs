@@ -41,8 +41,8 @@ impl Store {
             Command::RotateJoinSecret { role, secret } => {
                 if let Some(cluster) = self.cluster.as_mut() {
                     match role {
-                        NodeRole::Worker => cluster.worker_join_secret = secret,
-                        NodeRole::Manager => cluster.manager_join_secret = secret,
+                        NodeRole::Worker => cluster.worker_join_secret = secret.0,
+                        NodeRole::Manager => cluster.manager_join_secret = secret.0,
                     }
                     events.push(Event::ClusterChanged);
                 }

@@ -45,7 +45,7 @@ impl Store {
                 if self.cluster.is_none() {
                     return Err(CoreError::NotInitialized);
                 }
-                if secret.is_empty() {
+                if secret.0.is_empty() {
                     return Err(CoreError::InvalidCommand("empty join secret".into()));
                 }
                 Ok(())
