@@ -306,3 +306,40 @@ fn the_cli_refuses_a_worker_posing_as_a_manager() {
     );
     assert_eq!(cluster.service_names(), vec!["y".to_string()]);
 }
+
+/// A node process refuses a worker's certificate where it needs a manager: a would-be manager
+/// (and a worker) told to join at a worker's address stops before sending its join secret.
+#[test]
+fn a_joining_node_refuses_a_worker_posing_as_the_manager() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    let worker = cluster.join("worker");
+    for role in ["manager", "worker"] {
+        let token = cluster.token(role);
+        let state_dir = cluster.dir.path().join(format!("refused-{role}"));
+        let mut command = std::process::Command::new(common::NODE_BIN);
+        command.args([
+            "join",
+            "--token",
+            &token,
+            "--listen",
+            &format!("127.0.0.9:{}", cluster.port),
+            "--state-dir",
+            &state_dir.display().to_string(),
+            &cluster.addr(worker),
+        ]);
+        let output = command.output().expect("run join");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "joined through a worker: {stderr}"
+        );
+        assert!(
+            stderr.contains("is a worker, not a manager"),
+            "the refusal names the server's role: {stderr}"
+        );
+        assert!(!state_dir.join("node.toml").exists());
+    }
+    // Nothing joined.
+    assert_eq!(cluster.nodes_json(None).map(|nodes| nodes.len()), Some(2));
+}
