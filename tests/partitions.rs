@@ -211,19 +211,7 @@ fn three_managers_and_a_worker() -> (Cluster, usize) {
     cluster.join("manager");
     cluster.join("manager");
     let worker = cluster.join("worker");
-    cluster.wait_until(
-        "three managers, all reachable",
-        Duration::from_secs(20),
-        || {
-            cluster.nodes_json(None).is_some_and(|nodes| {
-                nodes
-                    .iter()
-                    .filter(|n| n["manager_status"] == "reachable")
-                    .count()
-                    == 2
-            })
-        },
-    );
+    cluster.wait_for_reachable_managers(2);
     (cluster, worker)
 }
 

@@ -149,18 +149,12 @@ fn pump(
 
 #[test]
 fn a_read_asked_of_a_just_elected_leader_is_answered_after_its_first_commit() {
-    let mut replicas: Vec<RaftMember<Counter>> = (1..=3)
-        .map(|id| {
-            let storage = RedbStorage::open_with_backend(SimDisk::new().backend()).expect("open");
-            RaftMember::bootstrap(
-                MemberConfig::new(id),
-                storage,
-                Counter::default(),
-                &[1, 2, 3],
-            )
-            .expect("bootstrap")
-        })
-        .collect();
+    let mut replicas: Vec<RaftMember<Counter>> =
+        crate::consensus::test_counter::bootstrapped_group(&[
+            SimDisk::new(),
+            SimDisk::new(),
+            SimDisk::new(),
+        ]);
     // Only replica 1 ticks, so it starts the election.
     let mut queue = std::collections::VecDeque::new();
     while queue.is_empty() {
@@ -199,19 +193,7 @@ fn a_read_asked_of_a_just_elected_leader_is_answered_after_its_first_commit() {
 #[test]
 fn a_survivor_forced_into_a_new_cluster_keeps_its_state_and_leads_alone() {
     let disks: Vec<SimDisk> = (1..=3).map(|_| SimDisk::new()).collect();
-    let mut replicas: Vec<RaftMember<Counter>> = (1..=3u64)
-        .map(|id| {
-            let storage =
-                RedbStorage::open_with_backend(disks[id as usize - 1].backend()).expect("open");
-            RaftMember::bootstrap(
-                MemberConfig::new(id),
-                storage,
-                Counter::default(),
-                &[1, 2, 3],
-            )
-            .expect("bootstrap")
-        })
-        .collect();
+    let mut replicas = crate::consensus::test_counter::bootstrapped_group(&disks);
     let mut queue = std::collections::VecDeque::new();
     while !replicas[0].leadership().is_leader {
         replicas[0].tick();
@@ -265,18 +247,12 @@ fn a_survivor_forced_into_a_new_cluster_keeps_its_state_and_leads_alone() {
 
 #[test]
 fn a_new_leader_is_caught_up_only_once_an_entry_of_its_term_is_applied() {
-    let mut replicas: Vec<RaftMember<Counter>> = (1..=3)
-        .map(|id| {
-            let storage = RedbStorage::open_with_backend(SimDisk::new().backend()).expect("open");
-            RaftMember::bootstrap(
-                MemberConfig::new(id),
-                storage,
-                Counter::default(),
-                &[1, 2, 3],
-            )
-            .expect("bootstrap")
-        })
-        .collect();
+    let mut replicas: Vec<RaftMember<Counter>> =
+        crate::consensus::test_counter::bootstrapped_group(&[
+            SimDisk::new(),
+            SimDisk::new(),
+            SimDisk::new(),
+        ]);
     let mut queue = std::collections::VecDeque::new();
     let mut reports = Vec::new();
     while queue.is_empty() {

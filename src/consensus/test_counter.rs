@@ -31,3 +31,26 @@ impl StateMachine for Counter {
         Ok(())
     }
 }
+
+/// A new group of `disks.len()` members (IDs 1, 2, ...), each bootstrapped on its own disk with
+/// every member as a voter; nobody leads yet.
+pub(crate) fn bootstrapped_group(
+    disks: &[crate::consensus::SimDisk],
+) -> Vec<crate::consensus::RaftMember<Counter>> {
+    let voters: Vec<u64> = (1..=disks.len() as u64).collect();
+    disks
+        .iter()
+        .zip(1u64..)
+        .map(|(disk, id)| {
+            let storage =
+                crate::consensus::RedbStorage::open_with_backend(disk.backend()).expect("open");
+            crate::consensus::RaftMember::bootstrap(
+                crate::consensus::MemberConfig::new(id),
+                storage,
+                Counter::default(),
+                &voters,
+            )
+            .expect("bootstrap")
+        })
+        .collect()
+}

@@ -351,18 +351,12 @@ fn pump(members: &mut [RaftMember<Counter>], queue: &mut VecDeque<OutgoingMessag
 
 /// A group {1, 2, 3} in which member 1 leads.
 fn group_led_by_1() -> Vec<RaftMember<Counter>> {
-    let mut members: Vec<RaftMember<Counter>> = (1..=3)
-        .map(|id| {
-            let storage = RedbStorage::open_with_backend(SimDisk::new().backend()).expect("open");
-            RaftMember::bootstrap(
-                MemberConfig::new(id),
-                storage,
-                Counter::default(),
-                &[1, 2, 3],
-            )
-            .expect("bootstrap")
-        })
-        .collect();
+    let mut members: Vec<RaftMember<Counter>> =
+        crate::consensus::test_counter::bootstrapped_group(&[
+            SimDisk::new(),
+            SimDisk::new(),
+            SimDisk::new(),
+        ]);
     let mut queue = VecDeque::new();
     while !members[0].leadership().is_leader {
         members[0].tick();

@@ -514,3 +514,22 @@ impl Cluster {
             .collect()
     }
 }
+
+impl Cluster {
+    /// Waits until `node ls` shows `count` managers reachable besides the leader.
+    pub fn wait_for_reachable_managers(&self, count: usize) {
+        self.wait_until(
+            &format!("{count} more managers, all reachable"),
+            Duration::from_secs(20),
+            || {
+                self.nodes_json(None).is_some_and(|nodes| {
+                    nodes
+                        .iter()
+                        .filter(|n| n["manager_status"] == "reachable")
+                        .count()
+                        == count
+                })
+            },
+        );
+    }
+}
