@@ -12,7 +12,7 @@ use common::Cluster;
 use flotilla::core::spec::ServiceSpec;
 use flotilla::net::admin::{AdminReply, AdminRequest, ClientConfig, NOT_A_MANAGER};
 use flotilla::net::control_proof::{self, ControlStatement, SignedControl};
-use flotilla::net::message::{ChaosKind, ChaosRequest, ErrorKind, Message};
+use flotilla::net::message::{AssignmentSet, ChaosKind, ChaosRequest, ErrorKind, Message};
 use flotilla::net::tls::{Credentials, Role};
 use flotilla::net::transport::{self, TransportError};
 
@@ -342,4 +342,93 @@ fn a_joining_node_refuses_a_worker_posing_as_the_manager() {
     }
     // Nothing joined.
     assert_eq!(cluster.nodes_json(None).map(|nodes| nodes.len()), Some(2));
+}
+
+/// Assignments for node A are never applied by node B (real processes, real certificates):
+/// a manager's certificate pushing A's empty set to B, and B's own set pushed by a worker's
+/// certificate, leave B's task running.
+#[test]
+fn assignments_for_one_node_are_never_applied_by_another() {
+    let mut cluster = Cluster::new(&["--heartbeat-ms", "300"]);
+    cluster.runtime = "sim".to_string();
+    cluster.init();
+    let a = cluster.join("worker");
+    let b = cluster.join("worker");
+    let (a_id, b_id) = (cluster.node_id(a), cluster.node_id(b));
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let running = cluster.wait_for_running("web", 3, Duration::from_secs(20));
+    let on_b: Vec<String> = running
+        .iter()
+        .filter(|task| task["node_id"] == b_id.as_str())
+        .map(|task| task["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(on_b.len(), 1, "spread puts one task on B: {running:?}");
+
+    let push = |credentials: &Credentials, set: AssignmentSet| {
+        let tls = credentials.client_config().expect("client TLS config");
+        let addr: SocketAddr = cluster.addr(b).parse().expect("address");
+        let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        actix::System::new().block_on(async move {
+            transport::request_within(
+                bind,
+                tls,
+                addr,
+                &[Role::Worker],
+                Message::Assignments(set),
+                TIMEOUT,
+                TIMEOUT,
+            )
+            .await
+        })
+    };
+    // A set naming A, empty and far newer than anything B holds, from a manager certificate.
+    let for_a = AssignmentSet {
+        version: 1,
+        tasks: Vec::new(),
+        node_id: a_id.clone(),
+        sequence: u64::MAX / 2,
+    };
+    let _ = push(&cluster.node_credentials(0), for_a);
+    // B's own name on it, but from a worker's certificate: refused by the transport.
+    let from_worker = AssignmentSet {
+        version: 1,
+        tasks: Vec::new(),
+        node_id: b_id.clone(),
+        sequence: u64::MAX / 2,
+    };
+    assert_forbidden(
+        push(&cluster.node_credentials(a), from_worker),
+        "assignments from a worker certificate",
+        "may not send assignments",
+    );
+    cluster.wait_until(
+        "B logs the set for another node",
+        Duration::from_secs(10),
+        || cluster.log_contains(b, "assignment set for another node refused"),
+    );
+    // B keeps running its own task through several heartbeats.
+    for _ in 0..10 {
+        let still: Vec<String> = cluster
+            .running_tasks("web")
+            .iter()
+            .filter(|task| task["node_id"] == b_id.as_str())
+            .map(|task| task["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(still, on_b, "B's task keeps running");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
