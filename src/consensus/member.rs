@@ -45,6 +45,10 @@ pub struct RaftMember<S: StateMachine> {
     refused_messages: u64,
 }
 
+/// Reads held while no leader can serve them, at most (their callers have long timed out by
+/// the time this many pile up).
+pub const DEFERRED_READS_MAX: usize = 10_000;
+
 impl<S: StateMachine> RaftMember<S> {
     /// Starts a brand-new group whose members are `voters` (`[config.id]` for the first
     /// manager). Writes an initial snapshot holding `state_machine`'s state; the storage must be
@@ -310,18 +314,29 @@ impl<S: StateMachine> RaftMember<S> {
     }
 
     /// Starts a linearizable read. When it is safe to read the state machine, `request_id` appears
-    /// in [`ReadyOutput::reads_ready`](super::ReadyOutput::reads_ready). Without a leader the
-    /// request is dropped silently, so the caller must time reads out.
+    /// in [`ReadyOutput::reads_ready`](super::ReadyOutput::reads_ready). Without a known leader
+    /// the read is held until one is known (raft-rs would drop it); callers still time reads
+    /// out, since a leader may never come.
     ///
     /// A leader elected a moment ago cannot serve reads until an entry of its term commits (raft-rs
     /// drops the request silently then); such reads are held and started right after.
     pub fn read_index(&mut self, request_id: u64) {
-        let raft = &self.raw_node.raft;
-        if raft.state == StateRole::Leader && !raft.commit_to_current_term() {
+        if !self.can_start_reads() {
             self.deferred_reads.push(request_id);
             return;
         }
         self.raw_node.read_index(request_id.to_le_bytes().to_vec());
+    }
+
+    /// Whether raft-rs would act on a read now: it drops one silently while no leader is known
+    /// (an election, or a member restarting) and on a leader that has not committed in its
+    /// term yet. Such reads are held until it would.
+    fn can_start_reads(&self) -> bool {
+        let raft = &self.raw_node.raft;
+        match raft.state {
+            StateRole::Leader => raft.commit_to_current_term(),
+            _ => raft.leader_id != raft::INVALID_ID,
+        }
     }
 
     /// Whether inputs since the last [`handle_ready`](Self::handle_ready) left work for
@@ -330,19 +345,20 @@ impl<S: StateMachine> RaftMember<S> {
         self.raw_node.has_ready()
     }
 
-    /// Starts the held reads once the leader has committed in its term; forgets them if it
-    /// is no longer leader (their callers time out, as for any read without a leader).
+    /// Starts the held reads once a leader is known and, if it is this member, has committed
+    /// in its term. Callers time reads out, so a read held through a long election is answered
+    /// late or not at all; at most [`DEFERRED_READS_MAX`] are held (the oldest go first).
     fn start_deferred_reads(&mut self) {
         if self.deferred_reads.is_empty() {
             return;
         }
-        let raft = &self.raw_node.raft;
-        if raft.state != StateRole::Leader {
-            self.deferred_reads.clear();
-        } else if raft.commit_to_current_term() {
+        if self.can_start_reads() {
             for request_id in std::mem::take(&mut self.deferred_reads) {
                 self.raw_node.read_index(request_id.to_le_bytes().to_vec());
             }
+        } else if self.deferred_reads.len() > DEFERRED_READS_MAX {
+            let excess = self.deferred_reads.len() - DEFERRED_READS_MAX;
+            self.deferred_reads.drain(..excess);
         }
     }
 

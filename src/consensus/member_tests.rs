@@ -283,3 +283,42 @@ fn a_new_leader_is_caught_up_only_once_an_entry_of_its_term_is_applied() {
     assert!(leading.last().is_some_and(|r| r.caught_up));
     assert!(reports.iter().all(|r| !r.caught_up || r.is_leader));
 }
+
+#[test]
+fn a_read_asked_before_any_leader_is_known_is_answered_once_one_is() {
+    let mut replicas = crate::consensus::test_counter::bootstrapped_group(&[
+        SimDisk::new(),
+        SimDisk::new(),
+        SimDisk::new(),
+    ]);
+    // Member 2 is asked first, with no leader anywhere (as after a restart of its actor).
+    replicas[1].read_index(7);
+    let mut answered = replicas[1]
+        .handle_ready()
+        .expect("ready")
+        .reads_ready
+        .contains(&7);
+    let mut queue = std::collections::VecDeque::new();
+    for _ in 0..200 {
+        if answered {
+            break;
+        }
+        replicas[0].tick();
+        let output = replicas[0].handle_ready().expect("ready");
+        queue.extend(output.messages);
+        pump(&mut replicas, &mut queue, |_, index, output| {
+            answered |= index == 1 && output.reads_ready.contains(&7);
+        });
+        // The follower drives its own held reads when it has more to do.
+        while replicas[1].has_ready() {
+            let output = replicas[1].handle_ready().expect("ready");
+            answered |= output.reads_ready.contains(&7);
+            queue.extend(output.messages);
+            pump(&mut replicas, &mut queue, |_, index, output| {
+                answered |= index == 1 && output.reads_ready.contains(&7);
+            });
+        }
+    }
+    assert!(replicas[0].leadership().is_leader);
+    assert!(answered, "the held read was answered, not dropped");
+}
