@@ -52,9 +52,12 @@ pub async fn start(
     } else {
         None
     };
-    if let Some((member, _, _)) = &manager_parts {
+    let wanted = manager_parts.is_some() && reissue_wanted(state_dir, &credentials)?;
+    if let (Some((member, _, _)), true) = (&manager_parts, wanted) {
         // The member applies its log only once it runs; what this manager's record and the
-        // cluster record say now comes from a replay of the committed log into a scratch store.
+        // cluster record say now comes from a replay of the committed log into a scratch store
+        // (only when a certificate is to be re-issued: the start-up of every other manager
+        // pays nothing).
         let view = SharedStore::default();
         let mut machine = StoreMachine::new(view.clone(), EventQueue::default());
         replay_committed(member.storage(), &mut machine)
@@ -85,6 +88,38 @@ pub async fn start(
     .await
 }
 
+/// Whether [`reissue_if_needed`] would re-issue anything (read before the log is replayed).
+fn reissue_wanted(state_dir: &Path, credentials: &Credentials) -> Result<bool, DaemonError> {
+    let (_, client) = read_client_config(state_dir)?;
+    Ok(own_certificate_due(credentials) || is_legacy_admin(client.as_ref()))
+}
+
+/// A manager certificate that names no identity URI, another role, or is past two thirds of
+/// its life.
+fn own_certificate_due(credentials: &Credentials) -> bool {
+    match credentials.identity() {
+        Ok(identity) => {
+            identity.role != Role::Manager || identity.renewal_due(std::time::SystemTime::now())
+        }
+        Err(_) => true,
+    }
+}
+
+fn read_client_config(
+    state_dir: &Path,
+) -> Result<(std::path::PathBuf, Option<ClientConfig>), DaemonError> {
+    let client_path = state_dir.join(CLIENT_FILE);
+    let client = client_path
+        .exists()
+        .then(|| state::read_toml(&client_path))
+        .transpose()?;
+    Ok((client_path, client))
+}
+
+fn is_legacy_admin(client: Option<&ClientConfig>) -> bool {
+    client.is_some_and(|client| client.credentials.identity().is_err())
+}
+
 /// A manager whose own certificate lacks the identity URI (written by the previous release)
 /// or is past two thirds of its life signs itself a new one from the CA in its store before
 /// its endpoint is bound, and writes it atomically; the admin certificate in `client.toml`
@@ -97,20 +132,9 @@ fn reissue_if_needed(
     cluster: &ClusterInfo,
     applied_index: u64,
 ) -> Result<Credentials, DaemonError> {
-    let needed = match credentials.identity() {
-        Ok(identity) => {
-            identity.role != Role::Manager || identity.renewal_due(std::time::SystemTime::now())
-        }
-        Err(_) => true,
-    };
-    let client_path = state_dir.join(CLIENT_FILE);
-    let client: Option<ClientConfig> = client_path
-        .exists()
-        .then(|| state::read_toml(&client_path))
-        .transpose()?;
-    let admin_legacy = client
-        .as_ref()
-        .is_some_and(|client| client.credentials.identity().is_err());
+    let needed = own_certificate_due(&credentials);
+    let (client_path, client) = read_client_config(state_dir)?;
+    let admin_legacy = is_legacy_admin(client.as_ref());
     if !needed && !admin_legacy {
         return Ok(credentials);
     }
