@@ -41,6 +41,10 @@ pub struct RaftMember<S: StateMachine> {
     deferred_reads: Vec<u64>,
     /// The leadership last reported in a [`ReadyOutput`](super::ReadyOutput).
     reported_leadership: Option<LeadershipState>,
+    /// The term in which this member, leading, applied an entry of its own term (0: none).
+    /// Kept so the check reads the log once per term, not on every Ready (the term of an
+    /// applied entry comes from storage: a read and decode of the whole entry).
+    caught_up_term: u64,
     /// Peer messages refused by validation so far; warnings back off as it grows.
     refused_messages: u64,
 }
@@ -132,6 +136,7 @@ impl<S: StateMachine> RaftMember<S> {
             pending_reads: Vec::new(),
             deferred_reads: Vec::new(),
             reported_leadership: None,
+            caught_up_term: 0,
             refused_messages: 0,
         })
     }
@@ -169,8 +174,7 @@ impl<S: StateMachine> RaftMember<S> {
             leader_id: (raft.leader_id != raft::INVALID_ID).then_some(raft.leader_id),
             term: raft.term,
             is_leader: raft.state == StateRole::Leader,
-            caught_up: raft.state == StateRole::Leader
-                && raft.raft_log.term(self.applied_index).ok() == Some(raft.term),
+            caught_up: raft.state == StateRole::Leader && self.caught_up_term == raft.term,
         }
     }
 

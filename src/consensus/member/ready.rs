@@ -60,6 +60,13 @@ impl<S: StateMachine> RaftMember<S> {
         // The entries just applied may be the term's first commit: start held reads now (the
         // next call sends what they need; the caller sees `has_ready`).
         self.start_deferred_reads();
+        let raft = &self.raw_node.raft;
+        if raft.state == raft::StateRole::Leader
+            && self.caught_up_term != raft.term
+            && raft.raft_log.term(self.applied_index).ok() == Some(raft.term)
+        {
+            self.caught_up_term = raft.term;
+        }
         let leadership = self.leadership();
         if self.reported_leadership != Some(leadership) {
             self.reported_leadership = Some(leadership);
