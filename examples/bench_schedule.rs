@@ -97,11 +97,10 @@ fn run(nodes: usize, replicas: u64, schedule_batch: usize) -> anyhow::Result<ser
     let mut spec = ServiceSpec::new("bench", "busybox");
     spec.mode = ServiceMode::Replicated { replicas };
     let service_id = ids::new_id(&mut rng);
-    applier.apply(Command::CreateService(Service {
-        id: service_id.clone(),
+    applier.apply(Command::CreateService(Service::new(
+        service_id.clone(),
         spec,
-        meta: Default::default(),
-    }))?;
+    )))?;
 
     let mut phases = Phases::default();
     let mut restarts = RestartTracker::new();

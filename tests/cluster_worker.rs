@@ -483,11 +483,7 @@ impl Handler<Request> for NoTransport {
 fn sim_task(id: &str, slot: u64) -> Task {
     let mut spec = ServiceSpec::new("web", "busybox");
     spec.command = vec!["sleep".into(), "300".into()];
-    let service = Service {
-        id: "svc-1".into(),
-        spec,
-        meta: Default::default(),
-    };
+    let service = Service::new("svc-1".into(), spec);
     Task::new(id.into(), &service, Some(slot), Some("node-a".into()))
 }
 

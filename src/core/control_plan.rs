@@ -33,11 +33,7 @@ pub fn plan_service_create<R: Rng + ?Sized>(
 ) -> Result<WritePlan, CoreError> {
     spec.validate()?;
     let id = ids::new_id(rng);
-    let service = Service {
-        id: id.clone(),
-        spec: spec.clone(),
-        meta: Default::default(),
-    };
+    let service = Service::new(id.clone(), spec.clone());
     Ok(WritePlan {
         commands: vec![Command::CreateService(service)],
         ids: vec![id],

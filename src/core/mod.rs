@@ -11,7 +11,8 @@
 //!   worker's replica plan and orphan sweep over it.
 //! - [`ids`]: 25-character base36 IDs and name / ID / prefix resolution.
 //! - [`model`]: nodes, services, tasks, the task state machine, the cluster record.
-//! - [`spec`]: the service spec, constraints, restart policy, CLI value parsers, validation.
+//! - [`spec`]: the service spec, constraints, restart policy, validation.
+//! - [`parse`]: the CLI's value parsers (sizes, CPUs, durations, `K=V`).
 //! - [`store`]: the Raft-applied state machine (`check`, `apply`, events, snapshots, queries).
 //! - [`scheduler`]: filters and spread over a store, returning a placement plan.
 //! - [`sessions`]: node heartbeats and liveness over a `now_ms` passed in.
@@ -19,6 +20,7 @@
 //! - [`clock`]: the [`clock::Clock`] handed to actors at start-up, and a manual one for tests.
 //! - [`control_plan`]: what an admin's write turns into (commands to propose), and the
 //!   promote/demote rules.
+//! - [`rollout`]: update and rollback configs, health checks, stop grace, `update_status`.
 //! - [`restart`]: restart policy and backoff bookkeeping, per slot.
 //! - [`events`]: the one road of applied changes to watchers, with Raft indexes and gaps.
 //! - [`format`]: the version of every persistent format, and its header.
@@ -33,7 +35,9 @@ pub mod format;
 pub mod ids;
 pub mod model;
 pub mod orchestrator;
+pub mod parse;
 pub mod restart;
+pub mod rollout;
 pub mod scheduler;
 pub mod sessions;
 pub mod spec;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::rollout::{HealthCheck, UpdateStatus, STOP_GRACE_MS_DEFAULT};
 pub use super::spec::Resources;
 use super::spec::{
     Constraint, ConstraintKey, ConstraintOp, ResourceRequirements, ServiceMode, ServiceSpec,
@@ -99,8 +100,38 @@ pub struct Service {
     pub id: String,
     /// What the user declared.
     pub spec: ServiceSpec,
+    /// The Raft index at which `spec` was set (SPEC §7): a task runs the spec of its
+    /// `spec_version` and is up to date when that is this. A scale keeps it.
+    pub spec_version: u64,
+    /// The spec before the last update, for `service rollback` (one level, as Swarm).
+    pub previous_spec: Option<VersionedSpec>,
+    /// The last rollout, if any.
+    pub update_status: Option<UpdateStatus>,
     /// Versions and times (`created_at_ms`, `updated_at_ms`).
     pub meta: Meta,
+}
+
+impl Service {
+    /// A new service record (its versions and times are set when the store applies it).
+    pub fn new(id: String, spec: ServiceSpec) -> Service {
+        Service {
+            id,
+            spec,
+            spec_version: 0,
+            previous_spec: None,
+            update_status: None,
+            meta: Meta::default(),
+        }
+    }
+}
+
+/// A spec with the version it had.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VersionedSpec {
+    /// The spec.
+    pub spec: ServiceSpec,
+    /// Its `spec_version`.
+    pub version: u64,
 }
 
 /// A task's lifecycle, in the order of SPEC §3. Observed states only move forward; the last
@@ -197,6 +228,10 @@ pub struct TaskSpec {
     pub resources: ResourceRequirements,
     /// Placement constraints.
     pub constraints: Vec<Constraint>,
+    /// Health check.
+    pub health: HealthCheck,
+    /// Time between SIGTERM and SIGKILL.
+    pub stop_grace_ms: u64,
 }
 
 impl TaskSpec {
@@ -208,6 +243,8 @@ impl TaskSpec {
             env: spec.env.clone(),
             resources: spec.resources.clone(),
             constraints: spec.constraints.clone(),
+            health: spec.health.clone(),
+            stop_grace_ms: spec.stop_grace_ms.unwrap_or(STOP_GRACE_MS_DEFAULT),
         }
     }
 }
@@ -370,11 +407,7 @@ mod tests {
 
     #[test]
     fn naming_and_labels() {
-        let service = Service {
-            id: "svc1".into(),
-            spec: ServiceSpec::new("web", "nginx"),
-            meta: Meta::default(),
-        };
+        let service = Service::new("svc1".into(), ServiceSpec::new("web", "nginx"));
         let task = Task::new("t1".into(), &service, Some(3), Some("n1".into()));
         assert_eq!(task.container_name(), "web.3.t1");
         let global = Task::new("t2".into(), &service, None, Some("n1".into()));

@@ -7,6 +7,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::error::CoreError;
+pub use super::parse::{parse_cpus, parse_duration_ms, parse_key_value, parse_memory};
+use super::rollout::{HealthCheck, UpdateConfig, DURATION_MS_MAX};
 
 /// CPU and memory, used for node capacity, reservations and limits. Zero means none.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
@@ -209,6 +211,16 @@ pub struct ServiceSpec {
     pub constraints: Vec<Constraint>,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// Health check (`--health-*`, `--no-healthcheck`).
+    pub health: HealthCheck,
+    /// Time between SIGTERM and SIGKILL (`--stop-grace-period`); `None` is 10 s.
+    pub stop_grace_ms: Option<u64>,
+    /// How a change is rolled out (`--update-*`).
+    pub update: UpdateConfig,
+    /// How a rollback is rolled out (`--rollback-*`).
+    pub rollback: UpdateConfig,
+    /// Bumped by `service update --force`: a changed spec that redeploys every slot.
+    pub force_update: u64,
 }
 
 impl ServiceSpec {
@@ -224,7 +236,26 @@ impl ServiceSpec {
             resources: ResourceRequirements::default(),
             constraints: Vec::new(),
             restart: RestartPolicy::default(),
+            health: HealthCheck::default(),
+            stop_grace_ms: None,
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            force_update: 0,
         }
+    }
+
+    /// Whether `other` differs from `self` only in the replica count: a scale, which needs no
+    /// rollout (SPEC §7).
+    pub fn differs_only_in_replicas(&self, other: &ServiceSpec) -> bool {
+        let mut same_count = other.clone();
+        if let (ServiceMode::Replicated { replicas }, ServiceMode::Replicated { .. }) =
+            (&self.mode, &mut same_count.mode)
+        {
+            same_count.mode = ServiceMode::Replicated {
+                replicas: *replicas,
+            };
+        }
+        *self == same_count
     }
 
     /// Checks what the CLI cannot: name syntax, image, bounds, reservations within limits.
@@ -263,6 +294,12 @@ impl ServiceSpec {
         {
             return invalid(format!("restart delay exceeds {RESTART_DELAY_MS_MAX} ms"));
         }
+        self.health.validate()?;
+        if self.stop_grace_ms.is_some_and(|ms| ms > DURATION_MS_MAX) {
+            return invalid("stop grace period must be at most 24h".into());
+        }
+        self.update.validate("update")?;
+        self.rollback.validate("rollback")?;
         Ok(())
     }
 }
@@ -287,152 +324,9 @@ pub fn validate_service_name(name: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-/// Parses `K=V` (for `--env`, `--label`, `--label-add`); the value may be empty or hold `=`.
-pub fn parse_key_value(text: &str) -> Result<(String, String), CoreError> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(CoreError::parse(
-            "key=value pair",
-            text,
-            "expected KEY=VALUE",
-        )),
-    }
-}
-
-/// Splits `12.5` into whole and fractional parts scaled by `10^scale_digits`, without floats.
-fn parse_decimal(text: &str, scale_digits: u32, what: &'static str) -> Result<u64, CoreError> {
-    let bad = |reason: &str| CoreError::parse(what, text, reason);
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    if whole.is_empty() && fraction.is_empty() {
-        return Err(bad("expected a number"));
-    }
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || !digits(fraction) {
-        return Err(bad("expected a non-negative number"));
-    }
-    if fraction.len() > scale_digits as usize {
-        return Err(bad("too precise"));
-    }
-    let scale = 10u64.pow(scale_digits);
-    let whole: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad("too large"))?
-    };
-    let fraction_scaled = if fraction.is_empty() {
-        0
-    } else {
-        let padding = 10u64.pow(scale_digits - fraction.len() as u32);
-        fraction.parse::<u64>().map_err(|_| bad("too large"))? * padding
-    };
-    whole
-        .checked_mul(scale)
-        .and_then(|w| w.checked_add(fraction_scaled))
-        .ok_or_else(|| bad("too large"))
-}
-
-/// Parses `--reserve-cpu` / `--limit-cpu` (`0.5`, `2`) into nano CPUs.
-pub fn parse_cpus(text: &str) -> Result<u64, CoreError> {
-    parse_decimal(text.trim(), 9, "cpu count")
-}
-
-/// Parses a memory size: plain bytes or a `b`, `k`, `m`, `g`, `t` suffix (optionally followed
-/// by `b`, any case), binary multiples as in Docker: `512m`, `1g`, `1.5g`, `100k`, `4096`.
-pub fn parse_memory(text: &str) -> Result<u64, CoreError> {
-    let lower = text.trim().to_ascii_lowercase();
-    let number_end = lower
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(number_end);
-    let shift = match unit {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(CoreError::parse("memory size", text, "unknown unit")),
-    };
-    // Three decimals are plenty for "1.5g"; the result is rounded down to whole bytes.
-    let thousandths = parse_decimal(number, 3, "memory size")
-        .map_err(|_| CoreError::parse("memory size", text, "expected a number and a unit"))?;
-    let bytes = (u128::from(thousandths) << shift) / 1000;
-    u64::try_from(bytes).map_err(|_| CoreError::parse("memory size", text, "too large"))
-}
-
-/// Parses a duration such as `300ms`, `5s`, `1m`, `1h`, `1m30s` or `1.5s` into milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<u64, CoreError> {
-    let bad = |reason: &str| CoreError::parse("duration", text, reason);
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad("empty"));
-    }
-    let mut total_ms: u64 = 0;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| bad("missing unit (ms, s, m or h)"))?;
-        let (number, tail) = rest.split_at(number_end);
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let unit_ms: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(bad("unit is ms, s, m or h")),
-        };
-        let thousandths = parse_decimal(number, 3, "duration").map_err(|_| bad("bad number"))?;
-        let part = u128::from(thousandths) * u128::from(unit_ms) / 1000;
-        total_ms = u64::try_from(part)
-            .ok()
-            .and_then(|p| total_ms.checked_add(p))
-            .ok_or_else(|| bad("too large"))?;
-        rest = tail;
-    }
-    Ok(total_ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_cpus_durations() {
-        let memory = [
-            ("512m", 512 << 20),
-            ("1g", 1 << 30),
-            ("100k", 102_400),
-            ("4096", 4096),
-        ];
-        for (text, bytes) in memory {
-            assert_eq!(parse_memory(text), Ok(bytes), "{text}");
-        }
-        assert_eq!(parse_memory("1.5G"), Ok(3 << 29));
-        assert_eq!(parse_memory("12MB"), Ok(12 << 20));
-        for bad in ["", "m", "12x", "-1m", "1..5g"] {
-            assert!(parse_memory(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_cpus("0.5"), Ok(500_000_000));
-        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
-        assert_eq!(parse_cpus(".25"), Ok(250_000_000));
-        assert!(parse_cpus("0.0000000001").is_err());
-        assert!(parse_cpus("abc").is_err());
-        let durations = [
-            ("5s", 5_000),
-            ("300ms", 300),
-            ("1m", 60_000),
-            ("1m30s", 90_000),
-        ];
-        for (text, ms) in durations {
-            assert_eq!(parse_duration_ms(text), Ok(ms), "{text}");
-        }
-        assert_eq!(parse_duration_ms("1.5s"), Ok(1_500));
-        for bad in ["", "5", "5x", "s"] {
-            assert!(parse_duration_ms(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn constraints_parse_print_and_reject() {

@@ -29,11 +29,7 @@ pub fn node(id: &str) -> Node {
 pub fn service(id: &str, name: &str, replicas: u64) -> Service {
     let mut spec = ServiceSpec::new(name, "busybox");
     spec.mode = ServiceMode::Replicated { replicas };
-    Service {
-        id: id.to_string(),
-        spec,
-        meta: Default::default(),
-    }
+    Service::new(id.to_string(), spec)
 }
 
 /// A store under test with a Raft index and clock that advance on every command.

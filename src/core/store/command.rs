@@ -16,6 +16,7 @@ use crate::core::model::{
     Availability, ClusterInfo, Node, NodeDescription, NodeRole, NodeStatus, Service, Task,
     TaskState, TaskStatus,
 };
+use crate::core::rollout::UpdateStatus;
 use crate::core::spec::ServiceSpec;
 use crate::core::store::Revocation;
 
@@ -139,8 +140,29 @@ pub enum Command {
     /// both; found by the whole-cluster simulation).
     RefreshNode(NodeRefresh),
     /// `node rm` / `node demote`: revoke the node's certificates (see `RevocationList`).
-    /// Last, so older variants keep their tags and old logs still decode.
+    /// Older variants keep their tags, so old logs still decode.
     RevokeCertificates(Revocation),
+    /// `service rollback` / `service update --rollback`, or an update whose failure action
+    /// is `rollback`: swap spec and previous spec and roll the previous one back out.
+    RollbackService {
+        /// The service.
+        service_id: String,
+        /// Refuse unless the service is still at this version.
+        expected_version: Option<u64>,
+        /// Why (`manually requested rollback`, or the failure that triggered it).
+        message: String,
+    },
+    /// The updater: a rollout moved on (paused, completed ...). Applies only while the
+    /// service still runs `spec_version`, so a decision about an older spec never lands on
+    /// a newer one.
+    SetUpdateStatus {
+        /// The service.
+        service_id: String,
+        /// The spec version the decision was about.
+        spec_version: u64,
+        /// The new status.
+        status: UpdateStatus,
+    },
 }
 
 /// A task as watchers need to route it: to its service and, if any, its node.

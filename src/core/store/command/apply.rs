@@ -3,7 +3,8 @@
 
 use super::{Command, Event, TaskRef};
 use crate::core::error::CoreError;
-use crate::core::model::{Meta, NodeRole, TaskState, TaskStatus};
+use crate::core::model::{Meta, NodeRole, TaskState, TaskStatus, VersionedSpec};
+use crate::core::rollout::{UpdateState, UpdateStatus};
 use crate::core::sessions::refreshed_record;
 use crate::core::store::{is_unassigned, Store};
 
@@ -92,6 +93,9 @@ impl Store {
             }
             Command::CreateService(mut service) => {
                 service.meta = created(index, now_ms);
+                service.spec_version = index;
+                service.previous_spec = None;
+                service.update_status = None;
                 self.index
                     .service_by_name
                     .insert(service.spec.name.clone(), service.id.clone());
@@ -108,9 +112,67 @@ impl Store {
                     self.index
                         .service_by_name
                         .insert(spec.name.clone(), service_id.clone());
+                    if !service.spec.differs_only_in_replicas(&spec) {
+                        // A rollout: the old spec becomes the previous one (SPEC §7).
+                        let old = std::mem::replace(&mut service.spec, spec.clone());
+                        service.previous_spec = Some(VersionedSpec {
+                            spec: old,
+                            version: service.spec_version,
+                        });
+                        service.spec_version = index;
+                        service.update_status = Some(UpdateStatus {
+                            state: UpdateState::Updating,
+                            message: "update in progress".into(),
+                            started_at_ms: now_ms,
+                            completed_at_ms: None,
+                        });
+                    }
                     service.spec = spec;
                     touch(&mut service.meta, index, now_ms);
                     events.push(Event::ServiceUpdated { service_id });
+                }
+            }
+            Command::RollbackService {
+                service_id,
+                message,
+                ..
+            } => {
+                if let Some(service) = self.services.get_mut(&service_id) {
+                    if let Some(previous) = service.previous_spec.take() {
+                        self.index.service_by_name.remove(&service.spec.name);
+                        self.index
+                            .service_by_name
+                            .insert(previous.spec.name.clone(), service_id.clone());
+                        let old = std::mem::replace(&mut service.spec, previous.spec);
+                        service.previous_spec = Some(VersionedSpec {
+                            spec: old,
+                            version: service.spec_version,
+                        });
+                        service.spec_version = previous.version;
+                        service.update_status = Some(UpdateStatus {
+                            state: UpdateState::RollbackStarted,
+                            message,
+                            started_at_ms: now_ms,
+                            completed_at_ms: None,
+                        });
+                        touch(&mut service.meta, index, now_ms);
+                        events.push(Event::ServiceUpdated { service_id });
+                    }
+                }
+            }
+            Command::SetUpdateStatus {
+                service_id,
+                spec_version,
+                status,
+            } => {
+                if let Some(service) = self.services.get_mut(&service_id) {
+                    if service.spec_version == spec_version
+                        && service.update_status.as_ref() != Some(&status)
+                    {
+                        service.update_status = Some(status);
+                        touch(&mut service.meta, index, now_ms);
+                        events.push(Event::ServiceUpdated { service_id });
+                    }
                 }
             }
             Command::RemoveService { service_id } => {

@@ -122,6 +122,32 @@ impl Store {
                     _ => Ok(()),
                 }
             }
+            Command::RollbackService {
+                service_id,
+                expected_version,
+                ..
+            } => {
+                let service = self
+                    .service(service_id)
+                    .ok_or_else(|| not_found("service", service_id))?;
+                check_version("service", service_id, &service.meta, *expected_version)?;
+                match &service.previous_spec {
+                    None => Err(CoreError::BadRequest(format!(
+                        "service {} does not have a previous spec to roll back to",
+                        service.spec.name
+                    ))),
+                    Some(previous) => match self.index.service_by_name.get(&previous.spec.name) {
+                        Some(owner) if owner != service_id => {
+                            Err(CoreError::NameInUse(previous.spec.name.clone()))
+                        }
+                        _ => Ok(()),
+                    },
+                }
+            }
+            Command::SetUpdateStatus { service_id, .. } => self
+                .service(service_id)
+                .map(|_| ())
+                .ok_or_else(|| not_found("service", service_id)),
             Command::RemoveService { service_id } => self
                 .service(service_id)
                 .map(|_| ())
