@@ -8,7 +8,8 @@
 //! bin -> client | node (composition root) -> actors -> net | consensus -> core | runtime
 //! ```
 //!
-//! - [`client`]: the `flotilla` CLI's logic: admin requests and Docker-style output.
+//! - [`client`]: the `flotilla` CLI's logic: admin requests, Docker-style output, progress, and
+//!   the `service update` flags applied to a spec (`client::update`).
 //! - [`node`]: the composition root: state directory, init / join / start / hollow nodes,
 //!   wiring the actors together, the clock and seed they get, shutdown and role restarts.
 //! - [`actors`]: thin actix shells (mailboxes, timers, I/O), one concern per file, each
