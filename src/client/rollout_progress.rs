@@ -97,6 +97,39 @@ pub fn snapshot(service: &Service, tasks: &[TaskView]) -> RolloutSnapshot {
     }
 }
 
+/// Where a followed rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Slots are still being replaced.
+    Rolling,
+    /// Every slot runs the current spec; the updater is still monitoring them.
+    Verifying,
+    /// The rollout completed.
+    Converged,
+    /// The rollout paused: the CLI's error message.
+    Failed(String),
+}
+
+/// Reads the replicated status (a service without one has nothing left to roll out).
+pub fn verdict(service: &Service, seen: &RolloutSnapshot) -> Verdict {
+    let Some(status) = &service.update_status else {
+        return Verdict::Converged;
+    };
+    match status.state {
+        UpdateState::Paused => {
+            Verdict::Failed(format!("service update paused: {}", status.message))
+        }
+        UpdateState::RollbackPaused => {
+            Verdict::Failed(format!("service rollback paused: {}", status.message))
+        }
+        UpdateState::Completed | UpdateState::RollbackCompleted => Verdict::Converged,
+        UpdateState::Updating | UpdateState::RollbackStarted if seen.done >= seen.wanted => {
+            Verdict::Verifying
+        }
+        UpdateState::Updating | UpdateState::RollbackStarted => Verdict::Rolling,
+    }
+}
+
 async fn inspect(client: &Client, service: &str) -> Result<Service, ClientError> {
     let request = AdminRequest::ServiceInspect {
         services: vec![service.to_string()],
@@ -153,23 +186,9 @@ pub async fn wait_rollout(client: &Client, service: &str) -> Result<(), ClientEr
             .update_status
             .as_ref()
             .map_or(UpdateState::Completed, |s| s.state);
-        let message = current
-            .update_status
-            .as_ref()
-            .map(|s| s.message.clone())
-            .unwrap_or_default();
-        match state {
-            UpdateState::Paused => {
-                return Err(ClientError::Remote(format!(
-                    "service update paused: {message}"
-                )))
-            }
-            UpdateState::RollbackPaused => {
-                return Err(ClientError::Remote(format!(
-                    "service rollback paused: {message}"
-                )))
-            }
-            UpdateState::Completed | UpdateState::RollbackCompleted => {
+        match verdict(&current, &seen) {
+            Verdict::Failed(message) => return Err(ClientError::Remote(message)),
+            Verdict::Converged => {
                 progress.finish_bars();
                 if !waiting_printed {
                     print_waiting(monitor_ms);
@@ -177,12 +196,11 @@ pub async fn wait_rollout(client: &Client, service: &str) -> Result<(), ClientEr
                 println!("verify: Service converged");
                 return Ok(());
             }
-            UpdateState::Updating | UpdateState::RollbackStarted => {
-                if seen.done >= seen.wanted && !waiting_printed {
-                    print_waiting(monitor_ms);
-                    waiting_printed = true;
-                }
+            Verdict::Verifying if !waiting_printed => {
+                print_waiting(monitor_ms);
+                waiting_printed = true;
             }
+            Verdict::Verifying | Verdict::Rolling => {}
         }
         if last_seen != Some((seen.done, state)) {
             last_seen = Some((seen.done, state));
@@ -268,6 +286,52 @@ mod tests {
         let mut never_updated = service.clone();
         never_updated.update_status = None;
         assert_eq!(snapshot(&never_updated, &tasks).done, 0);
+    }
+
+    #[test]
+    fn the_status_decides_the_end_and_a_pause_fails_with_its_message() {
+        let mut service = updating(2);
+        let half = RolloutSnapshot {
+            wanted: 2,
+            done: 1,
+            newest: BTreeMap::new(),
+        };
+        let all = RolloutSnapshot {
+            done: 2,
+            ..half.clone()
+        };
+        assert_eq!(verdict(&service, &half), Verdict::Rolling);
+        assert_eq!(verdict(&service, &all), Verdict::Verifying);
+        let set = |service: &mut Service, state: UpdateState, message: &str| {
+            if let Some(status) = service.update_status.as_mut() {
+                status.state = state;
+                status.message = message.to_string();
+            }
+        };
+        set(&mut service, UpdateState::Paused, "task t1 failed");
+        assert_eq!(
+            verdict(&service, &half),
+            Verdict::Failed("service update paused: task t1 failed".into())
+        );
+        set(&mut service, UpdateState::RollbackPaused, "task t2 failed");
+        assert_eq!(
+            verdict(&service, &half),
+            Verdict::Failed("service rollback paused: task t2 failed".into())
+        );
+        set(
+            &mut service,
+            UpdateState::RollbackStarted,
+            "manually requested rollback",
+        );
+        assert_eq!(verdict(&service, &half), Verdict::Rolling);
+        set(&mut service, UpdateState::Completed, "update completed");
+        assert_eq!(verdict(&service, &half), Verdict::Converged);
+        set(
+            &mut service,
+            UpdateState::RollbackCompleted,
+            "rollback completed",
+        );
+        assert_eq!(verdict(&service, &half), Verdict::Converged);
     }
 
     #[test]
