@@ -232,28 +232,32 @@ mod tests {
     use crate::core::rollout::UpdateStatus;
     use crate::core::spec::ServiceSpec;
 
+    /// Built from JSON, so the fixture stays valid when the view gains fields (unknown
+    /// fields are ignored, new ones are given here ahead of time).
     fn task(slot: u64, current: &str, desired: &str, created_at_ms: u64) -> TaskView {
-        TaskView {
-            id: format!("t{slot}{current}{created_at_ms}"),
-            name: format!("web.{slot}"),
-            service_id: "s".into(),
-            service_name: "web".into(),
-            image: "busybox".into(),
-            slot: Some(slot),
-            node_id: Some(format!("n{slot}")),
-            node_hostname: None,
-            desired_state: desired.into(),
-            current_state: current.into(),
-            state_since: String::new(),
-            error: None,
-            runtime: String::new(),
-            runtime_id: None,
-            exit_code: None,
-            state_since_ms: 0,
-            created_at_ms,
-            assigned_at_ms: None,
-            started_at_ms: None,
-        }
+        serde_json::from_value(serde_json::json!({
+            "id": format!("t{slot}{current}{created_at_ms}"),
+            "name": format!("web.{slot}"),
+            "service_id": "s",
+            "service_name": "web",
+            "image": "busybox",
+            "slot": slot,
+            "node_id": format!("n{slot}"),
+            "node_hostname": null,
+            "desired_state": desired,
+            "current_state": current,
+            "state_since": "",
+            "error": null,
+            "runtime": "",
+            "runtime_id": null,
+            "exit_code": null,
+            "state_since_ms": 0,
+            "created_at_ms": created_at_ms,
+            "assigned_at_ms": null,
+            "started_at_ms": null,
+            "spec_version": 0,
+        }))
+        .expect("a task view")
     }
 
     fn updating(replicas: u64) -> Service {
