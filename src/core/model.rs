@@ -276,6 +276,10 @@ pub struct Task {
     pub started_at_ms: Option<u64>,
     /// What to run.
     pub spec: TaskSpec,
+    /// The service's `spec_version` this task was created from (SPEC §7): it is up to date
+    /// while that is the service's. 0 only in commands of an older release, resolved when
+    /// the store applies them.
+    pub spec_version: u64,
     /// Versions and times.
     pub meta: Meta,
 }
@@ -299,6 +303,7 @@ impl Task {
             assigned_at_ms: None,
             started_at_ms: None,
             spec: TaskSpec::from_service(&service.spec),
+            spec_version: service.spec_version,
             meta: Meta::default(),
         }
     }

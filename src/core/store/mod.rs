@@ -5,6 +5,7 @@
 //! never drift from the objects. Indexes are not serialized; [`Store::restore`] rebuilds them.
 
 mod command;
+mod legacy;
 mod revocation;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use command::{
     Command, Event, JoinSecret, NodeRefresh, NodeSpecUpdate, TaskRef, TaskStatusUpdate,
 };
+pub(crate) use legacy::CommandV2;
 pub use revocation::{CertificateStanding, Revocation, RevocationList, RevocationScope};
 
 use super::error::CoreError;
@@ -95,27 +97,6 @@ fn decode_snapshot_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
         )));
     }
     Ok(value)
-}
-
-/// The store as the first release wrote its snapshots (format version 1, no header).
-#[derive(Deserialize)]
-struct StoreV1 {
-    cluster: Option<ClusterInfo>,
-    nodes: BTreeMap<String, Node>,
-    services: BTreeMap<String, Service>,
-    tasks: BTreeMap<String, Task>,
-}
-
-impl From<StoreV1> for Store {
-    fn from(old: StoreV1) -> Store {
-        Store {
-            cluster: old.cluster,
-            nodes: old.nodes,
-            services: old.services,
-            tasks: old.tasks,
-            ..Store::default()
-        }
-    }
 }
 
 impl PartialEq for Store {
@@ -263,7 +244,11 @@ impl Store {
             .split(bytes)
             .map_err(|e| CoreError::Snapshot(e.to_string()))?;
         let mut store = match version {
-            format::LEGACY_VERSION => Store::from(decode_snapshot_body::<StoreV1>(body)?),
+            format::LEGACY_VERSION => {
+                let old = decode_snapshot_body::<legacy::StoreV1>(body)?;
+                Store::from(legacy::StoreV2::from(old))
+            }
+            2 => Store::from(decode_snapshot_body::<legacy::StoreV2>(body)?),
             _ => decode_snapshot_body::<Store>(body)?,
         };
         store.rebuild_indexes();
