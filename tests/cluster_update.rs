@@ -29,11 +29,12 @@ fn inspect(cluster: &Cluster, host: usize, service: &str) -> Option<Value> {
 }
 
 /// Per slot, the spec versions of the tasks that run and are meant to.
-fn running_versions(cluster: &Cluster, host: usize, service: &str) -> Option<BTreeMap<u64, Vec<u64>>> {
-    let output = cluster.cli(
-        Some(host),
-        &["service", "ps", "--format", "json", service],
-    );
+fn running_versions(
+    cluster: &Cluster,
+    host: usize,
+    service: &str,
+) -> Option<BTreeMap<u64, Vec<u64>>> {
+    let output = cluster.cli(Some(host), &["service", "ps", "--format", "json", service]);
     if !output.status.success() {
         return None;
     }
@@ -42,7 +43,10 @@ fn running_versions(cluster: &Cluster, host: usize, service: &str) -> Option<BTr
     for task in tasks {
         if task["current_state"] == "running" && task["desired_state"] == "running" {
             let slot = task["slot"].as_u64()?;
-            slots.entry(slot).or_default().push(task["spec_version"].as_u64()?);
+            slots
+                .entry(slot)
+                .or_default()
+                .push(task["spec_version"].as_u64()?);
         }
     }
     Some(slots)
@@ -54,7 +58,15 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
     cluster.cli_ok(
         None,
         &[
-            "service", "create", "-d", "--name", "web", "--replicas", "6", "busybox", "sleep",
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "6",
+            "busybox",
+            "sleep",
             "1000",
         ],
     );
@@ -67,8 +79,16 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
     cluster.cli_ok(
         None,
         &[
-            "service", "update", "-d", "--env-add", "V=2", "--update-delay", "1s",
-            "--update-monitor", "1s", "web",
+            "service",
+            "update",
+            "-d",
+            "--env-add",
+            "V=2",
+            "--update-delay",
+            "1s",
+            "--update-monitor",
+            "1s",
+            "web",
         ],
     );
     let updated = inspect(&cluster, 0, "web").expect("inspect");
@@ -79,14 +99,21 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
 
     let leader = cluster.leader().expect("a leader");
     let survivor = (0..3).find(|i| *i != leader).expect("a survivor");
-    cluster.wait_until("two slots run the new spec", Duration::from_secs(30), || {
-        running_versions(&cluster, leader, "web").is_some_and(|slots| {
-            slots.values().filter(|v| v.contains(&new_version)).count() >= 2
-        })
-    });
+    cluster.wait_until(
+        "two slots run the new spec",
+        Duration::from_secs(30),
+        || {
+            running_versions(&cluster, leader, "web").is_some_and(|slots| {
+                slots.values().filter(|v| v.contains(&new_version)).count() >= 2
+            })
+        },
+    );
     let mid = running_versions(&cluster, leader, "web").unwrap_or_default();
     let done_before_kill = mid.values().filter(|v| v == &&vec![new_version]).count();
-    assert!(done_before_kill < 6, "the update finished before the kill: {mid:?}");
+    assert!(
+        done_before_kill < 6,
+        "the update finished before the kill: {mid:?}"
+    );
     cluster.kill(leader);
 
     cluster.wait_until("the update completes", Duration::from_secs(60), || {
