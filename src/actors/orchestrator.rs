@@ -13,8 +13,8 @@ use crate::consensus::store_machine::SharedStore;
 use crate::core::events::{Delivery, EventCursor};
 use crate::core::model::TaskState;
 use crate::core::orchestrator::{services_affected_by_node, services_to_reconcile};
-use crate::core::rollout::UpdateState;
-use crate::core::store::{Event, Store};
+use crate::core::store::Event;
+use crate::core::updater::waits_for_running;
 
 /// Stop the orchestrator and its service actors (leadership lost).
 #[derive(Message)]
@@ -156,7 +156,11 @@ impl Handler<StoreEvents> for OrchestratorActor {
         }
         if !progressed.is_empty() {
             let store = self.store.read();
-            services.extend(progressed.into_iter().filter(|id| rolling_out(&store, id)));
+            services.extend(
+                progressed
+                    .into_iter()
+                    .filter(|id| waits_for_running(&store, id)),
+            );
         }
         if !nodes.is_empty() {
             let store = self.store.read();
@@ -169,20 +173,6 @@ impl Handler<StoreEvents> for OrchestratorActor {
         }
         self.retire_finished();
     }
-}
-
-/// Whether a service's rollout is moving or paused: a task of it that starts running may
-/// complete a slot (start-first: the old task then stops).
-fn rolling_out(store: &Store, service_id: &str) -> bool {
-    store
-        .service(service_id)
-        .and_then(|service| service.update_status.as_ref())
-        .is_some_and(|status| {
-            !matches!(
-                status.state,
-                UpdateState::Completed | UpdateState::RollbackCompleted
-            )
-        })
 }
 
 impl Handler<CrashService> for OrchestratorActor {

@@ -222,6 +222,21 @@ pub fn plan_rollout<R: Rng + ?Sized>(
     plan
 }
 
+/// Whether a task of `service_id` that starts running may move its rollout on (the rollout is
+/// moving or paused: a start-first slot is done once its new task runs, and its old task then
+/// stops). Watchers that skip workers' progress reports still pass these on.
+pub fn waits_for_running(store: &Store, service_id: &str) -> bool {
+    store
+        .service(service_id)
+        .and_then(|service| service.update_status.as_ref())
+        .is_some_and(|status| {
+            !matches!(
+                status.state,
+                UpdateState::Completed | UpdateState::RollbackCompleted
+            )
+        })
+}
+
 /// The service's slots and their tasks, newest first: replicas `1..=replicas`, or the nodes
 /// that hold a task of a global service.
 fn slots_of<'s>(store: &'s Store, service: &Service) -> BTreeMap<SlotKey, Vec<&'s Task>> {
