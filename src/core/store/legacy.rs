@@ -8,6 +8,7 @@
 //! the service's at apply): every task of an older release counts as up to date.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -105,7 +106,7 @@ impl From<TaskV2> for Task {
             runtime_id: old.runtime_id,
             assigned_at_ms: old.assigned_at_ms,
             started_at_ms: old.started_at_ms,
-            spec: TaskSpec {
+            spec: Arc::new(TaskSpec {
                 image: old.spec.image,
                 command: old.spec.command,
                 env: old.spec.env,
@@ -113,7 +114,7 @@ impl From<TaskV2> for Task {
                 constraints: old.spec.constraints,
                 health: Default::default(),
                 stop_grace_ms: STOP_GRACE_MS_DEFAULT,
-            },
+            }),
             spec_version: 0,
             meta: old.meta,
         }
