@@ -2,7 +2,8 @@
 //! `flotilla::client`).
 //!
 //! Files: this one holds the top-level command and `main`; `args` the subcommands' arguments;
-//! `node` and `service` what those subcommands send and print.
+//! `service_args` the flags `service create` and `update` share; `node` and `service` what
+//! those subcommands send and print.
 
 // The crate root of a binary looks for modules beside it (`src/bin/`), where every file is a
 // binary of its own; the paths keep this binary's modules in a folder of their own instead.
@@ -12,6 +13,8 @@ mod args;
 mod node;
 #[path = "flotilla/service.rs"]
 mod service;
+#[path = "flotilla/service_args.rs"]
+mod service_args;
 
 use std::path::PathBuf;
 

@@ -6,6 +6,8 @@
 pub mod format;
 pub mod progress;
 pub mod render;
+pub mod rollout_progress;
+pub mod update;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

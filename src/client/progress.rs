@@ -35,6 +35,8 @@ pub struct Progress {
     replicas: u64,
     live: Option<LiveBars>,
     last_done: Option<u64>,
+    /// Printed between `overall progress: ` and the counts.
+    label: String,
 }
 
 struct LiveBars {
@@ -61,12 +63,21 @@ pub fn convergence(tasks: &[TaskView], replicas: u64) -> (u64, bool) {
 impl Progress {
     /// Progress towards `replicas` running tasks; live bars when stdout is a terminal.
     pub fn new(replicas: u64) -> Self {
+        Self::labelled(replicas, "")
+    }
+
+    /// As [`Progress::new`], with `label` before the counts (`rolling back update: `).
+    pub fn labelled(replicas: u64, label: &str) -> Self {
+        // The label goes into an indicatif template, where braces would be placeholders.
+        let label: String = label.chars().filter(|c| *c != '{' && *c != '}').collect();
         let live = std::io::stdout().is_terminal().then(|| {
             let group = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
             let overall = group.add(ProgressBar::new(replicas));
             overall.set_style(
-                ProgressStyle::with_template("overall progress: {pos} out of {len} tasks")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(&format!(
+                    "overall progress: {label}{{pos}} out of {{len}} tasks"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let style = ProgressStyle::with_template("{prefix}: {msg:10} [{bar:50}]")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -93,27 +104,32 @@ impl Progress {
             replicas,
             live,
             last_done: None,
+            label,
         }
     }
 
     /// Shows the latest task list; returns whether the service converged.
     pub fn update(&mut self, tasks: &[TaskView]) -> bool {
         let (done, converged) = convergence(tasks, self.replicas);
+        let mut newest: BTreeMap<u64, &str> = BTreeMap::new();
+        for task in tasks.iter().filter(|t| t.desired_state == "running") {
+            if let Some(slot) = task.slot {
+                // Tasks come newest first within a slot.
+                newest.entry(slot).or_insert(task.current_state.as_str());
+            }
+        }
+        self.show(done, &newest);
+        converged
+    }
+
+    /// Shows `done` tasks out of the replicas, and each slot (1-based) at its newest task's
+    /// state (`new` when the slot has none yet).
+    pub fn show(&mut self, done: u64, newest: &BTreeMap<u64, &str>) {
         match &self.live {
             Some(live) => {
                 live.overall.set_position(done);
-                let mut newest: BTreeMap<u64, &TaskView> = BTreeMap::new();
-                for task in tasks.iter().filter(|t| t.desired_state == "running") {
-                    if let Some(slot) = task.slot {
-                        // Tasks come newest first within a slot.
-                        newest.entry(slot).or_insert(task);
-                    }
-                }
                 for (index, bar) in live.slots.iter().enumerate() {
-                    let state = newest
-                        .get(&(index as u64 + 1))
-                        .map(|t| t.current_state.as_str())
-                        .unwrap_or("new");
+                    let state = newest.get(&(index as u64 + 1)).copied().unwrap_or("new");
                     let stage = STAGES.iter().position(|s| *s == state).unwrap_or(0) + 1;
                     bar.set_position(stage as u64);
                     bar.set_message(state.to_string());
@@ -121,16 +137,24 @@ impl Progress {
             }
             None => {
                 if self.last_done != Some(done) {
-                    println!("overall progress: {done} out of {} tasks", self.replicas);
+                    println!(
+                        "overall progress: {}{done} out of {} tasks",
+                        self.label, self.replicas
+                    );
                     self.last_done = Some(done);
                 }
             }
         }
-        converged
     }
 
     /// Leaves the final state on screen and says so.
     pub fn finish(self) {
+        self.finish_bars();
+        println!("verify: Service converged");
+    }
+
+    /// Leaves the final state on screen, without the `verify:` line.
+    pub fn finish_bars(self) {
         match self.live {
             Some(live) => {
                 live.overall.finish();
@@ -148,7 +172,6 @@ impl Progress {
             }
             None => {}
         }
-        println!("verify: Service converged");
     }
 }
 

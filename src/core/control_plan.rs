@@ -69,6 +69,65 @@ pub fn plan_service_scale(
     Ok(plan)
 }
 
+/// `service update`: the whole new spec the CLI made from the one it read at
+/// `expected_version`. Refused here already when the service has moved on (the store refuses
+/// it again at apply time, should it move in between) or when the mode would change.
+pub fn plan_service_update(
+    store: &Store,
+    query: &str,
+    spec: &ServiceSpec,
+    expected_version: u64,
+) -> Result<WritePlan, CoreError> {
+    let service = store.resolve_service(query)?;
+    if service.meta.version != expected_version {
+        return Err(CoreError::VersionMismatch {
+            kind: "service",
+            id: service.id.clone(),
+            expected: expected_version,
+            found: service.meta.version,
+        });
+    }
+    spec.validate()?;
+    let was_global = service.spec.mode == ServiceMode::Global;
+    if was_global != (spec.mode == ServiceMode::Global) {
+        return Err(CoreError::BadRequest(format!(
+            "{}: a service's mode (replicated or global) can't be changed by an update",
+            service.spec.name
+        )));
+    }
+    Ok(WritePlan {
+        commands: vec![Command::UpdateService {
+            service_id: service.id.clone(),
+            spec: spec.clone(),
+            expected_version: Some(expected_version),
+        }],
+        ids: vec![service.id.clone()],
+    })
+}
+
+/// Why a rollback the admin asked for happens (`update_status.message`, Docker's words).
+pub const MANUAL_ROLLBACK_MESSAGE: &str = "manually requested rollback";
+
+/// `service rollback` / `service update --rollback`: back to the previous spec, which a
+/// service that was never updated does not have.
+pub fn plan_service_rollback(store: &Store, query: &str) -> Result<WritePlan, CoreError> {
+    let service = store.resolve_service(query)?;
+    if service.previous_spec.is_none() {
+        return Err(CoreError::BadRequest(format!(
+            "service {} does not have a previous spec to roll back to",
+            service.spec.name
+        )));
+    }
+    Ok(WritePlan {
+        commands: vec![Command::RollbackService {
+            service_id: service.id.clone(),
+            expected_version: None,
+            message: MANUAL_ROLLBACK_MESSAGE.to_string(),
+        }],
+        ids: vec![service.id.clone()],
+    })
+}
+
 /// `service rm SERVICE...`.
 pub fn plan_service_remove(store: &Store, services: &[String]) -> Result<WritePlan, CoreError> {
     let mut plan = WritePlan::default();

@@ -198,3 +198,85 @@ fn a_half_done_demotion_is_finished_by_demoting_again() {
         }
     );
 }
+
+#[test]
+fn update_is_conditional_on_the_version_read_and_keeps_the_mode() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    h.apply(Command::CreateService(service("s1", "web", 2)));
+    let read = h.store.service("s1").unwrap().clone();
+    let mut spec = read.spec.clone();
+    spec.image = "busybox:2".into();
+
+    let plan = plan_service_update(&h.store, "web", &spec, read.meta.version).unwrap();
+    assert_eq!(plan.ids, vec!["s1".to_string()]);
+    assert_eq!(
+        plan.commands,
+        vec![Command::UpdateService {
+            service_id: "s1".into(),
+            spec: spec.clone(),
+            expected_version: Some(read.meta.version),
+        }]
+    );
+    // Applied, the service becomes a rollout with the old spec as previous.
+    h.apply(plan.commands[0].clone());
+    let updated = h.store.service("s1").unwrap();
+    assert_eq!(
+        updated.previous_spec.as_ref().map(|p| &p.spec),
+        Some(&read.spec)
+    );
+
+    // The version read before that update is stale now: refused, with the store's words.
+    let error = plan_service_update(&h.store, "s1", &spec, read.meta.version).unwrap_err();
+    assert!(
+        matches!(error, CoreError::VersionMismatch { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with("update out of sequence"),
+        "{error}"
+    );
+
+    let version = h.store.service("s1").unwrap().meta.version;
+    let mut global = spec.clone();
+    global.mode = ServiceMode::Global;
+    let error = plan_service_update(&h.store, "web", &global, version).unwrap_err();
+    assert!(error.to_string().contains("mode"), "{error}");
+    let mut invalid = spec.clone();
+    invalid.image = String::new();
+    assert!(matches!(
+        plan_service_update(&h.store, "web", &invalid, version),
+        Err(CoreError::InvalidSpec(_))
+    ));
+    assert!(matches!(
+        plan_service_update(&h.store, "nope", &spec, version),
+        Err(CoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn rollback_needs_a_previous_spec() {
+    let mut h = Harness::with_nodes(vec![node("n1")]);
+    h.apply(Command::CreateService(service("s1", "web", 1)));
+    let error = plan_service_rollback(&h.store, "web").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service web does not have a previous spec to roll back to"
+    );
+
+    let read = h.store.service("s1").unwrap().clone();
+    let mut spec = read.spec.clone();
+    spec.image = "busybox:2".into();
+    let update = plan_service_update(&h.store, "s1", &spec, read.meta.version).unwrap();
+    h.apply(update.commands[0].clone());
+    let plan = plan_service_rollback(&h.store, "web").unwrap();
+    assert_eq!(
+        plan.commands,
+        vec![Command::RollbackService {
+            service_id: "s1".into(),
+            expected_version: None,
+            message: MANUAL_ROLLBACK_MESSAGE.into(),
+        }]
+    );
+    h.apply(plan.commands[0].clone());
+    assert_eq!(h.store.service("s1").unwrap().spec.image, "busybox");
+}

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
+use crate::core::rollout::UpdateStatus;
 use crate::core::spec::ServiceSpec;
 
 /// The exact refusal of SPEC §2 for control commands sent to a worker (the worker answers
@@ -102,6 +103,22 @@ pub enum AdminRequest {
         /// Names, IDs or unique ID prefixes.
         services: Vec<String>,
     },
+    /// `service update`: the whole new spec, which the CLI made from the spec it read and its
+    /// flags. Refused with `update out of sequence` when the service is no longer at
+    /// `expected_version` (someone else changed it in between), never applied over it.
+    ServiceUpdate {
+        /// Name, ID or unique ID prefix.
+        service: String,
+        /// The new spec.
+        spec: ServiceSpec,
+        /// The `meta.version` of the service the spec was made from.
+        expected_version: u64,
+    },
+    /// `service rollback` / `service update --rollback`: back to the previous spec.
+    ServiceRollback {
+        /// Name, ID or unique ID prefix.
+        service: String,
+    },
 }
 
 /// A manager's answer to a [`AdminRequest`].
@@ -177,6 +194,34 @@ pub struct ServiceView {
     pub created_at: String,
     /// RFC 3339 time of the last change.
     pub updated_at: String,
+    /// The last rollout, or null if the service was never updated.
+    pub update_status: Option<UpdateStatusView>,
+}
+
+/// A service's `update_status` in JSON (SPEC §7), times as RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatusView {
+    /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused` or
+    /// `rollback_completed`.
+    pub state: String,
+    /// Why it is there.
+    pub message: String,
+    /// When it started.
+    pub started_at: String,
+    /// When it completed, paused or was rolled back; null while it runs.
+    pub completed_at: Option<String>,
+}
+
+impl UpdateStatusView {
+    /// The view of `status`.
+    pub fn of(status: &UpdateStatus) -> Self {
+        Self {
+            state: status.state.as_str().to_string(),
+            message: status.message.clone(),
+            started_at: rfc3339(status.started_at_ms),
+            completed_at: status.completed_at_ms.map(rfc3339),
+        }
+    }
 }
 
 /// One task, as `service ps --format json` prints it.

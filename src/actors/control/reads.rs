@@ -7,7 +7,9 @@ use crate::core::model::{Node, NodeRole, NodeStatus, Service};
 use crate::core::spec::ServiceMode;
 use crate::core::store::Store;
 use crate::core::CoreError;
-use crate::net::admin::{AdminReply, AdminRequest, NodeView, ServiceView, TaskView, TASK_PAGE_MAX};
+use crate::net::admin::{
+    AdminReply, AdminRequest, NodeView, ServiceView, TaskView, UpdateStatusView, TASK_PAGE_MAX,
+};
 use crate::net::message::{ErrorKind, WireError};
 use crate::net::tls::certificate_digest;
 use crate::net::token::JoinToken;
@@ -133,6 +135,7 @@ fn service_view(store: &Store, service: &Service) -> ServiceView {
         replicas_desired: desired,
         created_at: crate::net::admin::rfc3339(service.meta.created_at_ms),
         updated_at: crate::net::admin::rfc3339(service.meta.updated_at_ms),
+        update_status: service.update_status.as_ref().map(UpdateStatusView::of),
     }
 }
 

@@ -54,6 +54,14 @@ fn plan_write(context: &RequestContext, request: &AdminRequest) -> Result<WriteP
             control_plan::plan_service_create(spec, &mut *context.ids.borrow_mut())
         }
         AdminRequest::ServiceScale { targets } => control_plan::plan_service_scale(&store, targets),
+        AdminRequest::ServiceUpdate {
+            service,
+            spec,
+            expected_version,
+        } => control_plan::plan_service_update(&store, service, spec, *expected_version),
+        AdminRequest::ServiceRollback { service } => {
+            control_plan::plan_service_rollback(&store, service)
+        }
         AdminRequest::ServiceRemove { services } => {
             control_plan::plan_service_remove(&store, services)
         }

@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 
 use clap::{Subcommand, ValueEnum};
 use flotilla::client::render::OutputFormat;
+use flotilla::client::update::apply_shared_flags;
 use flotilla::core::model::Availability;
 use flotilla::core::spec::{
     parse_cpus, parse_duration_ms, parse_key_value, parse_memory, Constraint, RestartCondition,
     ServiceMode, ServiceSpec,
 };
+
+pub(crate) use crate::service_args::{HealthArgs, RolloutArgs, UpdateArgs};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Format {
@@ -138,6 +141,16 @@ pub(crate) enum ServiceCommand {
         #[arg(required = true)]
         services: Vec<String>,
     },
+    /// Change a service and roll the change out (or, with --rollback, roll it back).
+    Update(Box<UpdateArgs>),
+    /// Roll a service back to its previous spec.
+    Rollback {
+        /// Return at once instead of following the rollback.
+        #[arg(short, long)]
+        detach: bool,
+        /// Name, ID or unique ID prefix.
+        service: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -181,6 +194,10 @@ pub(crate) struct CreateArgs {
     /// Replacements per slot before it is left finished.
     #[arg(long)]
     pub(crate) restart_max_attempts: Option<u64>,
+    #[command(flatten)]
+    pub(crate) health: HealthArgs,
+    #[command(flatten)]
+    pub(crate) rollout: RolloutArgs,
     /// Return at once instead of showing progress until the service converges.
     #[arg(short, long)]
     pub(crate) detach: bool,
@@ -263,6 +280,14 @@ pub(crate) fn service_spec(args: &CreateArgs) -> Result<ServiceSpec, String> {
     spec.restart.condition = args.restart_condition.unwrap_or_default();
     spec.restart.delay_ms = args.restart_delay;
     spec.restart.max_attempts = args.restart_max_attempts;
+    apply_shared_flags(
+        &mut spec,
+        &args.health.flags(),
+        args.health.stop_grace_period.as_deref(),
+        &args.rollout.update(),
+        &args.rollout.rollback(),
+    )
+    .map_err(|e| e.to_string())?;
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)
 }
