@@ -6,7 +6,11 @@
 //! cargo run --release --example bench -- converge --workers 100 --replicas 3000
 //! cargo run --release --example bench -- heal --runtime process --kills 20
 //! cargo run --release --example bench -- heal --runtime docker --kills 20
+//! cargo run --release --example bench -- update --replicas 10
+//! cargo run --release --example bench -- unhealthy --kills 6
 //! ```
+//!
+//! `update` and `unhealthy`: see `bench/rollout.rs`.
 //!
 //! `converge` (also `footprint`: same run, the JSON carries both): 3 managers on
 //! 127.0.0.1/2/3 with their own worker role drained, one `flotilla-node sim` process with W
@@ -25,6 +29,8 @@
 
 #[path = "bench/harness.rs"]
 mod harness;
+#[path = "bench/rollout.rs"]
+mod rollout;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,11 +66,13 @@ fn main() -> anyhow::Result<()> {
         .0
         .first()
         .cloned()
-        .context("usage: bench converge|footprint|heal [options]")?;
+        .context("usage: bench converge|footprint|heal|update|unhealthy [options]")?;
     let result = match scenario.as_str() {
         "converge" | "footprint" => converge(&args),
         "heal" => heal(&args),
-        other => bail!("unknown scenario {other}: converge, footprint or heal"),
+        "update" => rollout::update(&args),
+        "unhealthy" => rollout::unhealthy(&args),
+        other => bail!("unknown scenario {other}: converge, footprint, heal, update or unhealthy"),
     };
     harness::cleanup_all();
     let value = result?;

@@ -6,7 +6,9 @@
 # Each run: create a service of N busybox `sleep 1000000` replicas and time until the
 # orchestrator reports N/N running (`docker service ls` / `flotilla service ls`), then
 # `docker rm -f` one task container and time until the engine runs N task containers again
-# (none of them the removed one). Swarm: single-node `docker swarm init` (left after every run,
+# (none of them the removed one), then a rolling update of every replica (start-first,
+# parallelism 1, adding a health check `true` every 1 s and an env var) timed until the
+# orchestrator reports the update completed (its monitor period, 5 s on both, included). Swarm: single-node `docker swarm init` (left after every run,
 # so Flotilla's runs see a plain engine). Flotilla: one `flotilla-node init --runtime docker` on
 # 127.0.0.1. Prints one JSON line per run, then the median ratios Swarm/Flotilla.
 # Binaries: $FLOTILLA_BIN_DIR, else ${CARGO_TARGET_DIR:-target}/release.
@@ -89,7 +91,7 @@ wait_replaced() {
 }
 
 swarm_run() {
-    local n="$1" start create_ms killed heal_ms
+    local n="$1" start create_ms killed heal_ms update_ms
     if ! docker swarm init --advertise-addr 127.0.0.1 >/dev/null 2>&1; then
         docker swarm init >/dev/null
     fi
@@ -106,12 +108,20 @@ swarm_run() {
     start="$(now_ms)"
     docker rm -f "$killed" >/dev/null
     heal_ms="$(wait_replaced com.docker.swarm.service.name=benchswarm "$n" "$killed" "$start")"
+    start="$(now_ms)"
+    docker service update --detach --no-resolve-image --update-order start-first \
+        --health-cmd true --health-interval 1s --env-add V=2 benchswarm >/dev/null
+    while [ "$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' benchswarm)" != "completed" ]; do
+        if [ $(( $(now_ms) - start )) -gt 600000 ]; then break; fi
+        sleep 0.1
+    done
+    update_ms=$(( $(now_ms) - start ))
     cleanup
-    echo "{\"system\":\"swarm\",\"n\":$n,\"create_to_converged_ms\":$create_ms,\"rm_to_replacement_running_ms\":$heal_ms}" | tee -a "$results"
+    echo "{\"system\":\"swarm\",\"n\":$n,\"create_to_converged_ms\":$create_ms,\"rm_to_replacement_running_ms\":$heal_ms,\"update_ms\":$update_ms}" | tee -a "$results"
 }
 
 flotilla_run() {
-    local n="$1" dir port start create_ms killed heal_ms
+    local n="$1" dir port start create_ms killed heal_ms update_ms
     dir="$(mktemp -d "$work/node.XXXXXX")"
     port="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     "$node_bin" init --listen "127.0.0.1:$port" --state-dir "$dir/state" --hostname bench \
@@ -135,8 +145,16 @@ flotilla_run() {
     start="$(now_ms)"
     docker rm -f "$killed" >/dev/null
     heal_ms="$(wait_replaced "com.flotilla.node.id=$node_id" "$n" "$killed" "$start")"
+    start="$(now_ms)"
+    "${cli[@]}" service update -d --update-order start-first \
+        --health-cmd true --health-interval 1s --env-add V=2 benchflotilla >/dev/null
+    while [ "$("${cli[@]}" service inspect benchflotilla | jq -r '.[0].update_status.state')" != "completed" ]; do
+        if [ $(( $(now_ms) - start )) -gt 600000 ]; then break; fi
+        sleep 0.1
+    done
+    update_ms=$(( $(now_ms) - start ))
     cleanup
-    echo "{\"system\":\"flotilla\",\"n\":$n,\"create_to_converged_ms\":$create_ms,\"rm_to_replacement_running_ms\":$heal_ms}" | tee -a "$results"
+    echo "{\"system\":\"flotilla\",\"n\":$n,\"create_to_converged_ms\":$create_ms,\"rm_to_replacement_running_ms\":$heal_ms,\"update_ms\":$update_ms}" | tee -a "$results"
 }
 
 for n in "${SIZES[@]}"; do
@@ -154,6 +172,9 @@ jq -s -c '
     swarm_create_ms: ([$runs[] | select(.system=="swarm") | .create_to_converged_ms] | median),
     flotilla_create_ms: ([$runs[] | select(.system=="flotilla") | .create_to_converged_ms] | median),
     swarm_heal_ms: ([$runs[] | select(.system=="swarm") | .rm_to_replacement_running_ms] | median),
-    flotilla_heal_ms: ([$runs[] | select(.system=="flotilla") | .rm_to_replacement_running_ms] | median)
+    flotilla_heal_ms: ([$runs[] | select(.system=="flotilla") | .rm_to_replacement_running_ms] | median),
+    swarm_update_ms: ([$runs[] | select(.system=="swarm") | .update_ms] | median),
+    flotilla_update_ms: ([$runs[] | select(.system=="flotilla") | .update_ms] | median)
   } | .create_ratio = ((.swarm_create_ms / .flotilla_create_ms * 100 | round) / 100)
-    | .heal_ratio = ((.swarm_heal_ms / .flotilla_heal_ms * 100 | round) / 100))[]' "$results"
+    | .heal_ratio = ((.swarm_heal_ms / .flotilla_heal_ms * 100 | round) / 100)
+    | .update_ratio = ((.swarm_update_ms / .flotilla_update_ms * 100 | round) / 100))[]' "$results"

@@ -78,7 +78,7 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) {
     let elapsed = started.elapsed();
     let runs = total.runs + failures.len() as u64;
     println!(
-        "cluster_sim: {runs} runs ({} failed) in {elapsed:.1?} ({:.0?} per seed): leaders elected {}, manager crashes {}, worker crashes {}, partitions {}, tasks started {}, task crashes {}, ops acked {} / unknown {} / rejected {}, nodes removed {} (learned {}), proposals {}, messages {}, converged after {} ms on average ({} ms at most), known lost node updates {}",
+        "cluster_sim: {runs} runs ({} failed) in {elapsed:.1?} ({:.0?} per seed): leaders elected {}, manager crashes {}, worker crashes {}, partitions {}, tasks started {}, task crashes {}, ops acked {} / unknown {} / rejected {}, nodes removed {} (learned {}), proposals {}, messages {}, converged after {} ms on average ({} ms at most), known lost node updates {}, rollouts completed {} / paused {}",
         failures.len(),
         elapsed / runs.max(1) as u32,
         total.leaders_elected,
@@ -97,6 +97,8 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) {
         total.converge_ms_total / total.runs.max(1),
         total.converge_ms_max,
         total.known_lost_node_updates,
+        total.rollouts_completed,
+        total.rollouts_paused,
     );
     assert!(
         failures.is_empty(),

@@ -11,8 +11,10 @@ use crate::actors::raft::{RaftActor, StoreEvents, Subscribe};
 use crate::actors::service::{Crash, Reconcile, ServiceActor};
 use crate::consensus::store_machine::SharedStore;
 use crate::core::events::{Delivery, EventCursor};
+use crate::core::model::TaskState;
 use crate::core::orchestrator::{services_affected_by_node, services_to_reconcile};
 use crate::core::store::Event;
+use crate::core::updater::waits_for_running;
 
 /// Stop the orchestrator and its service actors (leadership lost).
 #[derive(Message)]
@@ -125,6 +127,7 @@ impl Handler<StoreEvents> for OrchestratorActor {
         };
         let mut services = BTreeSet::new();
         let mut nodes = BTreeSet::new();
+        let mut progressed = BTreeSet::new();
         for event in events {
             match event {
                 Event::ServiceCreated { service_id }
@@ -135,7 +138,13 @@ impl Handler<StoreEvents> for OrchestratorActor {
                 // A worker's progress on a live task changes no plan: skipping it keeps the
                 // per-service reconcile (linear in the service's tasks) off the hot path of
                 // thousands of status reports.
-                Event::TaskUpdated(task) if task.is_progress() => {}
+                // ... unless the service is rolling out: its updater waits for new tasks
+                // to run (checked below, against the store, once per batch).
+                Event::TaskUpdated(task) if task.is_progress() => {
+                    if task.state == TaskState::Running {
+                        progressed.insert(task.service_id.clone());
+                    }
+                }
                 Event::TaskCreated(task) | Event::TaskUpdated(task) | Event::TaskRemoved(task) => {
                     services.insert(task.service_id.clone());
                 }
@@ -144,6 +153,14 @@ impl Handler<StoreEvents> for OrchestratorActor {
                 }
                 Event::ClusterChanged | Event::CertificatesRevoked { .. } => {}
             }
+        }
+        if !progressed.is_empty() {
+            let store = self.store.read();
+            services.extend(
+                progressed
+                    .into_iter()
+                    .filter(|id| waits_for_running(&store, id)),
+            );
         }
         if !nodes.is_empty() {
             let store = self.store.read();

@@ -53,7 +53,7 @@ fn assigned_task(task_id: &str) -> Task {
         Some(1),
         Some(NODE_ID.to_string()),
     );
-    task.spec.command = vec!["sleep".into(), "30".into()];
+    std::sync::Arc::make_mut(&mut task.spec).command = vec!["sleep".into(), "30".into()];
     task.status.state = TaskState::Assigned;
     task
 }

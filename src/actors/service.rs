@@ -3,7 +3,8 @@
 //! It reconciles from the store (never from messages about state): on every nudge it takes a
 //! read view, asks `core::orchestrator` for a plan, and proposes the plan's commands. Nudges
 //! that arrive while a plan is in flight are coalesced into one more reconcile afterwards. A
-//! delayed restart (backoff) asks to be woken when it is due. It runs under an actix
+//! delayed restart (backoff) asks to be woken when it is due. It also drives the service's
+//! rolling update (`core::updater`), which needs the same view and the same wake-ups. It runs under an actix
 //! `Supervisor`: when it crashes it is restarted with fresh state and reconciles fully.
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::actors::raft::{Propose, RaftActor};
 use crate::consensus::store_machine::SharedStore;
 use crate::core::orchestrator::reconcile_service;
 use crate::core::restart::RestartTracker;
+use crate::core::updater::plan_rollout;
 
 /// Something about this service (or its tasks or nodes) changed: reconcile.
 #[derive(Debug, Clone, Copy, Message)]
@@ -69,17 +71,25 @@ impl ServiceActor {
         }
         self.dirty = false;
         let now_ms = self.environment.unix_ms();
-        let plan = {
+        let (plan, rollout) = {
             let store = self.store.read();
-            reconcile_service(
+            let plan = reconcile_service(
                 &store,
                 &self.service_id,
                 now_ms,
                 &mut self.restarts,
                 &mut self.rng,
+            );
+            (
+                plan,
+                plan_rollout(&store, &self.service_id, now_ms, &mut self.rng),
             )
         };
-        if let Some(wake_at_ms) = plan.wake_at_ms {
+        let wake_at_ms = match (plan.wake_at_ms, rollout.wake_at_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(wake_at_ms) = wake_at_ms {
             if let Some(handle) = self.wake.take() {
                 ctx.cancel_future(handle);
             }
@@ -89,12 +99,13 @@ impl ServiceActor {
                 actor.reconcile(ctx);
             }));
         }
-        if plan.is_empty() {
+        if plan.is_empty() && rollout.commands.is_empty() {
             return;
         }
         self.in_flight = true;
         let raft = self.raft.clone();
-        let commands = plan.into_commands();
+        let mut commands = plan.into_commands();
+        commands.extend(rollout.commands);
         async move {
             for command in commands {
                 match raft.send(Propose { command }).await {

@@ -226,6 +226,7 @@ mod tests {
             created_at_ms: 0,
             assigned_at_ms: None,
             started_at_ms: None,
+            spec_version: 1,
         }
     }
 

@@ -18,18 +18,10 @@ use crate::net::admin::{AdminReply, AdminRequest, TaskView};
 /// long; a rollout that moves on, however slowly, is followed to its end.
 pub const ROLLOUT_STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Whether `task` runs the service's current spec.
-///
-/// The one place that knows how: until `TaskView` carries the task's `spec_version`, a task
-/// created after the rollout started is taken to run its spec (the store creates a rollout's
-/// tasks only after `update_status` is set, and both times come from the same leader's
-/// apply). With `spec_version` on the view this becomes
-/// `task.spec_version == service.spec_version`.
+/// Whether `task` runs the service's current spec (SPEC §7: its spec version is the
+/// service's).
 pub fn task_is_current(task: &TaskView, service: &Service) -> bool {
-    service
-        .update_status
-        .as_ref()
-        .is_some_and(|status| task.created_at_ms >= status.started_at_ms)
+    task.spec_version == service.spec_version
 }
 
 /// What one look at the service and its tasks says.
@@ -232,38 +224,37 @@ mod tests {
     use crate::core::rollout::UpdateStatus;
     use crate::core::spec::ServiceSpec;
 
-    /// Built from JSON, so the fixture stays valid when the view gains fields (unknown
-    /// fields are ignored, new ones are given here ahead of time).
     fn task(slot: u64, current: &str, desired: &str, created_at_ms: u64) -> TaskView {
-        serde_json::from_value(serde_json::json!({
-            "id": format!("t{slot}{current}{created_at_ms}"),
-            "name": format!("web.{slot}"),
-            "service_id": "s",
-            "service_name": "web",
-            "image": "busybox",
-            "slot": slot,
-            "node_id": format!("n{slot}"),
-            "node_hostname": null,
-            "desired_state": desired,
-            "current_state": current,
-            "state_since": "",
-            "error": null,
-            "runtime": "",
-            "runtime_id": null,
-            "exit_code": null,
-            "state_since_ms": 0,
-            "created_at_ms": created_at_ms,
-            "assigned_at_ms": null,
-            "started_at_ms": null,
-            "spec_version": 0,
-        }))
-        .expect("a task view")
+        TaskView {
+            id: format!("t{slot}{current}{created_at_ms}"),
+            name: format!("web.{slot}"),
+            service_id: "s".into(),
+            service_name: "web".into(),
+            image: "busybox".into(),
+            slot: Some(slot),
+            node_id: Some(format!("n{slot}")),
+            node_hostname: None,
+            desired_state: desired.into(),
+            current_state: current.into(),
+            state_since: String::new(),
+            error: None,
+            runtime: String::new(),
+            runtime_id: None,
+            exit_code: None,
+            state_since_ms: 0,
+            created_at_ms,
+            assigned_at_ms: None,
+            started_at_ms: None,
+            // Tasks created after the rollout started (at 100) run its spec, version 2.
+            spec_version: if created_at_ms >= 100 { 2 } else { 1 },
+        }
     }
 
     fn updating(replicas: u64) -> Service {
         let mut spec = ServiceSpec::new("web", "busybox");
         spec.mode = ServiceMode::Replicated { replicas };
         let mut service = Service::new("s".into(), spec);
+        service.spec_version = 2;
         service.update_status = Some(UpdateStatus {
             state: UpdateState::Updating,
             message: "update in progress".into(),
@@ -287,9 +278,10 @@ mod tests {
         assert_eq!((seen.done, seen.wanted), (1, 3));
         assert_eq!(seen.newest.get(&3).map(String::as_str), Some("starting"));
         assert_eq!(seen.newest.get(&2).map(String::as_str), Some("running"));
-        let mut never_updated = service.clone();
-        never_updated.update_status = None;
-        assert_eq!(snapshot(&never_updated, &tasks).done, 0);
+        // Rolled back to version 1: the tasks that never left it are the current ones.
+        let mut rolled_back = service.clone();
+        rolled_back.spec_version = 1;
+        assert_eq!(snapshot(&rolled_back, &tasks).done, 1);
     }
 
     #[test]

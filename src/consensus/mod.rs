@@ -31,6 +31,6 @@ pub use output::{
     MembershipChange, OutgoingMessage, ReadyOutput,
 };
 pub use sim_disk::{SimDisk, SimDiskBackend};
-pub use state_machine::{StateMachine, MAX_COMMAND_BYTES};
+pub use state_machine::{EntryCommand, StateMachine, MAX_COMMAND_BYTES};
 pub use storage::{ForcedCluster, RedbStorage, StorageError};
 pub use validate::InvalidPeerMessage;

@@ -15,7 +15,7 @@ pub const MAX_COMMAND_BYTES: usize = 16 << 20;
 /// in the same order and must reach the same state.
 pub trait StateMachine {
     /// A command as proposed and stored in the log (encoded with bincode 2).
-    type Command: Serialize + DeserializeOwned;
+    type Command: EntryCommand;
     /// What applying a command returns to the proposer.
     type Output;
     /// Why a snapshot could not be restored.
@@ -30,6 +30,33 @@ pub trait StateMachine {
     /// Replaces the whole state with the data of a snapshot taken at log `index` (from this or
     /// another replica).
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), Self::RestoreError>;
+}
+
+/// A command that log entries carry. Entries of an older [`format::RAFT_ENTRY`] version than
+/// this build writes are read through [`EntryCommand::decode_older`]: a command type whose
+/// encoding changed keeps its older shape and converts it.
+pub trait EntryCommand: Serialize + DeserializeOwned {
+    /// Decodes the body of an entry of format `version` (older than the current one). The
+    /// default: the body is today's encoding (nothing changed since `version`).
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, String> {
+        let _ = version;
+        decode_body(body)
+    }
+}
+
+impl EntryCommand for u64 {}
+
+/// Decodes a bincode body of exactly `body.len()` bytes within the command size limit.
+pub fn decode_body<C: DeserializeOwned>(body: &[u8]) -> Result<C, String> {
+    let (command, read) = bincode::serde::decode_from_slice(body, command_config())
+        .map_err(|error| error.to_string())?;
+    if read != body.len() {
+        return Err(format!(
+            "{} trailing bytes after the command",
+            body.len() - read
+        ));
+    }
+    Ok(command)
 }
 
 fn command_config() -> impl bincode::config::Config {
@@ -47,20 +74,14 @@ pub(crate) fn encode_command<C: Serialize>(
 
 /// Decodes a command from a log entry (this format version or the first release's, which had
 /// no header); trailing bytes count as corruption, a newer format version is refused.
-pub(crate) fn decode_command<C: DeserializeOwned>(bytes: &[u8]) -> Result<C, String> {
-    // Version 2 only added the header: the body is the same bincode as version 1's.
-    let (_version, body) = format::RAFT_ENTRY
+pub(crate) fn decode_command<C: EntryCommand>(bytes: &[u8]) -> Result<C, String> {
+    let (version, body) = format::RAFT_ENTRY
         .split(bytes)
         .map_err(|error| error.to_string())?;
-    let (command, read) = bincode::serde::decode_from_slice(body, command_config())
-        .map_err(|error| error.to_string())?;
-    if read != body.len() {
-        return Err(format!(
-            "{} trailing bytes after the command",
-            body.len() - read
-        ));
+    if version < format::RAFT_ENTRY.current {
+        return C::decode_older(version, body);
     }
-    Ok(command)
+    decode_body(body)
 }
 
 /// Who proposed an entry, stored in the entry's `context` so the proposer's applier can answer
@@ -105,6 +126,9 @@ impl ProposalContext {
 mod tests {
     use super::*;
 
+    impl EntryCommand for (u32, String) {}
+    impl EntryCommand for (String, u64) {}
+
     #[test]
     fn entries_of_the_first_release_decode_and_newer_ones_are_refused() {
         let command = (7u32, "scale web".to_string());
@@ -120,7 +144,7 @@ mod tests {
         newer[2] = format::RAFT_ENTRY.current + 1;
         let error = decode_command::<(u32, String)>(&newer).expect_err("newer format");
         assert!(
-            error.contains("Raft log entry has format version 3"),
+            error.contains("Raft log entry has format version 4"),
             "{error}"
         );
     }

@@ -12,9 +12,10 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::consensus::state_machine::{decode_body, EntryCommand};
 use crate::consensus::StateMachine;
 use crate::core::events::{EventBatch, EventLog};
-use crate::core::store::{Command, Event, Store};
+use crate::core::store::{Command, CommandV2, Event, Store};
 use crate::core::CoreError;
 
 /// What a log entry holds: the command and the proposer's clock, so that every manager
@@ -25,6 +26,25 @@ pub struct Proposal {
     pub now_ms: u64,
     /// The change.
     pub command: Command,
+}
+
+/// [`Proposal`] as entries of format versions 1 and 2 encoded it.
+#[derive(Deserialize)]
+struct ProposalV2 {
+    now_ms: u64,
+    command: CommandV2,
+}
+
+impl EntryCommand for Proposal {
+    fn decode_older(_version: u8, body: &[u8]) -> Result<Self, String> {
+        // Versions 1 and 2 differ only in the header; version 3 changed the service and
+        // task shapes (spec versions, health, rollout configs).
+        let old: ProposalV2 = decode_body(body)?;
+        Ok(Proposal {
+            now_ms: old.now_ms,
+            command: old.command.into(),
+        })
+    }
 }
 
 /// A handle on the applied store, cheap to clone.

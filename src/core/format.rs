@@ -32,13 +32,13 @@ pub struct Format {
 /// A Raft log entry holding a store command.
 pub const RAFT_ENTRY: Format = Format {
     what: "Raft log entry",
-    current: 2,
+    current: 3,
 };
 
 /// A snapshot of the replicated store.
 pub const STORE_SNAPSHOT: Format = Format {
     what: "store snapshot",
-    current: 2,
+    current: 3,
 };
 
 /// The table layout of a manager's `raft.redb`.
@@ -179,7 +179,10 @@ mod tests {
     fn current_data_round_trips_through_its_header() {
         let mut bytes = STORE_SNAPSHOT.header().to_vec();
         bytes.extend_from_slice(b"body");
-        assert_eq!(STORE_SNAPSHOT.split(&bytes), Ok((2, &b"body"[..])));
+        assert_eq!(
+            STORE_SNAPSHOT.split(&bytes),
+            Ok((STORE_SNAPSHOT.current, &b"body"[..]))
+        );
     }
 
     #[test]
@@ -195,13 +198,13 @@ mod tests {
             .split(&[0xFF, b'F', 9, 0])
             .expect_err("newer than this build");
         assert_eq!(error.found, 9);
-        assert_eq!(error.supported, 2);
+        assert_eq!(error.supported, STORE_SNAPSHOT.current);
         let text = error.to_string();
         assert!(
             text.contains("store snapshot has format version 9"),
             "{text}"
         );
-        assert!(text.contains("up to 2"), "{text}");
+        assert!(text.contains("up to 3"), "{text}");
         assert!(
             STORE_SNAPSHOT.check(0).is_err(),
             "no release wrote version 0"

@@ -16,6 +16,7 @@
 //! - [`store`]: the Raft-applied state machine (`check`, `apply`, events, snapshots, queries).
 //! - [`scheduler`]: filters and spread over a store, returning a placement plan.
 //! - [`sessions`]: node heartbeats and liveness over a `now_ms` passed in.
+//! - [`updater`]: the next step of a rolling update or rollback, from the store alone.
 //! - [`orchestrator`]: per-service reconcile (replicated and global) returning a plan.
 //! - [`clock`]: the [`clock::Clock`] handed to actors at start-up, and a manual one for tests.
 //! - [`control_plan`]: what an admin's write turns into (commands to propose), and the
@@ -42,6 +43,7 @@ pub mod scheduler;
 pub mod sessions;
 pub mod spec;
 pub mod store;
+pub mod updater;
 
 pub use error::CoreError;
 

@@ -1,6 +1,7 @@
 //! The objects of the replicated store: cluster, nodes, services and tasks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -274,8 +275,14 @@ pub struct Task {
     pub assigned_at_ms: Option<u64>,
     /// Unix milliseconds at which it was first reported running (restart backoff reset).
     pub started_at_ms: Option<u64>,
-    /// What to run.
-    pub spec: TaskSpec,
+    /// What to run. Shared: the store keeps one copy per service spec version and every task
+    /// of that version points at it (`Store::put_task`), so a million tasks of one service hold
+    /// one spec, not a million.
+    pub spec: Arc<TaskSpec>,
+    /// The service's `spec_version` this task was created from (SPEC §7): it is up to date
+    /// while that is the service's. 0 only in commands of an older release, resolved when
+    /// the store applies them.
+    pub spec_version: u64,
     /// Versions and times.
     pub meta: Meta,
 }
@@ -298,7 +305,8 @@ impl Task {
             runtime_id: None,
             assigned_at_ms: None,
             started_at_ms: None,
-            spec: TaskSpec::from_service(&service.spec),
+            spec: Arc::new(TaskSpec::from_service(&service.spec)),
+            spec_version: service.spec_version,
             meta: Meta::default(),
         }
     }

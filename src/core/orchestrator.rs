@@ -340,12 +340,18 @@ impl<'s, R: Rng + ?Sized> Reconcile<'s, '_, R> {
     ) {
         let current = tasks.iter().position(|v| v.desired <= TaskState::Complete);
         for (i, view) in tasks.iter().enumerate() {
-            if Some(i) != current && view.desired <= TaskState::Complete {
+            if Some(i) != current
+                && view.desired <= TaskState::Complete
+                && !serves_until_replaced(view, current.map(|c| tasks[c]))
+            {
                 self.shut_down(view); // a duplicate: keep only the newest
             }
         }
         let create = match current.map(|i| tasks[i]) {
-            None => true,
+            // Stop-first rollout: the old task stops before the new one is created.
+            None => !tasks
+                .iter()
+                .any(|v| stopping_for_rollout(v, service.spec_version)),
             Some(view) if view.desired == TaskState::Complete || !view.state.is_terminal() => false,
             Some(view) => {
                 let policy = &service.spec.restart;
@@ -388,6 +394,28 @@ impl<'s, R: Rng + ?Sized> Reconcile<'s, '_, R> {
             self.plan.remove.push(view.task.id.clone());
         }
     }
+}
+
+/// Start-first rollout: an older task of another spec version keeps running beside the
+/// slot's newest task until that one runs (healthy tasks only report running), so the slot
+/// never goes without a running task; then it is the duplicate that stops.
+fn serves_until_replaced(view: &View<'_>, newest: Option<&View<'_>>) -> bool {
+    newest.is_some_and(|newest| {
+        view.state == TaskState::Running
+            && view.desired == TaskState::Running
+            && view.task.spec_version != newest.task.spec_version
+            && newest.state != TaskState::Running
+    })
+}
+
+/// A task the updater asked to stop (stop-first) that has not stopped yet: its slot gets its
+/// new task once it has.
+fn stopping_for_rollout(view: &View<'_>, spec_version: u64) -> bool {
+    view.desired == TaskState::Shutdown
+        && view.state >= TaskState::Assigned
+        && !view.state.is_terminal()
+        && !view.node_lost
+        && view.task.spec_version != spec_version
 }
 
 #[cfg(test)]

@@ -266,6 +266,8 @@ pub struct TaskView {
     pub assigned_at_ms: Option<u64>,
     /// See `created_at_ms`; `None` until it ran.
     pub started_at_ms: Option<u64>,
+    /// The service spec version the task runs (SPEC §7); up to date when it is the service's.
+    pub spec_version: u64,
 }
 
 /// Unix milliseconds as RFC 3339 UTC (`2026-11-26T15:06:20.123Z`).
@@ -321,6 +323,7 @@ impl TaskView {
             created_at_ms: task.meta.created_at_ms,
             assigned_at_ms: task.assigned_at_ms,
             started_at_ms: task.started_at_ms,
+            spec_version: task.spec_version,
         }
     }
 }

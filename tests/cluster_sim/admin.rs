@@ -143,10 +143,22 @@ impl Simulation {
             let replicas = self.rng.random_range(0..=4);
             return Some(AdminOp::ServiceCreate { name, replicas });
         }
-        if roll < 60 {
+        if roll < 48 {
             let name = pick_name(self)?;
             let replicas = self.rng.random_range(0..=5);
             return Some(AdminOp::ServiceScale { name, replicas });
+        }
+        if roll < 60 {
+            let name = pick_name(self)?;
+            let image = format!("busybox:{}", self.rng.random_range(0..1_000));
+            let start_first = self.rng.random_bool(0.5);
+            let parallelism = self.rng.random_range(0..=2);
+            return Some(AdminOp::ServiceUpdate {
+                name,
+                image,
+                start_first,
+                parallelism,
+            });
         }
         if roll < 70 {
             let name = pick_name(self)?;

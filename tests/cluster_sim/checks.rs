@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flotilla::core::model::{Availability, NodeStatus};
+use flotilla::core::model::{Availability, NodeStatus, TaskState};
+use flotilla::core::rollout::UpdateState;
 use flotilla::core::spec::ServiceMode;
 use flotilla::core::store::Store;
 
@@ -221,6 +222,34 @@ impl Simulation {
                 "live containers per slot {running:?}, the store wants {expected:?}"
             ));
         }
+        // A rollout still moving has not converged; a finished one left every running task
+        // on the service's spec version (a paused one may leave a mix, as Swarm does).
+        for service in store.services().values() {
+            let Some(status) = &service.update_status else {
+                continue;
+            };
+            if status.state.is_active() {
+                return Err(format!(
+                    "service {} is still rolling out ({})",
+                    service.spec.name,
+                    status.state.as_str()
+                ));
+            }
+            let finished = matches!(
+                status.state,
+                UpdateState::Completed | UpdateState::RollbackCompleted
+            );
+            let stale = store
+                .service_task_iter(&service.id)
+                .filter(|t| t.status.state == TaskState::Running)
+                .find(|t| t.spec_version != service.spec_version);
+            if let (true, Some(task)) = (finished, stale) {
+                return Err(format!(
+                    "service {} completed its rollout but task {} runs spec version {} of {}",
+                    service.spec.name, task.id, task.spec_version, service.spec_version
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -228,6 +257,18 @@ impl Simulation {
     pub fn final_checks(&mut self) -> SimResult {
         let leader = self.leader_position().ok_or("no leader at the end")?;
         let store = self.managers[leader].store.read().clone();
+        for status in store
+            .services()
+            .values()
+            .filter_map(|s| s.update_status.as_ref())
+        {
+            match status.state {
+                UpdateState::Completed | UpdateState::RollbackCompleted => {
+                    self.stats.rollouts_completed += 1
+                }
+                _ => self.stats.rollouts_paused += 1,
+            }
+        }
         self.check_acknowledged_services(&store)?;
         if let Err(lost) = self.check_acknowledged_nodes(&store)? {
             let strict = std::env::var_os("FLOTILLA_SIM_STRICT").is_some();

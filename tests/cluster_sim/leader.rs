@@ -7,11 +7,12 @@
 use std::collections::VecDeque;
 
 use flotilla::core::assignment::{assignment_set, assignment_version};
-use flotilla::core::model::NodeStatus;
+use flotilla::core::model::{NodeStatus, TaskState};
 use flotilla::core::orchestrator::{reconcile_service, services_affected_by_node};
 use flotilla::core::scheduler::scheduling_round;
 use flotilla::core::sessions::SessionCheck;
 use flotilla::core::store::{Command, Event};
+use flotilla::core::updater::{plan_rollout, waits_for_running};
 
 use crate::manager::{worker_addr, Origin};
 use crate::messages::Payload;
@@ -42,8 +43,13 @@ impl Simulation {
                     if let Some(node) = &task.node_id {
                         leader.touched_nodes.insert(node.clone());
                     }
-                    // A worker's progress on a live task changes no plan (as the actor).
-                    if !(matches!(event, Event::TaskUpdated(_)) && task.is_progress()) {
+                    // A worker's progress on a live task changes no plan (as the actor),
+                    // unless it starts running in a service that is rolling out.
+                    let progress = matches!(event, Event::TaskUpdated(_)) && task.is_progress();
+                    if !progress
+                        || (task.state == TaskState::Running
+                            && waits_for_running(&manager.store.read(), &task.service_id))
+                    {
                         leader.dirty_services.insert(task.service_id.clone());
                     }
                 }
@@ -201,14 +207,22 @@ impl Simulation {
                 };
                 leader.dirty_services.remove(&service_id);
                 let store = manager.store.read();
-                reconcile_service(
+                let mut plan = reconcile_service(
                     &store,
                     &service_id,
                     now_ms,
                     &mut leader.restarts,
                     &mut leader.rng,
-                )
+                );
+                // The service actor runs the updater on the same view (actors/service.rs).
+                let rollout = plan_rollout(&store, &service_id, now_ms, &mut leader.rng);
+                plan.wake_at_ms = match (plan.wake_at_ms, rollout.wake_at_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (plan, rollout.commands)
             };
+            let (plan, rollout_commands) = plan;
             let Some(leader) = self.managers[position].leader.as_mut() else {
                 return;
             };
@@ -217,10 +231,11 @@ impl Simulation {
                     .service_wake_ms
                     .insert(service_id.clone(), wake_at_ms);
             }
-            if plan.is_empty() {
+            if plan.is_empty() && rollout_commands.is_empty() {
                 continue;
             }
-            let commands: VecDeque<Command> = plan.into_commands().into();
+            let mut commands: VecDeque<Command> = plan.into_commands().into();
+            commands.extend(rollout_commands);
             leader.service_plans.insert(service_id.clone(), commands);
             self.service_propose_next(position, &service_id);
         }

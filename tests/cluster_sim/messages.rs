@@ -24,6 +24,14 @@ pub enum AdminOp {
     ServiceRemove {
         name: String,
     },
+    /// `service update --image IMAGE`: a rolling update under the given order and
+    /// parallelism (the replica count stays).
+    ServiceUpdate {
+        name: String,
+        image: String,
+        start_first: bool,
+        parallelism: u64,
+    },
     NodeAvailability {
         node_id: String,
         availability: Availability,

@@ -7,6 +7,7 @@ use flotilla::core::control_plan::{
     plan_service_scale, WritePlan,
 };
 use flotilla::core::model::{Availability, Node, NodeDescription, NodeRole, NodeStatus, Resources};
+use flotilla::core::rollout::UpdateOrder;
 use flotilla::core::spec::{ServiceMode, ServiceSpec};
 use flotilla::core::store::{Command, Store};
 use rand::Rng;
@@ -45,6 +46,31 @@ pub fn plan_admin_write<R: Rng + ?Sized>(
             plan_service_scale(store, &[(name.clone(), *replicas)])
         }
         AdminOp::ServiceRemove { name } => plan_service_remove(store, std::slice::from_ref(name)),
+        AdminOp::ServiceUpdate {
+            name,
+            image,
+            start_first,
+            parallelism,
+        } => {
+            // As the CLI does: read the service, change the spec, send it with the version read.
+            let service = store
+                .service_by_name(name)
+                .ok_or_else(|| format!("no such service: {name}"))?;
+            let mut spec = service.spec.clone();
+            spec.image = image.clone();
+            spec.update.parallelism = *parallelism;
+            spec.update.monitor_ms = 500;
+            spec.update.order = if *start_first {
+                UpdateOrder::StartFirst
+            } else {
+                UpdateOrder::StopFirst
+            };
+            return Ok(vec![Command::UpdateService {
+                service_id: service.id.clone(),
+                spec,
+                expected_version: Some(service.meta.version),
+            }]);
+        }
         AdminOp::NodeAvailability {
             node_id,
             availability,

@@ -58,6 +58,9 @@ pub struct Stats {
     pub converge_ms_max: u64,
     /// Runs where the known heartbeat-refresh overwrite lost an acknowledged node update.
     pub known_lost_node_updates: u64,
+    /// Services whose last rollout ended completed (or rolled back) / paused, at the end.
+    pub rollouts_completed: u64,
+    pub rollouts_paused: u64,
 }
 
 impl Stats {
@@ -79,6 +82,8 @@ impl Stats {
         self.converge_ms_total += other.converge_ms_total;
         self.converge_ms_max = self.converge_ms_max.max(other.converge_ms_max);
         self.known_lost_node_updates += other.known_lost_node_updates;
+        self.rollouts_completed += other.rollouts_completed;
+        self.rollouts_paused += other.rollouts_paused;
     }
 }
 

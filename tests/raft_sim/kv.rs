@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub type Key = u8;
 pub type Value = u64;
 
+impl flotilla::consensus::EntryCommand for KvCommand {}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
     Put {

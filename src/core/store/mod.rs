@@ -5,23 +5,28 @@
 //! never drift from the objects. Indexes are not serialized; [`Store::restore`] rebuilds them.
 
 mod command;
+mod legacy;
 mod revocation;
+#[cfg(test)]
+mod sharing_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use command::{
     Command, Event, JoinSecret, NodeRefresh, NodeSpecUpdate, TaskRef, TaskStatusUpdate,
 };
+pub(crate) use legacy::CommandV2;
 pub use revocation::{CertificateStanding, Revocation, RevocationList, RevocationScope};
 
 use super::error::CoreError;
 use super::format;
 use super::ids;
-use super::model::{ClusterInfo, Node, Resources, Service, Task, TaskState};
+use super::model::{ClusterInfo, Node, Resources, Service, Task, TaskSpec, TaskState};
 use super::spec::ServiceMode;
 
 /// What the tasks placed on one node hold: the scheduler's view, kept incrementally.
@@ -48,6 +53,9 @@ struct Indexes {
     /// Per node, the XOR of [`assignment_digest`] over its unfinished tasks, and their count:
     /// the assignment version every heartbeat compares, without visiting the tasks.
     assignments_by_node: BTreeMap<String, (u64, u64)>,
+    /// One shared task spec per `(service, spec version)`: tasks point at it instead of each
+    /// holding a copy. An entry goes when its last task does.
+    task_specs: HashMap<(String, u64), Arc<TaskSpec>>,
 }
 
 /// One task's share of its node's assignment version: its ID and desired state. SipHash with
@@ -58,6 +66,21 @@ fn assignment_digest(task: &Task) -> u64 {
     task.id.hash(&mut hasher);
     task.desired_state.hash(&mut hasher);
     hasher.finish()
+}
+
+/// Points `task` at the shared spec of its `(service, spec version)`, or makes its spec that
+/// shared one. A task whose spec differs from the shared one (which no correct orchestrator
+/// creates) keeps its own copy rather than run another spec.
+fn intern_spec(specs: &mut HashMap<(String, u64), Arc<TaskSpec>>, task: &mut Task) {
+    let key = (task.service_id.clone(), task.spec_version);
+    match specs.get(&key) {
+        Some(shared) if Arc::ptr_eq(shared, &task.spec) => {}
+        Some(shared) if **shared == *task.spec => task.spec = shared.clone(),
+        Some(_) => {}
+        None => {
+            specs.insert(key, task.spec.clone());
+        }
+    }
 }
 
 /// The cluster state every manager holds, changed only by applying committed [`Command`]s.
@@ -95,27 +118,6 @@ fn decode_snapshot_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
         )));
     }
     Ok(value)
-}
-
-/// The store as the first release wrote its snapshots (format version 1, no header).
-#[derive(Deserialize)]
-struct StoreV1 {
-    cluster: Option<ClusterInfo>,
-    nodes: BTreeMap<String, Node>,
-    services: BTreeMap<String, Service>,
-    tasks: BTreeMap<String, Task>,
-}
-
-impl From<StoreV1> for Store {
-    fn from(old: StoreV1) -> Store {
-        Store {
-            cluster: old.cluster,
-            nodes: old.nodes,
-            services: old.services,
-            tasks: old.tasks,
-            ..Store::default()
-        }
-    }
 }
 
 impl PartialEq for Store {
@@ -263,7 +265,11 @@ impl Store {
             .split(bytes)
             .map_err(|e| CoreError::Snapshot(e.to_string()))?;
         let mut store = match version {
-            format::LEGACY_VERSION => Store::from(decode_snapshot_body::<StoreV1>(body)?),
+            format::LEGACY_VERSION => {
+                let old = decode_snapshot_body::<legacy::StoreV1>(body)?;
+                Store::from(legacy::StoreV2::from(old))
+            }
+            2 => Store::from(decode_snapshot_body::<legacy::StoreV2>(body)?),
             _ => decode_snapshot_body::<Store>(body)?,
         };
         store.rebuild_indexes();
@@ -277,14 +283,16 @@ impl Store {
                 .service_by_name
                 .insert(service.spec.name.clone(), service.id.clone());
         }
-        for task in self.tasks.values() {
+        for task in self.tasks.values_mut() {
+            intern_spec(&mut index.task_specs, task);
             index.add_task(task);
         }
         self.index = index;
     }
 
     /// Inserts or replaces a task, keeping the indexes in step.
-    fn put_task(&mut self, task: Task) {
+    fn put_task(&mut self, mut task: Task) {
+        intern_spec(&mut self.index.task_specs, &mut task);
         if let Some(old) = self.tasks.get(&task.id) {
             self.index.remove_task(old);
         }
@@ -295,7 +303,22 @@ impl Store {
     fn take_task(&mut self, task_id: &str) -> Option<Task> {
         let task = self.tasks.remove(task_id)?;
         self.index.remove_task(&task);
+        let key = (task.service_id.clone(), task.spec_version);
+        // Two holders left (the table and this task): nobody else runs this version.
+        if self
+            .index
+            .task_specs
+            .get(&key)
+            .is_some_and(|shared| Arc::strong_count(shared) <= 2)
+        {
+            self.index.task_specs.remove(&key);
+        }
         Some(task)
+    }
+
+    /// Task specs held, one per `(service, spec version)` with tasks.
+    pub fn shared_spec_count(&self) -> usize {
+        self.index.task_specs.len()
     }
 
     /// The certificate revocation list.

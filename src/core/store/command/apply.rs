@@ -193,8 +193,12 @@ impl Store {
             }
             Command::CreateTasks(tasks) => {
                 for mut task in tasks {
-                    if !self.services.contains_key(&task.service_id) {
+                    let Some(service) = self.services.get(&task.service_id) else {
                         continue;
+                    };
+                    if task.spec_version == 0 {
+                        // A command of an older release, which had no spec versions.
+                        task.spec_version = service.spec_version;
                     }
                     task.meta = created(index, now_ms);
                     task.status.since_ms = now_ms;

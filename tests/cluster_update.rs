@@ -1,0 +1,136 @@
+//! Rolling updates on real processes (SPEC §7): the update state is replicated, so an update
+//! whose leader is killed with SIGKILL half-way continues under the next leader and ends with
+//! every slot running exactly one task of the new spec version.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::Cluster;
+use serde_json::Value;
+
+fn three_managers() -> Cluster {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    cluster.join("manager");
+    cluster.join("manager");
+    cluster.wait_for_reachable_managers(2);
+    cluster
+}
+
+fn inspect(cluster: &Cluster, host: usize, service: &str) -> Option<Value> {
+    let output = cluster.cli(Some(host), &["service", "inspect", service]);
+    if !output.status.success() {
+        return None;
+    }
+    let services: Vec<Value> = serde_json::from_slice(&output.stdout).ok()?;
+    services.into_iter().next()
+}
+
+/// Per slot, the spec versions of the tasks that run and are meant to.
+fn running_versions(
+    cluster: &Cluster,
+    host: usize,
+    service: &str,
+) -> Option<BTreeMap<u64, Vec<u64>>> {
+    let output = cluster.cli(Some(host), &["service", "ps", "--format", "json", service]);
+    if !output.status.success() {
+        return None;
+    }
+    let tasks: Vec<Value> = serde_json::from_slice(&output.stdout).ok()?;
+    let mut slots: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for task in tasks {
+        if task["current_state"] == "running" && task["desired_state"] == "running" {
+            let slot = task["slot"].as_u64()?;
+            slots
+                .entry(slot)
+                .or_default()
+                .push(task["spec_version"].as_u64()?);
+        }
+    }
+    Some(slots)
+}
+
+#[test]
+fn an_update_survives_its_leader_being_killed_and_completes() {
+    let mut cluster = three_managers();
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "6",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    cluster.wait_for_running("web", 6, Duration::from_secs(30));
+    let before = inspect(&cluster, 0, "web").expect("inspect");
+    let old_version = before["spec_version"].as_u64().expect("spec_version");
+
+    // A delay between slots makes the update last several seconds, long enough to kill the
+    // leader in the middle of it.
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "update",
+            "-d",
+            "--env-add",
+            "V=2",
+            "--update-delay",
+            "1s",
+            "--update-monitor",
+            "1s",
+            "web",
+        ],
+    );
+    let updated = inspect(&cluster, 0, "web").expect("inspect");
+    let new_version = updated["spec_version"].as_u64().expect("spec_version");
+    assert_ne!(new_version, old_version);
+    assert_eq!(updated["update_status"]["state"], "updating");
+    assert_eq!(updated["previous_spec"]["version"], old_version);
+
+    let leader = cluster.leader().expect("a leader");
+    let survivor = (0..3).find(|i| *i != leader).expect("a survivor");
+    cluster.wait_until(
+        "two slots run the new spec",
+        Duration::from_secs(30),
+        || {
+            running_versions(&cluster, leader, "web").is_some_and(|slots| {
+                slots.values().filter(|v| v.contains(&new_version)).count() >= 2
+            })
+        },
+    );
+    let mid = running_versions(&cluster, leader, "web").unwrap_or_default();
+    let done_before_kill = mid.values().filter(|v| v == &&vec![new_version]).count();
+    assert!(
+        done_before_kill < 6,
+        "the update finished before the kill: {mid:?}"
+    );
+    cluster.kill(leader);
+
+    cluster.wait_until("the update completes", Duration::from_secs(60), || {
+        inspect(&cluster, survivor, "web")
+            .is_some_and(|s| s["update_status"]["state"] == "completed")
+    });
+    // The killed leader's tasks are replaced once its node is down; wait for all six.
+    cluster.wait_until(
+        "every slot runs exactly one task of the new version",
+        Duration::from_secs(30),
+        || {
+            running_versions(&cluster, survivor, "web").is_some_and(|slots| {
+                slots.len() == 6 && slots.values().all(|v| v == &vec![new_version])
+            })
+        },
+    );
+    let service = inspect(&cluster, survivor, "web").expect("inspect");
+    assert_eq!(service["spec"]["env"]["V"], "2");
+    assert_eq!(service["spec_version"], new_version);
+}
