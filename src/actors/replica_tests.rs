@@ -143,6 +143,7 @@ impl Fixture {
             memory_limit_bytes: None,
             nano_cpus_limit: None,
             stop_grace_ms: 0,
+            health: Default::default(),
         };
         self.runtime
             .start(&spec)
@@ -320,6 +321,7 @@ async fn a_task_already_running_is_adopted_not_started_again() {
         memory_limit_bytes: None,
         nano_cpus_limit: None,
         stop_grace_ms: 0,
+        health: Default::default(),
     };
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     task.status.state = TaskState::Running;
@@ -392,6 +394,7 @@ async fn an_adopt_only_replica_re_attaches_to_a_running_container() {
         memory_limit_bytes: None,
         nano_cpus_limit: None,
         stop_grace_ms: 0,
+        health: Default::default(),
     };
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     let updates = Arc::new(Mutex::new(Vec::new()));
