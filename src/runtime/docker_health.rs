@@ -17,7 +17,12 @@ const NANOS_PER_MS: i64 = 1_000_000;
 pub(crate) fn health_config(check: &HealthCheck) -> Result<Option<HealthConfig>, RuntimeError> {
     let test = match &check.test {
         HealthTest::Inherit => return Ok(None),
-        HealthTest::Disabled => vec!["NONE".to_string()],
+        HealthTest::Disabled => {
+            return Ok(Some(HealthConfig {
+                test: Some(vec!["NONE".to_string()]),
+                ..HealthConfig::default()
+            }))
+        }
         HealthTest::Shell(command) => vec!["CMD-SHELL".to_string(), command.clone()],
     };
     Ok(Some(HealthConfig {
