@@ -96,6 +96,7 @@ fn spec(node_id: &str, task_id: &str, command: &[&str]) -> ContainerSpec {
         memory_limit_bytes: Some(64 * 1024 * 1024),
         nano_cpus_limit: Some(500_000_000),
         stop_grace_ms: 10_000,
+        health: Default::default(),
     }
 }
 

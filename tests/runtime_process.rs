@@ -106,6 +106,7 @@ fn spec(node_id: &str, task_id: &str, command: &[&str]) -> ContainerSpec {
         memory_limit_bytes: None,
         nano_cpus_limit: None,
         stop_grace_ms: 10_000,
+        health: Default::default(),
     }
 }
 

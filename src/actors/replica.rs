@@ -6,18 +6,36 @@
 //! restarts the container itself. It runs under an actix `Supervisor`: when the actor crashes,
 //! `restarting` makes it re-attach to the same container, found by task ID, instead of starting
 //! a second one; if the container is gone by then, the task is reported failed.
+//!
+//! Health (SPEC §7, `docs/health.md`): a task that may have a health check stays `starting`
+//! until the runtime first reports it healthy, and only then is reported `running`; once the
+//! runtime reports it unhealthy it is reported `failed` (`task: unhealthy container` on docker,
+//! `task: unhealthy` elsewhere) and stopped with its grace period. The runtime counts failures
+//! (the engine on docker, `core::health` on the process runtime); this actor only polls.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::actors::raft::system_now_ms;
 use crate::core::model::{Task, TaskState, TaskStatus};
+use crate::core::rollout::HealthTest;
 use crate::core::store::TaskStatusUpdate;
-use crate::runtime::{ContainerRuntime, ContainerSpec, ExitStatus, RuntimeError};
+use crate::runtime::{
+    ContainerRuntime, ContainerSpec, ExitStatus, Health, RuntimeError, RuntimeKind,
+};
 
-/// Default time between SIGTERM and SIGKILL (SPEC §5).
-pub const STOP_GRACE_MS: u64 = 10_000;
+/// Longest time between two reads of a task's health, in ms: often enough that an unhealthy
+/// task is replaced well within SPEC §6's `interval × retries + 1 s`, rare enough that a docker
+/// inspect per task is cheap. A shorter check interval polls at that interval instead.
+pub const HEALTH_POLL_MS_MAX: u64 = 500;
+/// Shortest time between two reads of a task's health, in ms (no busy loop whatever the spec).
+const HEALTH_POLL_MS_MIN: u64 = 10;
+/// The failure error of an unhealthy task on docker, as Docker Swarm words it (SPEC §7).
+pub const UNHEALTHY_CONTAINER_ERROR: &str = "task: unhealthy container";
+/// The failure error of an unhealthy task on the process (and sim) runtime (SPEC §7).
+pub const UNHEALTHY_ERROR: &str = "task: unhealthy";
 
 /// The task should no longer run: stop its container (if any), remove it, and end.
 #[derive(Debug, Clone, Copy, Message)]
@@ -61,6 +79,9 @@ pub struct ReplicaActor {
     adopt_only: bool,
     retiring: bool,
     finished: bool,
+    /// `running` was reported for the current container (after its first healthy check, when
+    /// it has a health check).
+    running_reported: bool,
 }
 
 impl ReplicaActor {
@@ -79,6 +100,7 @@ impl ReplicaActor {
             adopt_only: false,
             retiring: false,
             finished: false,
+            running_reported: false,
         }
     }
 
@@ -112,8 +134,88 @@ impl ReplicaActor {
             task_id: task.id.clone(),
             memory_limit_bytes: (limits.memory_bytes > 0).then_some(limits.memory_bytes),
             nano_cpus_limit: (limits.nano_cpus > 0).then_some(limits.nano_cpus),
-            stop_grace_ms: STOP_GRACE_MS,
+            stop_grace_ms: task.spec.stop_grace_ms,
+            health: task.spec.health.clone(),
         }
+    }
+
+    /// False when the task certainly has no health check, so `running` is reported at once
+    /// without asking the runtime: `--no-healthcheck`, or the image's (absent) check on a
+    /// runtime without images.
+    fn may_have_health_check(&self) -> bool {
+        match self.task.spec.health.test {
+            HealthTest::Disabled => false,
+            HealthTest::Shell(_) => true,
+            HealthTest::Inherit => self.runtime.kind() == RuntimeKind::Docker,
+        }
+    }
+
+    fn health_poll_period(&self) -> Duration {
+        let interval_ms = self.task.spec.health.interval_ms();
+        Duration::from_millis(interval_ms.clamp(HEALTH_POLL_MS_MIN, HEALTH_POLL_MS_MAX))
+    }
+
+    fn report_running_once(&mut self) {
+        if !self.running_reported {
+            self.running_reported = true;
+            self.report(TaskState::Running, "running", None, None);
+        }
+    }
+
+    /// Read the container's health; report `running` on the first healthy answer (or at once
+    /// when it has no check) and fail the task when it is unhealthy. Ends when the task ends.
+    fn poll_health(&mut self, ctx: &mut Context<Self>) {
+        if self.finished || self.retiring {
+            return;
+        }
+        let Some(runtime_id) = self.runtime_id.clone() else {
+            return;
+        };
+        let runtime = self.runtime.clone();
+        async move { runtime.health(&runtime_id).await }
+            .into_actor(self)
+            .map(|result, actor, ctx| {
+                if actor.finished || actor.retiring {
+                    return;
+                }
+                match result {
+                    // No check (or none any more): nothing to wait for or to watch.
+                    Ok(Health::None) => {
+                        actor.report_running_once();
+                        return;
+                    }
+                    Ok(Health::Starting) => {}
+                    Ok(Health::Healthy) => actor.report_running_once(),
+                    Ok(Health::Unhealthy { output }) => {
+                        actor.unhealthy(ctx, &output);
+                        return;
+                    }
+                    Err(error) => {
+                        // Transient (an engine hiccup): the exit waiter sees a real death.
+                        tracing::debug!(task = %actor.task.id, %error, "reading health failed");
+                    }
+                }
+                ctx.run_later(actor.health_poll_period(), |actor, ctx| {
+                    actor.poll_health(ctx)
+                });
+            })
+            .spawn(ctx);
+    }
+
+    fn unhealthy(&mut self, ctx: &mut Context<Self>, output: &str) {
+        self.finished = true;
+        let error = match self.runtime.kind() {
+            RuntimeKind::Docker => UNHEALTHY_CONTAINER_ERROR,
+            RuntimeKind::Process | RuntimeKind::Sim => UNHEALTHY_ERROR,
+        };
+        tracing::info!(task = %self.task.id, output, "task unhealthy; stopping it");
+        self.report(
+            TaskState::Failed,
+            "unhealthy",
+            Some(error.to_string()),
+            None,
+        );
+        self.stop_and_remove(ctx);
     }
 
     fn report(
@@ -187,11 +289,17 @@ impl ReplicaActor {
         .map(|attached, actor, ctx| match attached {
             Attached::Running { runtime_id } => {
                 actor.runtime_id = Some(runtime_id);
-                actor.report(TaskState::Running, "running", None, None);
                 if actor.retiring {
+                    actor.report_running_once();
                     actor.stop_and_remove(ctx);
                 } else {
                     actor.wait_for_exit(ctx);
+                    if actor.may_have_health_check() {
+                        // Stays `starting` until the first healthy check (SPEC §7).
+                        actor.poll_health(ctx);
+                    } else {
+                        actor.report_running_once();
+                    }
                 }
             }
             Attached::Exited { runtime_id, exit } => {
@@ -281,7 +389,8 @@ impl ReplicaActor {
             return;
         };
         let runtime = self.runtime.clone();
-        async move { runtime.stop(&runtime_id, STOP_GRACE_MS).await }
+        let grace_ms = self.task.spec.stop_grace_ms;
+        async move { runtime.stop(&runtime_id, grace_ms).await }
             .into_actor(self)
             .map(|_, actor, ctx| {
                 // The wait future (if any) reports the exit; report here if it is not running.
@@ -312,6 +421,8 @@ impl Supervised for ReplicaActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::info!(task = %self.task.id, "replica actor restarting; re-attaching");
         self.restarted = true;
+        // The re-attached container is reported `running` again (when healthy, if checked).
+        self.running_reported = false;
     }
 }
 

@@ -143,6 +143,7 @@ impl Fixture {
             memory_limit_bytes: None,
             nano_cpus_limit: None,
             stop_grace_ms: 0,
+            health: Default::default(),
         };
         self.runtime
             .start(&spec)
@@ -320,6 +321,7 @@ async fn a_task_already_running_is_adopted_not_started_again() {
         memory_limit_bytes: None,
         nano_cpus_limit: None,
         stop_grace_ms: 0,
+        health: Default::default(),
     };
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     task.status.state = TaskState::Running;
@@ -392,6 +394,7 @@ async fn an_adopt_only_replica_re_attaches_to_a_running_container() {
         memory_limit_bytes: None,
         nano_cpus_limit: None,
         stop_grace_ms: 0,
+        health: Default::default(),
     };
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     let updates = Arc::new(Mutex::new(Vec::new()));
@@ -414,4 +417,35 @@ async fn an_adopt_only_replica_re_attaches_to_a_running_container() {
     let running = fixture.wait_for(TaskState::Running, 1).await;
     assert_eq!(running.runtime_id, Some(existing));
     assert_eq!(fixture.next_start_id().await, "sim-2", "no second start");
+}
+
+#[actix_rt::test]
+async fn a_checked_task_runs_once_healthy_and_fails_when_unhealthy() {
+    let mut task = assigned_task("t-health");
+    task.spec.health.test = crate::core::rollout::HealthTest::Shell("true".into());
+    task.spec.health.interval_ms = Some(20);
+    let fixture = Fixture::new(task);
+    let running = fixture.wait_for(TaskState::Running, 1).await;
+    let runtime_id = running.runtime_id.clone().expect("a runtime ID");
+    let output = "connection refused".to_string();
+    assert!(fixture
+        .runtime
+        .set_health(&runtime_id, crate::runtime::Health::Unhealthy { output }));
+    let failed = fixture.wait_for(TaskState::Failed, 1).await;
+    assert_eq!(failed.status.error.as_deref(), Some("task: unhealthy"));
+    assert!(
+        !fixture.states().contains(&TaskState::Shutdown),
+        "{:?}",
+        fixture.states()
+    );
+    // The stop follows the report: poll for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(REPORT_WAIT_MS_MAX);
+    loop {
+        let info = fixture.runtime.inspect(&runtime_id).await.expect("inspect");
+        if !info.as_ref().is_some_and(|info| info.running) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never stopped");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
 }

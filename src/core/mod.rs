@@ -22,6 +22,7 @@
 //! - [`control_plan`]: what an admin's write turns into (commands to propose), and the
 //!   promote/demote rules.
 //! - [`rollout`]: update and rollback configs, health checks, stop grace, `update_status`.
+//! - [`health`]: the health check rules: check results in, starting/healthy/unhealthy out.
 //! - [`restart`]: restart policy and backoff bookkeeping, per slot.
 //! - [`events`]: the one road of applied changes to watchers, with Raft indexes and gaps.
 //! - [`format`]: the version of every persistent format, and its header.
@@ -33,6 +34,7 @@ pub mod control_plan;
 pub mod error;
 pub mod events;
 pub mod format;
+pub mod health;
 pub mod ids;
 pub mod model;
 pub mod orchestrator;

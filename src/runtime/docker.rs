@@ -24,10 +24,11 @@ use futures::FutureExt;
 use tokio::task::JoinHandle;
 
 use super::docker_events;
+use super::docker_health::{health_config, health_of};
 use super::docker_status::{ended_status, status_code};
 use super::exit_board::{next_status, ExitBoard};
 use super::{
-    check_spec, ContainerRuntime, ContainerSpec, ExitStatus, RunningInfo, RuntimeError,
+    check_spec, ContainerRuntime, ContainerSpec, ExitStatus, Health, RunningInfo, RuntimeError,
     RuntimeHandle, RuntimeKind, LABEL_NODE_ID, LABEL_TASK_ID,
 };
 
@@ -141,6 +142,7 @@ impl DockerRuntime {
                 nano_cpus,
                 ..Default::default()
             }),
+            healthcheck: health_config(&spec.health)?,
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default()
@@ -456,6 +458,16 @@ impl ContainerRuntime for DockerRuntime {
         async move {
             self.list_filtered(vec![format!("{LABEL_NODE_ID}={}", self.node_id)])
                 .await
+        }
+        .boxed()
+    }
+
+    fn health<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<Health, RuntimeError>> {
+        async move {
+            Ok(self
+                .inspect_own(runtime_id)
+                .await?
+                .map_or(Health::None, |response| health_of(&response)))
         }
         .boxed()
     }

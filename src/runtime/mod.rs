@@ -21,10 +21,12 @@
 
 pub mod docker;
 mod docker_events;
+mod docker_health;
 mod docker_status;
 mod error;
 mod exit_board;
 pub mod process;
+mod process_health;
 mod process_record;
 mod procfs;
 mod select;
@@ -37,6 +39,8 @@ use std::str::FromStr;
 pub use error::RuntimeError;
 use futures::future::BoxFuture;
 pub use select::select;
+
+use crate::core::rollout::HealthCheck;
 
 /// Label carrying the service ID (SPEC §3).
 pub const LABEL_SERVICE_ID: &str = "com.flotilla.service.id";
@@ -76,6 +80,10 @@ pub struct ContainerSpec {
     /// Grace period between SIGTERM and SIGKILL when the task is stopped, in milliseconds;
     /// the caller passes it to [`ContainerRuntime::stop`].
     pub stop_grace_ms: u64,
+    /// The task's health check (SPEC §7): docker turns it into the container's HEALTHCHECK,
+    /// the process runtime runs a `Shell` check on the host; read back with
+    /// [`ContainerRuntime::health`]. A plain data type of `core`, shared rather than copied.
+    pub health: HealthCheck,
 }
 
 impl ContainerSpec {
@@ -87,6 +95,22 @@ impl ContainerSpec {
         labels.insert(LABEL_TASK_ID.to_string(), self.task_id.clone());
         labels
     }
+}
+
+/// What a container's health check says, as [`ContainerRuntime::health`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// It has no health check (none configured, `--no-healthcheck`, or an image without one).
+    None,
+    /// No check has passed yet.
+    Starting,
+    /// The checks pass (or have not failed `retries` times in a row since the last success).
+    Healthy,
+    /// `retries` consecutive checks failed; `output` is what the last one printed.
+    Unhealthy {
+        /// Output of the last check, bounded (`core::health::HEALTH_OUTPUT_BYTES_MAX`).
+        output: String,
+    },
 }
 
 /// What a successful start returns.
@@ -272,6 +296,17 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Every container labelled with this node's ID, running or not, for orphan clean-up.
     fn list(&self) -> BoxFuture<'_, Result<Vec<RunningInfo>, RuntimeError>>;
+
+    /// What `runtime_id`'s health check says now: docker reads the engine's own count from
+    /// inspect (`State.Health.Status`), the process runtime its checker's, sim has no checks
+    /// that can fail. [`Health::None`] when it has no check, or no longer exists.
+    ///
+    /// The default, for a runtime (or test wrapper) that runs no checks, is always
+    /// [`Health::None`]: its tasks are `running` as soon as they start.
+    fn health<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<Health, RuntimeError>> {
+        let _ = runtime_id;
+        Box::pin(async { Ok(Health::None) })
+    }
 }
 
 /// Check that `spec` belongs to `node_id` and names a task; shared by every runtime's `start`.

@@ -17,11 +17,12 @@ use futures::FutureExt;
 use tokio::process::Command;
 
 use super::exit_board::{next_status, ExitBoard};
+use super::process_health::{spawn_checker, HealthBoard};
 pub use super::process_record::ProcessRecord;
 use super::process_record::{check_task_file_name, RecordStore};
 use super::procfs::{self, PidFd};
 use super::{
-    check_spec, ContainerRuntime, ContainerSpec, ExitStatus, RunningInfo, RuntimeError,
+    check_spec, ContainerRuntime, ContainerSpec, ExitStatus, Health, RunningInfo, RuntimeError,
     RuntimeHandle, RuntimeKind, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID,
     LABEL_TASK_SLOT,
 };
@@ -44,6 +45,8 @@ pub struct ProcessRuntime {
     node_id: String,
     store: RecordStore,
     board: Arc<ExitBoard>,
+    /// Health verdicts of the processes whose `Shell` check this instance runs.
+    health: Arc<HealthBoard>,
 }
 
 /// Where the liveness of a record came from.
@@ -61,6 +64,7 @@ impl ProcessRuntime {
             node_id: node_id.to_string(),
             store: RecordStore::open(node_id, state_dir)?,
             board: Arc::new(ExitBoard::default()),
+            health: Arc::new(HealthBoard::default()),
         })
     }
 
@@ -191,6 +195,7 @@ impl ProcessRuntime {
             }
         }
         let labels = spec.effective_labels();
+        let env = task_env(spec, &labels);
         let (stdout, stderr) = self.store.create_logs(&spec.task_id)?;
         let mut command = Command::new(program);
         command
@@ -202,13 +207,7 @@ impl ProcessRuntime {
             .process_group(0)
             // The process must outlive this node process so a restarted node can adopt it.
             .kill_on_drop(false);
-        for (variable, label) in ENV_FROM_LABEL {
-            command.env(
-                variable,
-                labels.get(label).map(String::as_str).unwrap_or(""),
-            );
-        }
-        command.envs(spec.env.iter().map(|(key, value)| (key, value)));
+        command.envs(env.iter().map(|(key, value)| (key, value)));
         let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
             command: program.clone(),
             source,
@@ -240,6 +239,7 @@ impl ProcessRuntime {
         let key = record.board_key();
         self.board.forget(&key);
         self.board.track(&key);
+        let checked_key = key.clone();
         let board = Arc::clone(&self.board);
         // Until `child.wait()` reaps it, the exited leader stays a zombie that keeps its PID
         // (and so its group ID) reserved: learn of the exit through a pidfd first, kill what it
@@ -269,6 +269,15 @@ impl ProcessRuntime {
             let _ = procfs::signal_group(pid, libc::SIGKILL);
             return Err(error);
         }
+        // The check gets the process's own environment (SPEC §7), FLOTILLA_* included.
+        spawn_checker(
+            &self.board,
+            &self.health,
+            &runtime_id,
+            &checked_key,
+            &spec.health,
+            env,
+        );
         Ok(RuntimeHandle { runtime_id })
     }
 
@@ -349,6 +358,23 @@ impl ProcessRuntime {
         self.board.forget(&record.board_key());
         Ok(())
     }
+}
+
+/// The environment a task process (and its health check) gets on top of the node's: the
+/// `FLOTILLA_*` variables from the labels (SPEC §3), then the spec's own.
+fn task_env(
+    spec: &ContainerSpec,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = ENV_FROM_LABEL
+        .iter()
+        .map(|(variable, label)| {
+            let value = labels.get(*label).cloned().unwrap_or_default();
+            (variable.to_string(), value)
+        })
+        .collect();
+    env.extend(spec.env.iter().cloned());
+    env
 }
 
 /// Send `signal_number` to group `pgid`; `Ok(false)` when the group is already gone.
@@ -438,6 +464,15 @@ impl ContainerRuntime for ProcessRuntime {
                 .iter()
                 .map(|record| self.info(record))
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn health<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<Health, RuntimeError>> {
+        async move {
+            // Only processes this instance started have a checker: one adopted after a node
+            // restart reports `Health::None` (its check command is not in the record).
+            Ok(self.health.get(runtime_id))
         }
         .boxed()
     }

@@ -3,6 +3,10 @@
 //! A started task "runs" after `start_delay_ms` until it is stopped, removed, or a test makes it
 //! exit with [`SimRuntime::exit_task`]. IDs are `sim-<n>`. Everything is in memory, so a sim node
 //! that restarts has no containers to adopt.
+//!
+//! Health: nothing runs, so there is nothing to probe. A task with a `--health-cmd` is reported
+//! healthy at once (its check is taken to pass); any other has no check (sim images have no
+//! HEALTHCHECK). A test can make one unhealthy with [`SimRuntime::set_health`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,14 +18,16 @@ use futures::FutureExt;
 
 use super::exit_board::{next_status, ExitBoard};
 use super::{
-    check_spec, ContainerRuntime, ContainerSpec, ExitStatus, RunningInfo, RuntimeError,
+    check_spec, ContainerRuntime, ContainerSpec, ExitStatus, Health, RunningInfo, RuntimeError,
     RuntimeHandle, RuntimeKind,
 };
+use crate::core::rollout::HealthTest;
 
 /// One simulated container.
 struct SimTask {
     task_id: String,
     labels: BTreeMap<String, String>,
+    health: Health,
 }
 
 /// In-memory containers of one node.
@@ -70,6 +76,17 @@ impl SimRuntime {
             .publish(runtime_id, ExitStatus::from_code(exit_code))
     }
 
+    /// Test hook: what `health` reports for `runtime_id` from now on. False if it is unknown.
+    pub fn set_health(&self, runtime_id: &str, health: Health) -> bool {
+        match self.table().by_runtime_id.get_mut(runtime_id) {
+            Some(task) => {
+                task.health = health;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Number of simulated containers that currently run.
     pub fn running_count(&self) -> usize {
         self.board.pending_ids().len()
@@ -107,6 +124,10 @@ impl SimRuntime {
                 SimTask {
                     task_id: spec.task_id.clone(),
                     labels: spec.effective_labels(),
+                    health: match spec.health.test {
+                        HealthTest::Shell(_) => Health::Healthy,
+                        HealthTest::Inherit | HealthTest::Disabled => Health::None,
+                    },
                 },
             );
             self.board.track(&runtime_id);
@@ -241,6 +262,17 @@ impl ContainerRuntime for SimRuntime {
         }
         .boxed()
     }
+
+    fn health<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<Health, RuntimeError>> {
+        async move {
+            Ok(self
+                .table()
+                .by_runtime_id
+                .get(runtime_id)
+                .map_or(Health::None, |task| task.health.clone()))
+        }
+        .boxed()
+    }
 }
 
 #[cfg(test)]
@@ -259,6 +291,7 @@ mod tests {
             memory_limit_bytes: None,
             nano_cpus_limit: None,
             stop_grace_ms: 10_000,
+            health: Default::default(),
         }
     }
 

@@ -25,10 +25,11 @@ pub use leader_link::ReportStatus;
 pub use renewal::CredentialsRenewed;
 
 use crate::actors::environment::system_now_ms;
-use crate::actors::replica::{CrashReplica, ReplicaActor, Retire, STOP_GRACE_MS};
+use crate::actors::replica::{CrashReplica, ReplicaActor, Retire};
 use crate::actors::transport::Request;
 use crate::core::assignment::{self, Arrival, AssignmentSet};
 use crate::core::model::{TaskState, TaskStatus};
+use crate::core::rollout::STOP_GRACE_MS_DEFAULT;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::message::{NodeDescription, RoleChange};
 use crate::runtime::ContainerRuntime;
@@ -272,7 +273,8 @@ impl WorkerActor {
                     for info in orphans {
                         tracing::info!(task = %info.task_id, "removing a container of a task this node no longer has");
                         if info.running {
-                            let _ = runtime.stop(&info.runtime_id, STOP_GRACE_MS).await;
+                            // An orphan's task (and so its grace period) is unknown here.
+                            let _ = runtime.stop(&info.runtime_id, STOP_GRACE_MS_DEFAULT).await;
                         }
                         let _ = runtime.remove(&info.runtime_id).await;
                     }
