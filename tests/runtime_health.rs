@@ -102,15 +102,16 @@ fn task(node_id: &str, command: &[&str], health: HealthTest, grace_ms: u64) -> T
     spec.mode = ServiceMode::Replicated { replicas: 1 };
     let service = Service::new("svc-health".to_string(), spec);
     let mut task = Task::new(unique("task"), &service, Some(1), Some(node_id.to_string()));
-    task.spec.command = command.iter().map(|part| part.to_string()).collect();
-    task.spec.health = HealthCheck {
+    std::sync::Arc::make_mut(&mut task.spec).command =
+        command.iter().map(|part| part.to_string()).collect();
+    std::sync::Arc::make_mut(&mut task.spec).health = HealthCheck {
         test: health,
         interval_ms: Some(100),
         timeout_ms: Some(2_000),
         retries: Some(2),
         start_period_ms: None,
     };
-    task.spec.stop_grace_ms = grace_ms;
+    std::sync::Arc::make_mut(&mut task.spec).stop_grace_ms = grace_ms;
     task.status.state = TaskState::Assigned;
     task
 }
@@ -178,7 +179,9 @@ async fn process_task_is_running_only_after_its_first_passing_check() {
     );
     let mut task = task(&node_id, &["sleep", "100"], HealthTest::Shell(check), 1_000);
     // Failures while starting do not count within the start period: no early unhealthy.
-    task.spec.health.start_period_ms = Some(60_000);
+    std::sync::Arc::make_mut(&mut task.spec)
+        .health
+        .start_period_ms = Some(60_000);
     let marker = dir.join(format!("{}.ok", task.id));
     let replica = Replica::start(task, runtime);
     let starting = replica.wait_for(TaskState::Starting).await;

@@ -422,8 +422,9 @@ async fn an_adopt_only_replica_re_attaches_to_a_running_container() {
 #[actix_rt::test]
 async fn a_checked_task_runs_once_healthy_and_fails_when_unhealthy() {
     let mut task = assigned_task("t-health");
-    task.spec.health.test = crate::core::rollout::HealthTest::Shell("true".into());
-    task.spec.health.interval_ms = Some(20);
+    let spec = std::sync::Arc::make_mut(&mut task.spec);
+    spec.health.test = crate::core::rollout::HealthTest::Shell("true".into());
+    spec.health.interval_ms = Some(20);
     let fixture = Fixture::new(task);
     let running = fixture.wait_for(TaskState::Running, 1).await;
     let runtime_id = running.runtime_id.clone().expect("a runtime ID");
