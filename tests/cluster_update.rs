@@ -134,3 +134,183 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
     assert_eq!(service["spec"]["env"]["V"], "2");
     assert_eq!(service["spec_version"], new_version);
 }
+
+fn one_node() -> Cluster {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    cluster
+}
+
+#[test]
+fn a_failing_update_pauses_exits_1_keeps_the_old_tasks_and_rolls_back() {
+    let cluster = one_node();
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    cluster.wait_for_running("web", 2, Duration::from_secs(30));
+    let old_version = inspect(&cluster, 0, "web").expect("inspect")["spec_version"]
+        .as_u64()
+        .expect("spec_version");
+    // Start-first with a check that never passes: the new task never runs, the old ones serve.
+    let output = cluster.cli(
+        None,
+        &[
+            "service",
+            "update",
+            "--update-order",
+            "start-first",
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "100ms",
+            "--health-retries",
+            "1",
+            "--update-monitor",
+            "1s",
+            "web",
+        ],
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains(
+            "service update paused: update paused due to failure or early termination of task"
+        ),
+        "{printed}"
+    );
+    let service = inspect(&cluster, 0, "web").expect("inspect");
+    assert_eq!(service["update_status"]["state"], "paused");
+    let running = running_versions(&cluster, 0, "web").expect("ps");
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(
+        running.values().all(|v| v == &vec![old_version]),
+        "{running:?}"
+    );
+    // The failed attempt says why.
+    let tasks = cluster.tasks_json("web").expect("ps");
+    assert!(
+        tasks.iter().any(|t| t["error"] == "task: unhealthy"),
+        "no unhealthy task in {tasks:?}"
+    );
+
+    cluster.cli_ok(None, &["service", "rollback", "web"]);
+    cluster.wait_until("the rollback completes", Duration::from_secs(30), || {
+        inspect(&cluster, 0, "web")
+            .is_some_and(|s| s["update_status"]["state"] == "rollback_completed")
+    });
+    let service = inspect(&cluster, 0, "web").expect("inspect");
+    assert_eq!(service["spec_version"], old_version);
+    let running = running_versions(&cluster, 0, "web").expect("ps");
+    assert!(
+        running.len() == 2 && running.values().all(|v| v == &vec![old_version]),
+        "{running:?}"
+    );
+}
+
+#[test]
+fn an_unhealthy_task_is_replaced_and_only_healthy_tasks_count_as_running() {
+    let cluster = one_node();
+    let marks = cluster.dir.path().join("sick");
+    std::fs::create_dir_all(&marks).expect("mkdir");
+    let check = format!("test ! -e {}/sick-$FLOTILLA_TASK_ID", marks.display());
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--health-cmd",
+            &check,
+            "--health-interval",
+            "100ms",
+            "--health-retries",
+            "2",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let running = cluster.wait_for_running("web", 2, Duration::from_secs(30));
+    let sick = running[0]["id"].as_str().expect("id").to_string();
+    std::fs::write(marks.join(format!("sick-{sick}")), b"").expect("mark sick");
+    cluster.wait_until(
+        "the sick task fails unhealthy and a new one runs",
+        Duration::from_secs(30),
+        || {
+            let tasks = cluster.tasks_json("web").unwrap_or_default();
+            let failed = tasks
+                .iter()
+                .any(|t| t["id"] == sick.as_str() && t["error"] == "task: unhealthy");
+            let healthy = tasks
+                .iter()
+                .filter(|t| t["current_state"] == "running" && t["id"] != sick.as_str())
+                .count();
+            failed && healthy == 2
+        },
+    );
+    // A task whose check has not passed yet is starting, not running, and not counted.
+    let never = format!("test -e {}/never", marks.display());
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "slow",
+            "--health-cmd",
+            &never,
+            "--health-interval",
+            "100ms",
+            "--health-retries",
+            "1000",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    // Starting for a second: ten checks have failed meanwhile, none passed.
+    cluster.wait_until(
+        "the slow task is starting for a second",
+        Duration::from_secs(30),
+        || {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            cluster
+                .tasks_json("slow")
+                .unwrap_or_default()
+                .iter()
+                .any(|t| {
+                    t["current_state"] == "starting"
+                        && t["state_since_ms"]
+                            .as_u64()
+                            .is_some_and(|since| since + 1_000 <= now_ms)
+                })
+        },
+    );
+    let services = cluster.cli_ok(None, &["service", "ls", "--format", "json"]);
+    let services: Vec<Value> = serde_json::from_str(&services).expect("json");
+    let slow = services.iter().find(|s| s["name"] == "slow").expect("slow");
+    assert_eq!(slow["replicas_running"], 0, "{slow}");
+}
