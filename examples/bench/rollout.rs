@@ -140,7 +140,7 @@ pub(crate) fn update(args: &Args) -> anyhow::Result<Value> {
         .collect();
     let mut sorted = per_task.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    let median = harness::percentile(&sorted, 50.0);
+    let median = harness::percentile(&sorted, 0.5);
     Ok(json!({
         "scenario": "update",
         "runtime": "process",
