@@ -185,4 +185,48 @@ fn update_records_the_change_refuses_stale_and_bad_ones_and_rollback_swaps_back(
     let after_scale = inspect(&cluster, "web");
     assert_eq!(after_scale["spec"]["mode"]["replicated"]["replicas"], 3);
     assert_eq!(after_scale["spec_version"], rolled_back["spec_version"]);
+
+    // Followed (no -d): the rollout runs to completed under the updater, as Docker shows it.
+    let followed = cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "update",
+            "--image",
+            "busybox:3",
+            "--update-parallelism",
+            "0",
+            "web",
+        ],
+    );
+    for line in [
+        "web",
+        "overall progress: 3 out of 3 tasks",
+        "verify: Waiting 1 seconds to verify that tasks are stable...",
+        "verify: Service converged",
+    ] {
+        assert!(
+            followed.lines().any(|l| l == line),
+            "{line:?} missing: {followed}"
+        );
+    }
+    assert_eq!(
+        inspect(&cluster, "web")["update_status"]["state"],
+        "completed"
+    );
+    let rolled = cluster.cli_ok(None, &["service", "rollback", "web"]);
+    for line in [
+        "web",
+        "rollback: manually requested rollback",
+        "overall progress: rolling back update: 3 out of 3 tasks",
+        "verify: Service converged",
+    ] {
+        assert!(
+            rolled.lines().any(|l| l == line),
+            "{line:?} missing: {rolled}"
+        );
+    }
+    let back = inspect(&cluster, "web");
+    assert_eq!(back["spec"]["image"], "busybox");
+    assert_eq!(back["update_status"]["state"], "rollback_completed");
 }
