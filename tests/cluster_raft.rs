@@ -7,16 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 
-/// A cluster of three managers, all reachable from the first.
-fn three_managers() -> Cluster {
-    let mut cluster = Cluster::new(&[]);
-    cluster.init();
-    cluster.join("manager");
-    cluster.join("manager");
-    cluster.wait_for_reachable_managers(2);
-    cluster
-}
-
 fn service_names(cluster: &Cluster, host: usize) -> Option<Vec<String>> {
     let output = cluster.cli(Some(host), &["service", "ls", "--format", "json"]);
     if !output.status.success() {
@@ -33,7 +23,7 @@ fn service_names(cluster: &Cluster, host: usize) -> Option<Vec<String>> {
 
 #[test]
 fn leader_killed_new_leader_acknowledges_writes_and_old_leader_rejoins_with_all_data() {
-    let mut cluster = three_managers();
+    let mut cluster = Cluster::three_managers();
     let before_kill = [
         "service", "create", "-d", "--name", "before", "busybox", "sleep", "1",
     ];
@@ -117,7 +107,7 @@ fn without_quorum_commands_fail_within_five_seconds_and_the_cluster_recovers() {
 /// SPEC §12: without `--host`, the CLI tries each manager of `client.toml` in turn.
 #[test]
 fn the_cli_tries_each_manager_of_its_config_in_turn() {
-    let mut cluster = three_managers();
+    let mut cluster = Cluster::three_managers();
     let mut config =
         flotilla::net::admin::ClientConfig::load(&cluster.config()).expect("client.toml");
     config.managers = (0..3).map(|i| cluster.addr(i)).collect();

@@ -14,9 +14,9 @@ use flotilla::net::admin::AdminRequest;
 use serde_json::Value;
 
 fn inspect(cluster: &Cluster, service: &str) -> Value {
-    let text = cluster.cli_ok(None, &["service", "inspect", service]);
-    let services: Vec<Value> = serde_json::from_str(&text).expect("inspect json");
-    services.into_iter().next().expect("one service")
+    cluster
+        .service_inspect(None, service)
+        .expect("service inspect answers")
 }
 
 fn stderr_of(cluster: &Cluster, args: &[&str]) -> String {

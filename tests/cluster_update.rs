@@ -10,24 +10,6 @@ use std::time::Duration;
 use common::Cluster;
 use serde_json::Value;
 
-fn three_managers() -> Cluster {
-    let mut cluster = Cluster::new(&[]);
-    cluster.init();
-    cluster.join("manager");
-    cluster.join("manager");
-    cluster.wait_for_reachable_managers(2);
-    cluster
-}
-
-fn inspect(cluster: &Cluster, host: usize, service: &str) -> Option<Value> {
-    let output = cluster.cli(Some(host), &["service", "inspect", service]);
-    if !output.status.success() {
-        return None;
-    }
-    let services: Vec<Value> = serde_json::from_slice(&output.stdout).ok()?;
-    services.into_iter().next()
-}
-
 /// Per slot, the spec versions of the tasks that run and are meant to.
 fn running_versions(
     cluster: &Cluster,
@@ -54,7 +36,7 @@ fn running_versions(
 
 #[test]
 fn an_update_survives_its_leader_being_killed_and_completes() {
-    let mut cluster = three_managers();
+    let mut cluster = Cluster::three_managers();
     cluster.cli_ok(
         None,
         &[
@@ -71,7 +53,7 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
         ],
     );
     cluster.wait_for_running("web", 6, Duration::from_secs(30));
-    let before = inspect(&cluster, 0, "web").expect("inspect");
+    let before = cluster.service_inspect(Some(0), "web").expect("inspect");
     let old_version = before["spec_version"].as_u64().expect("spec_version");
 
     // A delay between slots makes the update last several seconds, long enough to kill the
@@ -91,7 +73,7 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
             "web",
         ],
     );
-    let updated = inspect(&cluster, 0, "web").expect("inspect");
+    let updated = cluster.service_inspect(Some(0), "web").expect("inspect");
     let new_version = updated["spec_version"].as_u64().expect("spec_version");
     assert_ne!(new_version, old_version);
     assert_eq!(updated["update_status"]["state"], "updating");
@@ -117,7 +99,8 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
     cluster.kill(leader);
 
     cluster.wait_until("the update completes", Duration::from_secs(60), || {
-        inspect(&cluster, survivor, "web")
+        cluster
+            .service_inspect(Some(survivor), "web")
             .is_some_and(|s| s["update_status"]["state"] == "completed")
     });
     // The killed leader's tasks are replaced once its node is down; wait for all six.
@@ -130,7 +113,9 @@ fn an_update_survives_its_leader_being_killed_and_completes() {
             })
         },
     );
-    let service = inspect(&cluster, survivor, "web").expect("inspect");
+    let service = cluster
+        .service_inspect(Some(survivor), "web")
+        .expect("inspect");
     assert_eq!(service["spec"]["env"]["V"], "2");
     assert_eq!(service["spec_version"], new_version);
 }
@@ -160,7 +145,7 @@ fn a_failing_update_pauses_exits_1_keeps_the_old_tasks_and_rolls_back() {
         ],
     );
     cluster.wait_for_running("web", 2, Duration::from_secs(30));
-    let old_version = inspect(&cluster, 0, "web").expect("inspect")["spec_version"]
+    let old_version = cluster.service_inspect(Some(0), "web").expect("inspect")["spec_version"]
         .as_u64()
         .expect("spec_version");
     // Start-first with a check that never passes: the new task never runs, the old ones serve.
@@ -194,7 +179,7 @@ fn a_failing_update_pauses_exits_1_keeps_the_old_tasks_and_rolls_back() {
         ),
         "{printed}"
     );
-    let service = inspect(&cluster, 0, "web").expect("inspect");
+    let service = cluster.service_inspect(Some(0), "web").expect("inspect");
     assert_eq!(service["update_status"]["state"], "paused");
     let running = running_versions(&cluster, 0, "web").expect("ps");
     assert_eq!(running.len(), 2, "{running:?}");
@@ -211,10 +196,11 @@ fn a_failing_update_pauses_exits_1_keeps_the_old_tasks_and_rolls_back() {
 
     cluster.cli_ok(None, &["service", "rollback", "web"]);
     cluster.wait_until("the rollback completes", Duration::from_secs(30), || {
-        inspect(&cluster, 0, "web")
+        cluster
+            .service_inspect(Some(0), "web")
             .is_some_and(|s| s["update_status"]["state"] == "rollback_completed")
     });
-    let service = inspect(&cluster, 0, "web").expect("inspect");
+    let service = cluster.service_inspect(Some(0), "web").expect("inspect");
     assert_eq!(service["spec_version"], old_version);
     let running = running_versions(&cluster, 0, "web").expect("ps");
     assert!(

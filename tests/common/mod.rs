@@ -150,6 +150,27 @@ impl Cluster {
         index
     }
 
+    /// A cluster of three managers, all reachable from the first.
+    pub fn three_managers() -> Self {
+        let mut cluster = Cluster::new(&[]);
+        cluster.init();
+        cluster.join("manager");
+        cluster.join("manager");
+        cluster.wait_for_reachable_managers(2);
+        cluster
+    }
+
+    /// `service inspect SERVICE` through `host`: the service record, or `None` if the command
+    /// fails (no leader yet, no such service).
+    pub fn service_inspect(&self, host: Option<usize>, service: &str) -> Option<Value> {
+        let output = self.cli(host, &["service", "inspect", service]);
+        if !output.status.success() {
+            return None;
+        }
+        let services: Vec<Value> = serde_json::from_slice(&output.stdout).ok()?;
+        services.into_iter().next()
+    }
+
     /// The join token for `role` ("worker" or "manager").
     pub fn token(&self, role: &str) -> String {
         self.cli_ok(None, &["swarm", "join-token", "-q", role])
