@@ -70,8 +70,9 @@ pub fn plan_service_scale(
 }
 
 /// `service update`: the whole new spec the CLI made from the one it read at
-/// `expected_version`. Refused here already when the service has moved on (the store refuses
-/// it again at apply time, should it move in between) or when the mode would change.
+/// `expected_version`. Checked against the store now with the store's own rules (version,
+/// spec, mode, name), so a stale or bad update is refused before it is proposed; apply checks
+/// it again, should the service move in between.
 pub fn plan_service_update(
     store: &Store,
     query: &str,
@@ -79,28 +80,14 @@ pub fn plan_service_update(
     expected_version: u64,
 ) -> Result<WritePlan, CoreError> {
     let service = store.resolve_service(query)?;
-    if service.meta.version != expected_version {
-        return Err(CoreError::VersionMismatch {
-            kind: "service",
-            id: service.id.clone(),
-            expected: expected_version,
-            found: service.meta.version,
-        });
-    }
-    spec.validate()?;
-    let was_global = service.spec.mode == ServiceMode::Global;
-    if was_global != (spec.mode == ServiceMode::Global) {
-        return Err(CoreError::BadRequest(format!(
-            "{}: a service's mode (replicated or global) can't be changed by an update",
-            service.spec.name
-        )));
-    }
+    let command = Command::UpdateService {
+        service_id: service.id.clone(),
+        spec: spec.clone(),
+        expected_version: Some(expected_version),
+    };
+    store.check(&command)?;
     Ok(WritePlan {
-        commands: vec![Command::UpdateService {
-            service_id: service.id.clone(),
-            spec: spec.clone(),
-            expected_version: Some(expected_version),
-        }],
+        commands: vec![command],
         ids: vec![service.id.clone()],
     })
 }
@@ -112,18 +99,14 @@ pub const MANUAL_ROLLBACK_MESSAGE: &str = "manually requested rollback";
 /// service that was never updated does not have.
 pub fn plan_service_rollback(store: &Store, query: &str) -> Result<WritePlan, CoreError> {
     let service = store.resolve_service(query)?;
-    if service.previous_spec.is_none() {
-        return Err(CoreError::BadRequest(format!(
-            "service {} does not have a previous spec to roll back to",
-            service.spec.name
-        )));
-    }
+    let command = Command::RollbackService {
+        service_id: service.id.clone(),
+        expected_version: None,
+        message: MANUAL_ROLLBACK_MESSAGE.to_string(),
+    };
+    store.check(&command)?;
     Ok(WritePlan {
-        commands: vec![Command::RollbackService {
-            service_id: service.id.clone(),
-            expected_version: None,
-            message: MANUAL_ROLLBACK_MESSAGE.to_string(),
-        }],
+        commands: vec![command],
         ids: vec![service.id.clone()],
     })
 }
