@@ -462,3 +462,101 @@ fn a_restarted_docker_worker_adopts_its_containers_and_follows_them() {
     });
     assert_eq!(failed["exit_code"].as_i64(), Some(137), "{failed}");
 }
+
+/// Builds `flotilla-test/healthcheck:latest` from the local busybox (no registry needed): an
+/// image with its own HEALTHCHECK, healthy until `/tmp/sick` exists.
+fn healthcheck_image() -> &'static str {
+    const IMAGE: &str = "flotilla-test/healthcheck:latest";
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox:latest\nHEALTHCHECK --interval=200ms --timeout=2s --retries=2 CMD test ! -e /tmp/sick\n",
+    )
+    .expect("write Dockerfile");
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", IMAGE])
+        .arg(dir.path())
+        .output()
+        .expect("run docker build");
+    assert!(
+        built.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    IMAGE
+}
+
+#[test]
+fn an_images_own_healthcheck_counts_unless_disabled() {
+    if !docker_available() {
+        return;
+    }
+    let image = healthcheck_image();
+    let checked = unique("hc");
+    let unchecked = unique("nohc");
+    let _guards = [
+        ContainerGuard {
+            service_name: checked.clone(),
+        },
+        ContainerGuard {
+            service_name: unchecked.clone(),
+        },
+    ];
+    let mut cluster = Cluster::new(&[]).with_runtime("docker");
+    cluster.init();
+    cluster.cli_ok(
+        None,
+        &[
+            "service", "create", "-d", "--name", &checked, image, "sleep", "1000",
+        ],
+    );
+    // Running only once the image's check passed.
+    let running = cluster.wait_for_running(&checked, 1, CONVERGE);
+    let first = field(&running[0], "id").to_string();
+    let container = field(&running[0], "runtime_id").to_string();
+    assert_eq!(inspect(&container)["State"]["Health"]["Status"], "healthy");
+
+    let sick = Command::new("docker")
+        .args(["exec", &container, "touch", "/tmp/sick"])
+        .status()
+        .expect("docker exec");
+    assert!(sick.success(), "docker exec touch failed");
+    cluster.wait_until(
+        "the unhealthy task fails and a healthy one replaces it",
+        CONVERGE,
+        || {
+            let tasks = cluster.tasks_json(&checked).unwrap_or_default();
+            let failed = tasks.iter().any(|t| {
+                field(t, "id") == first && field(t, "error") == "task: unhealthy container"
+            });
+            let replaced = tasks
+                .iter()
+                .any(|t| field(t, "id") != first && field(t, "current_state") == "running");
+            failed && replaced
+        },
+    );
+
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            &unchecked,
+            "--no-healthcheck",
+            image,
+            "sleep",
+            "1000",
+        ],
+    );
+    let running = cluster.wait_for_running(&unchecked, 1, CONVERGE);
+    let container = field(&running[0], "runtime_id").to_string();
+    let config = inspect(&container);
+    assert_eq!(
+        config["Config"]["Healthcheck"]["Test"],
+        serde_json::json!(["NONE"]),
+        "{}",
+        config["Config"]["Healthcheck"]
+    );
+}
