@@ -97,6 +97,7 @@ fn spec(node_id: &str, task_id: &str, command: &[&str]) -> ContainerSpec {
         nano_cpus_limit: Some(500_000_000),
         stop_grace_ms: 10_000,
         health: Default::default(),
+        ports: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@
 //! `task: unhealthy` elsewhere) and stopped with its grace period. The runtime counts failures
 //! (the engine on docker, `core::health` on the process runtime); this actor only polls.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +21,11 @@ use actix::prelude::*;
 
 use crate::actors::raft::system_now_ms;
 use crate::core::model::{Task, TaskState, TaskStatus};
+use crate::core::ports::{PortProtocol, PublishMode, TaskEndpoint};
 use crate::core::rollout::HealthTest;
 use crate::core::store::TaskStatusUpdate;
 use crate::runtime::{
-    ContainerRuntime, ContainerSpec, ExitStatus, Health, RuntimeError, RuntimeKind,
+    ContainerRuntime, ContainerSpec, ExitStatus, Health, PortBinding, RuntimeError, RuntimeKind,
 };
 
 /// Longest time between two reads of a task's health, in ms: often enough that an unhealthy
@@ -84,6 +86,10 @@ pub struct ReplicaActor {
     /// `running` was reported for the current container (after its first healthy check, when
     /// it has a health check).
     running_reported: bool,
+    /// The node's advertise IP, where published target ports are bound (SPEC §8).
+    host_ip: Option<IpAddr>,
+    /// Where this attempt's published target ports are reached, reported with `running`.
+    endpoints: Vec<TaskEndpoint>,
 }
 
 impl ReplicaActor {
@@ -103,7 +109,15 @@ impl ReplicaActor {
             retiring: false,
             finished: false,
             running_reported: false,
+            host_ip: None,
+            endpoints: Vec::new(),
         }
+    }
+
+    /// Bind published target ports on `ip`, the node's advertise IP.
+    pub fn with_host_ip(mut self, ip: IpAddr) -> Self {
+        self.host_ip = Some(ip);
+        self
     }
 
     /// A replica that only re-attaches: if the task's container is gone, the task is reported
@@ -138,7 +152,53 @@ impl ReplicaActor {
             nano_cpus_limit: (limits.nano_cpus > 0).then_some(limits.nano_cpus),
             stop_grace_ms: task.spec.stop_grace_ms,
             health: task.spec.health.clone(),
+            ports: self
+                .endpoints
+                .iter()
+                .map(|endpoint| PortBinding {
+                    target: endpoint.target,
+                    protocol: endpoint.protocol,
+                    host_ip: endpoint.addr.ip(),
+                    host_port: endpoint.addr.port(),
+                })
+                .collect(),
         }
+    }
+
+    /// Chooses where each published target port is reached: the published port itself in
+    /// host mode, a free ephemeral port of the node's advertise IP for the routing mesh.
+    /// A re-attached task keeps the endpoints its record already names.
+    fn choose_endpoints(&mut self) -> Result<(), String> {
+        if !self.task.endpoints.is_empty() {
+            self.endpoints = self.task.endpoints.clone();
+            return Ok(());
+        }
+        if self.task.spec.ports.is_empty() {
+            return Ok(());
+        }
+        let ip = self.host_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let mut endpoints: Vec<TaskEndpoint> = Vec::new();
+        for port in &self.task.spec.ports {
+            if endpoints
+                .iter()
+                .any(|e| e.target == port.target && e.protocol == port.protocol)
+            {
+                continue;
+            }
+            let host_port = match port.mode {
+                PublishMode::Host => port.published,
+                PublishMode::Ingress => free_port(ip, port.protocol).map_err(|error| {
+                    format!("no free port on {ip} for target {}: {error}", port.target)
+                })?,
+            };
+            endpoints.push(TaskEndpoint {
+                target: port.target,
+                protocol: port.protocol,
+                addr: SocketAddr::new(ip, host_port),
+            });
+        }
+        self.endpoints = endpoints;
+        Ok(())
     }
 
     /// False when the task certainly has no health check, so `running` is reported at once
@@ -247,11 +307,18 @@ impl ReplicaActor {
             },
             runtime: Some(self.runtime.kind().to_string()),
             runtime_id: self.runtime_id.clone(),
+            endpoints: (state == TaskState::Running && !self.endpoints.is_empty())
+                .then(|| self.endpoints.clone()),
         };
         self.reports.do_send(ReportStatus(update));
     }
 
     fn attach_or_start(&mut self, ctx: &mut Context<Self>) {
+        if let Err(message) = self.choose_endpoints() {
+            self.finished = true;
+            self.report(TaskState::Rejected, "rejected", Some(message), None);
+            return;
+        }
         let runtime = self.runtime.clone();
         let spec = self.spec();
         let task_id = self.task.id.clone();
@@ -416,6 +483,16 @@ impl ReplicaActor {
 }
 
 use crate::runtime::RunningInfo as RunningInfoExit;
+
+/// A port of `ip` that nothing is bound to now, from the kernel's ephemeral range: bound and
+/// released at once, so the task (or docker) can bind it next.
+fn free_port(ip: IpAddr, protocol: PortProtocol) -> std::io::Result<u16> {
+    let addr = SocketAddr::new(ip, 0);
+    match protocol {
+        PortProtocol::Tcp => Ok(std::net::TcpListener::bind(addr)?.local_addr()?.port()),
+        PortProtocol::Udp => Ok(std::net::UdpSocket::bind(addr)?.local_addr()?.port()),
+    }
+}
 
 impl Actor for ReplicaActor {
     type Context = Context<Self>;

@@ -144,6 +144,7 @@ impl Fixture {
             nano_cpus_limit: None,
             stop_grace_ms: 0,
             health: Default::default(),
+            ports: Vec::new(),
         };
         self.runtime
             .start(&spec)
@@ -322,6 +323,7 @@ async fn a_task_already_running_is_adopted_not_started_again() {
         nano_cpus_limit: None,
         stop_grace_ms: 0,
         health: Default::default(),
+        ports: Vec::new(),
     };
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     task.status.state = TaskState::Running;
@@ -395,6 +397,7 @@ async fn an_adopt_only_replica_re_attaches_to_a_running_container() {
         nano_cpus_limit: None,
         stop_grace_ms: 0,
         health: Default::default(),
+        ports: Vec::new(),
     };
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     let updates = Arc::new(Mutex::new(Vec::new()));

@@ -227,6 +227,8 @@ mod tests {
             assigned_at_ms: None,
             started_at_ms: None,
             spec_version: 1,
+            ports: Vec::new(),
+            endpoints: Vec::new(),
         }
     }
 

@@ -80,7 +80,7 @@ pub fn services(rows: &[ServiceView], format: OutputFormat) -> String {
                 service.mode.clone(),
                 format!("{}/{}", service.replicas_running, service.replicas_desired),
                 service.image.clone(),
-                String::new(),
+                service.ports.join(","),
             ]
         })
         .collect();
@@ -122,7 +122,7 @@ pub fn tasks(rows: &[TaskView], format: OutputFormat, no_trunc: bool, now_ms: u6
                 capitalized(&task.desired_state),
                 state_since(&task.current_state, task.state_since_ms, now_ms),
                 error,
-                String::new(),
+                task.ports.join(","),
             ]
         })
         .collect();

@@ -247,6 +247,8 @@ mod tests {
             started_at_ms: None,
             // Tasks created after the rollout started (at 100) run its spec, version 2.
             spec_version: if created_at_ms >= 100 { 2 } else { 1 },
+            ports: Vec::new(),
+            endpoints: Vec::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! malformed one is refused before anything is sent, with the flag named in the error
 //! (`invalid --update-delay "5x": unit is ms, s, m or h`).
 
+use crate::core::ports::{parse_publish, PortConfig, PortProtocol};
 use crate::core::rollout::{
     parse_ratio, FailureAction, HealthCheck, HealthTest, UpdateConfig, UpdateOrder,
 };
@@ -125,6 +126,10 @@ pub struct ServiceChanges {
     pub rollback: RolloutFlags,
     /// `--force`: redeploy every slot even without a change.
     pub force: bool,
+    /// `--publish-add SPEC`: publish a port (replacing one on the same published port).
+    pub publish_add: Vec<String>,
+    /// `--publish-rm PUBLISHED[/PROTOCOL]`: stop publishing a port.
+    pub publish_rm: Vec<String>,
 }
 
 /// Gives a parse error the flag's name instead of the generic `duration`, `cpu count` ...
@@ -361,11 +366,62 @@ pub fn apply_changes(
         &changes.update,
         &changes.rollback,
     )?;
+    apply_publish_changes(&mut spec.ports, &changes.publish_add, &changes.publish_rm)?;
     if changes.force {
         spec.force_update = spec.force_update.wrapping_add(1);
     }
     spec.validate()?;
     Ok(spec)
+}
+
+/// `--publish-rm` then `--publish-add`: a removal names the published port (`8080`, or
+/// `8080/udp` for one protocol), an addition replaces a port published on the same number and
+/// protocol.
+fn apply_publish_changes(
+    ports: &mut Vec<PortConfig>,
+    add: &[String],
+    remove: &[String],
+) -> Result<(), CoreError> {
+    for text in remove {
+        let (number, protocol) = match text.split_once('/') {
+            Some((number, protocol)) => (number, Some(protocol)),
+            None => (text.as_str(), None),
+        };
+        let published: u16 = number
+            .trim()
+            .parse()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| {
+                CoreError::parse(
+                    "--publish-rm",
+                    text,
+                    "expected PUBLISHED[/tcp|udp], 1-65535",
+                )
+            })?;
+        let protocol = match protocol {
+            None => None,
+            Some("tcp") => Some(PortProtocol::Tcp),
+            Some("udp") => Some(PortProtocol::Udp),
+            Some(_) => {
+                return Err(CoreError::parse(
+                    "--publish-rm",
+                    text,
+                    "protocol is not tcp or udp",
+                ))
+            }
+        };
+        ports.retain(|port| {
+            port.published != published || protocol.is_some_and(|p| p != port.protocol)
+        });
+    }
+    for text in add {
+        let added = parse_publish(text)?;
+        ports
+            .retain(|port| !(port.published == added.published && port.protocol == added.protocol));
+        ports.push(added);
+    }
+    Ok(())
 }
 
 /// Splits `text` into words as a POSIX shell would for the simple cases: blanks separate

@@ -88,6 +88,8 @@ fn every_field_is_applied() {
             order: some("stop-first"),
         },
         force: false,
+        publish_add: Vec::new(),
+        publish_rm: Vec::new(),
     };
     let spec = apply_changes(&base(), &changes).expect("valid changes");
     assert_eq!(spec.image, "busybox:2");

@@ -17,6 +17,8 @@
 pub mod envelope;
 mod member;
 mod output;
+#[cfg(test)]
+mod release_v3_tests;
 mod sim_disk;
 mod state_machine;
 mod storage;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::consensus::state_machine::{decode_body, EntryCommand};
 use crate::consensus::StateMachine;
 use crate::core::events::{EventBatch, EventLog};
-use crate::core::store::{Command, CommandV2, Event, Store};
+use crate::core::store::{Command, CommandV2, CommandV3, Event, Store};
 use crate::core::CoreError;
 
 /// What a log entry holds: the command and the proposer's clock, so that every manager
@@ -35,10 +35,25 @@ struct ProposalV2 {
     command: CommandV2,
 }
 
+/// [`Proposal`] as entries of format version 3 encoded it.
+#[derive(Deserialize)]
+struct ProposalV3 {
+    now_ms: u64,
+    command: CommandV3,
+}
+
 impl EntryCommand for Proposal {
-    fn decode_older(_version: u8, body: &[u8]) -> Result<Self, String> {
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, String> {
         // Versions 1 and 2 differ only in the header; version 3 changed the service and
-        // task shapes (spec versions, health, rollout configs).
+        // task shapes (spec versions, health, rollout configs); version 4 added published
+        // ports, secret and config references and task endpoints.
+        if version == 3 {
+            let old: ProposalV3 = decode_body(body)?;
+            return Ok(Proposal {
+                now_ms: old.now_ms,
+                command: old.command.into(),
+            });
+        }
         let old: ProposalV2 = decode_body(body)?;
         Ok(Proposal {
             now_ms: old.now_ms,

@@ -454,6 +454,7 @@ mod tests {
             },
             runtime: None,
             runtime_id: None,
+            endpoints: None,
         }]));
         harness.store.set_applied_index(3);
         let after = assignment_set(&harness.store, "n1");
@@ -487,6 +488,7 @@ mod tests {
             },
             runtime: None,
             runtime_id: None,
+            endpoints: None,
         };
         let report = vec![update("theirs"), update("mine"), update("unknown")];
         let (own, refused) = own_updates(&harness.store, "n1", report);

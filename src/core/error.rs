@@ -68,6 +68,16 @@ pub enum CoreError {
         /// The version in the store.
         found: u64,
     },
+    /// A published port another service already publishes (SPEC §8).
+    #[error("port '{port}/{protocol}' is already in use by service '{service}'")]
+    PortInUse {
+        /// The published port.
+        port: u16,
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// The service that publishes it.
+        service: String,
+    },
     /// `RemoveNode` without force on a node that is not down.
     #[error("node {0} is not down and can't be removed (use --force)")]
     NodeNotDown(String),

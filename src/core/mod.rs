@@ -13,6 +13,9 @@
 //! - [`model`]: nodes, services, tasks, the task state machine, the cluster record.
 //! - [`spec`]: the service spec, constraints, restart policy, validation.
 //! - [`parse`]: the CLI's value parsers (sizes, CPUs, durations, `K=V`).
+//! - [`ports`]: published ports (`--publish`) and the endpoints tasks are reached at.
+//! - [`routing`]: the mesh's routing table (published port -> running task endpoints).
+//! - [`mounts`]: a spec's references to secrets and configs.
 //! - [`store`]: the Raft-applied state machine (`check`, `apply`, events, snapshots, queries).
 //! - [`scheduler`]: filters and spread over a store, returning a placement plan.
 //! - [`sessions`]: node heartbeats and liveness over a `now_ms` passed in.
@@ -37,10 +40,13 @@ pub mod format;
 pub mod health;
 pub mod ids;
 pub mod model;
+pub mod mounts;
 pub mod orchestrator;
 pub mod parse;
+pub mod ports;
 pub mod restart;
 pub mod rollout;
+pub mod routing;
 pub mod scheduler;
 pub mod sessions;
 pub mod spec;

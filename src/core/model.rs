@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::mounts::{ConfigReference, SecretReference};
+use super::ports::{PortConfig, TaskEndpoint};
 use super::rollout::{HealthCheck, UpdateStatus, STOP_GRACE_MS_DEFAULT};
 pub use super::spec::Resources;
 use super::spec::{
@@ -233,6 +235,12 @@ pub struct TaskSpec {
     pub health: HealthCheck,
     /// Time between SIGTERM and SIGKILL.
     pub stop_grace_ms: u64,
+    /// Published ports: the runtime binds (or hands the process) a host port per target.
+    pub ports: Vec<PortConfig>,
+    /// Secrets to mount.
+    pub secrets: Vec<SecretReference>,
+    /// Configs to mount.
+    pub configs: Vec<ConfigReference>,
 }
 
 impl TaskSpec {
@@ -246,6 +254,9 @@ impl TaskSpec {
             constraints: spec.constraints.clone(),
             health: spec.health.clone(),
             stop_grace_ms: spec.stop_grace_ms.unwrap_or(STOP_GRACE_MS_DEFAULT),
+            ports: spec.ports.clone(),
+            secrets: spec.secrets.clone(),
+            configs: spec.configs.clone(),
         }
     }
 }
@@ -279,6 +290,8 @@ pub struct Task {
     /// of that version points at it (`Store::put_task`), so a million tasks of one service hold
     /// one spec, not a million.
     pub spec: Arc<TaskSpec>,
+    /// Where its published target ports are reached (reported by its worker once running).
+    pub endpoints: Vec<TaskEndpoint>,
     /// The service's `spec_version` this task was created from (SPEC §7): it is up to date
     /// while that is the service's. 0 only in commands of an older release, resolved when
     /// the store applies them.
@@ -306,6 +319,7 @@ impl Task {
             assigned_at_ms: None,
             started_at_ms: None,
             spec: Arc::new(TaskSpec::from_service(&service.spec)),
+            endpoints: Vec::new(),
             spec_version: service.spec_version,
             meta: Meta::default(),
         }

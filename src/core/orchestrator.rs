@@ -180,6 +180,7 @@ impl<'s, R: Rng + ?Sized> Reconcile<'s, '_, R> {
                     },
                     runtime: None,
                     runtime_id: None,
+                    endpoints: None,
                 });
                 view.state = TaskState::Orphaned;
             }

@@ -87,6 +87,7 @@ impl Sim {
             },
             runtime: None,
             runtime_id: None,
+            endpoints: None,
         }
     }
 

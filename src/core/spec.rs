@@ -7,7 +7,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::error::CoreError;
+use super::mounts::{ConfigReference, SecretReference};
 pub use super::parse::{parse_cpus, parse_duration_ms, parse_key_value, parse_memory};
+use super::ports::{validate_ports, PortConfig};
 use super::rollout::{HealthCheck, UpdateConfig, DURATION_MS_MAX};
 
 /// CPU and memory, used for node capacity, reservations and limits. Zero means none.
@@ -221,6 +223,12 @@ pub struct ServiceSpec {
     pub rollback: UpdateConfig,
     /// Bumped by `service update --force`: a changed spec that redeploys every slot.
     pub force_update: u64,
+    /// Published ports (`-p/--publish`, SPEC §8).
+    pub ports: Vec<PortConfig>,
+    /// Secrets the tasks get (`--secret`, SPEC §9).
+    pub secrets: Vec<SecretReference>,
+    /// Configs the tasks get (`--config`, SPEC §9).
+    pub configs: Vec<ConfigReference>,
 }
 
 impl ServiceSpec {
@@ -241,6 +249,9 @@ impl ServiceSpec {
             update: UpdateConfig::default(),
             rollback: UpdateConfig::default(),
             force_update: 0,
+            ports: Vec::new(),
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 
@@ -300,6 +311,7 @@ impl ServiceSpec {
         }
         self.update.validate("update")?;
         self.rollback.validate("rollback")?;
+        validate_ports(&self.ports)?;
         Ok(())
     }
 }

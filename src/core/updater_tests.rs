@@ -93,6 +93,7 @@ impl Sim {
                 },
                 runtime: None,
                 runtime_id: None,
+                endpoints: None,
             });
         }
         if !reports.is_empty() {

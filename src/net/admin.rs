@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
+use crate::core::ports::{PortConfig, PublishMode};
 use crate::core::rollout::UpdateStatus;
 use crate::core::spec::ServiceSpec;
 
@@ -196,6 +197,8 @@ pub struct ServiceView {
     pub updated_at: String,
     /// The last rollout, or null if the service was never updated.
     pub update_status: Option<UpdateStatusView>,
+    /// Ports published through the routing mesh, `*:8080->80/tcp` (the PORTS column).
+    pub ports: Vec<String>,
 }
 
 /// A service's `update_status` in JSON (SPEC §7), times as RFC 3339.
@@ -268,6 +271,10 @@ pub struct TaskView {
     pub started_at_ms: Option<u64>,
     /// The service spec version the task runs (SPEC §7); up to date when it is the service's.
     pub spec_version: u64,
+    /// Host-mode ports of the task, `*:8080->80/tcp` (the PORTS column).
+    pub ports: Vec<String>,
+    /// Where the task's published target ports are reached (`host:port`, one per target).
+    pub endpoints: Vec<String>,
 }
 
 /// Unix milliseconds as RFC 3339 UTC (`2026-11-26T15:06:20.123Z`).
@@ -324,6 +331,23 @@ impl TaskView {
             assigned_at_ms: task.assigned_at_ms,
             started_at_ms: task.started_at_ms,
             spec_version: task.spec_version,
+            ports: task
+                .spec
+                .ports
+                .iter()
+                .filter(|port| port.mode == PublishMode::Host)
+                .map(PortConfig::display)
+                .collect(),
+            endpoints: task
+                .endpoints
+                .iter()
+                .map(|endpoint| {
+                    format!(
+                        "{}->{}/{}",
+                        endpoint.addr, endpoint.target, endpoint.protocol
+                    )
+                })
+                .collect(),
         }
     }
 }

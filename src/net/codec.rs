@@ -230,6 +230,7 @@ mod tests {
                     },
                     runtime: Some("process".into()),
                     runtime_id: None,
+                    endpoints: None,
                 }
             ])),
             proptest::option::of(".*").prop_map(|leader_addr| Message::NotLeader { leader_addr }),

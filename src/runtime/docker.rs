@@ -137,9 +137,16 @@ impl DockerRuntime {
                     .into_iter()
                     .collect::<HashMap<_, _>>(),
             ),
+            exposed_ports: (!spec.ports.is_empty()).then(|| {
+                spec.ports
+                    .iter()
+                    .map(|port| format!("{}/{}", port.target, port.protocol))
+                    .collect()
+            }),
             host_config: Some(HostConfig {
                 memory,
                 nano_cpus,
+                port_bindings: (!spec.ports.is_empty()).then(|| port_bindings(&spec.ports)),
                 ..Default::default()
             }),
             healthcheck: health_config(&spec.health)?,
@@ -471,4 +478,23 @@ impl ContainerRuntime for DockerRuntime {
         }
         .boxed()
     }
+}
+
+/// Docker's `PortBindings` for the task's ports: each target port on the node's advertise IP
+/// at the host port chosen for it (SPEC §8).
+fn port_bindings(
+    ports: &[super::PortBinding],
+) -> HashMap<String, Option<Vec<bollard::models::PortBinding>>> {
+    let mut bindings: HashMap<String, Option<Vec<bollard::models::PortBinding>>> = HashMap::new();
+    for port in ports {
+        bindings
+            .entry(format!("{}/{}", port.target, port.protocol))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(bollard::models::PortBinding {
+                host_ip: Some(port.host_ip.to_string()),
+                host_port: Some(port.host_port.to_string()),
+            });
+    }
+    bindings
 }

@@ -34,12 +34,14 @@ pub mod sim;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::str::FromStr;
 
 pub use error::RuntimeError;
 use futures::future::BoxFuture;
 pub use select::select;
 
+use crate::core::ports::PortProtocol;
 use crate::core::rollout::HealthCheck;
 
 /// Label carrying the service ID (SPEC §3).
@@ -84,6 +86,23 @@ pub struct ContainerSpec {
     /// the process runtime runs a `Shell` check on the host; read back with
     /// [`ContainerRuntime::health`]. A plain data type of `core`, shared rather than copied.
     pub health: HealthCheck,
+    /// Published target ports and the host address each is bound to (SPEC §8): docker binds
+    /// the container's target port there; a process gets the host port in `PORT` and
+    /// `FLOTILLA_PORT_<target>` and listens on it itself.
+    pub ports: Vec<PortBinding>,
+}
+
+/// One target port of a task and where on its node it is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortBinding {
+    /// The port the task listens on in its container.
+    pub target: u16,
+    /// TCP or UDP.
+    pub protocol: PortProtocol,
+    /// The node's advertise IP.
+    pub host_ip: IpAddr,
+    /// The host port (ephemeral for ingress ports, the published one in host mode).
+    pub host_port: u16,
 }
 
 impl ContainerSpec {

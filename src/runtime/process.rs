@@ -374,6 +374,16 @@ fn task_env(
         })
         .collect();
     env.extend(spec.env.iter().cloned());
+    // SPEC §8: the task listens on the host port it is given, not on its target port.
+    if let Some(first) = spec.ports.first() {
+        env.push(("PORT".to_string(), first.host_port.to_string()));
+    }
+    for port in &spec.ports {
+        env.push((
+            format!("FLOTILLA_PORT_{}", port.target),
+            port.host_port.to_string(),
+        ));
+    }
     env
 }
 

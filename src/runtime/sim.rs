@@ -292,6 +292,7 @@ mod tests {
             nano_cpus_limit: None,
             stop_grace_ms: 10_000,
             health: Default::default(),
+            ports: Vec::new(),
         }
     }
 

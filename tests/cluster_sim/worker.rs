@@ -105,6 +105,7 @@ impl Worker {
             },
             runtime: Some("sim".to_string()),
             runtime_id: Some(format!("c-{task_id}")),
+            endpoints: None,
         };
         let keep = self
             .unsent

@@ -22,9 +22,10 @@ pub fn wire_error(error: RaftError) -> WireError {
 fn core_error_kind(error: &CoreError) -> ErrorKind {
     match error {
         CoreError::NotFound { .. } => ErrorKind::NotFound,
-        CoreError::NameInUse(_) | CoreError::AlreadyInitialized | CoreError::Conflict(_) => {
-            ErrorKind::Conflict
-        }
+        CoreError::NameInUse(_)
+        | CoreError::PortInUse { .. }
+        | CoreError::AlreadyInitialized
+        | CoreError::Conflict(_) => ErrorKind::Conflict,
         _ => ErrorKind::BadRequest,
     }
 }

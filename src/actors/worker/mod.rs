@@ -105,6 +105,15 @@ pub struct WorkerActor {
 }
 
 impl WorkerActor {
+    /// The node's advertise IP, where tasks' published target ports are bound.
+    fn host_ip(&self) -> Option<std::net::IpAddr> {
+        self.description
+            .addr
+            .parse::<SocketAddr>()
+            .map(|addr| addr.ip())
+            .ok()
+    }
+
     /// A worker that heartbeats `managers` every `period`. Without
     /// [`with_role_changes`](Self::with_role_changes), a promotion or demotion is only logged.
     pub fn new(
@@ -215,8 +224,12 @@ impl WorkerActor {
             let task_id = task.id.clone();
             let (runtime, reports) = (runtime.clone(), ctx.address().recipient());
             let adopt_only = plan.adopt_only;
+            let host_ip = self.host_ip();
             let replica = Supervisor::start(move |_| {
-                let replica = ReplicaActor::new(task, runtime, reports);
+                let mut replica = ReplicaActor::new(task, runtime, reports);
+                if let Some(ip) = host_ip {
+                    replica = replica.with_host_ip(ip);
+                }
                 if adopt_only {
                     replica.adopt_only()
                 } else {
@@ -244,6 +257,7 @@ impl WorkerActor {
                 },
                 runtime: Some(runtime.kind().to_string()),
                 runtime_id: None,
+                endpoints: None,
             }));
         }
         if plan.sweep_orphans {

@@ -7,6 +7,7 @@ use clap::{Subcommand, ValueEnum};
 use flotilla::client::render::OutputFormat;
 use flotilla::client::update::apply_shared_flags;
 use flotilla::core::model::Availability;
+use flotilla::core::ports::{parse_publish, PortConfig};
 use flotilla::core::spec::{
     parse_cpus, parse_duration_ms, parse_key_value, parse_memory, Constraint, RestartCondition,
     ServiceMode, ServiceSpec,
@@ -194,6 +195,10 @@ pub(crate) struct CreateArgs {
     /// Replacements per slot before it is left finished.
     #[arg(long)]
     pub(crate) restart_max_attempts: Option<u64>,
+    /// Publish a port: published=N,target=N[,protocol=tcp|udp][,mode=ingress|host]
+    /// [,proxy-protocol=v2] or N:N[/udp] (repeatable).
+    #[arg(short = 'p', long, value_name = "SPEC", value_parser = parse_publish_arg)]
+    pub(crate) publish: Vec<PortConfig>,
     #[command(flatten)]
     pub(crate) health: HealthArgs,
     #[command(flatten)]
@@ -222,6 +227,9 @@ pub(crate) fn parse_memory_arg(text: &str) -> Result<u64, String> {
 }
 pub(crate) fn parse_duration_arg(text: &str) -> Result<u64, String> {
     parse_duration_ms(text).map_err(|e| e.to_string())
+}
+pub(crate) fn parse_publish_arg(text: &str) -> Result<PortConfig, String> {
+    parse_publish(text).map_err(|e| e.to_string())
 }
 pub(crate) fn parse_restart_condition(text: &str) -> Result<RestartCondition, String> {
     match text {
@@ -280,6 +288,7 @@ pub(crate) fn service_spec(args: &CreateArgs) -> Result<ServiceSpec, String> {
     spec.restart.condition = args.restart_condition.unwrap_or_default();
     spec.restart.delay_ms = args.restart_delay;
     spec.restart.max_attempts = args.restart_max_attempts;
+    spec.ports = args.publish.clone();
     apply_shared_flags(
         &mut spec,
         &args.health.flags(),

@@ -173,6 +173,12 @@ pub(crate) struct UpdateArgs {
     /// Roll back to the previous spec (no other flag may be given).
     #[arg(long)]
     pub(crate) rollback: bool,
+    /// Publish a port: published=N,target=N[,protocol=tcp|udp][,mode=ingress|host] or N:N[/udp].
+    #[arg(long, value_name = "SPEC")]
+    pub(crate) publish_add: Vec<String>,
+    /// Stop publishing a port: PUBLISHED[/tcp|udp].
+    #[arg(long, value_name = "PUBLISHED")]
+    pub(crate) publish_rm: Vec<String>,
     /// Name, ID or unique ID prefix.
     pub(crate) service: String,
 }
@@ -201,6 +207,8 @@ impl UpdateArgs {
             update: self.rollout.update(),
             rollback: self.rollout.rollback(),
             force: self.force,
+            publish_add: self.publish_add.clone(),
+            publish_rm: self.publish_rm.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::core::model::{
     Availability, ClusterInfo, Node, NodeDescription, NodeRole, NodeStatus, Service, Task,
     TaskState, TaskStatus,
 };
+use crate::core::ports::TaskEndpoint;
 use crate::core::rollout::UpdateStatus;
 use crate::core::spec::ServiceSpec;
 use crate::core::store::Revocation;
@@ -51,6 +52,8 @@ pub struct TaskStatusUpdate {
     pub runtime: Option<String>,
     /// Container or process ID, when known.
     pub runtime_id: Option<String>,
+    /// Where its published ports are reached, when the runtime bound them (with `running`).
+    pub endpoints: Option<Vec<TaskEndpoint>>,
 }
 
 /// What a node reports about itself in a heartbeat ([`Command::RefreshNode`]).

@@ -1,5 +1,5 @@
 //! The store's types as releases before spec versions (format version 2 and older) encoded
-//! them, and their conversion to today's. bincode is not self-describing: a struct that
+//! them, and their conversion to today's (version 3's shapes are in `legacy_v3`). bincode is not self-describing: a struct that
 //! gained fields cannot decode its older bytes, so the older shapes are kept here, read-only.
 //!
 //! What the conversion supplies: a service's `spec_version` is its creation index (the index
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::command::{Command, JoinSecret, NodeRefresh, NodeSpecUpdate, TaskStatusUpdate};
+use super::legacy_v3::TaskStatusUpdateV3;
 use super::{Revocation, RevocationList, Store};
 use crate::core::model::{
     ClusterInfo, Meta, Node, NodeRole, NodeStatus, Service, Task, TaskSpec, TaskState, TaskStatus,
@@ -114,7 +115,11 @@ impl From<TaskV2> for Task {
                 constraints: old.spec.constraints,
                 health: Default::default(),
                 stop_grace_ms: STOP_GRACE_MS_DEFAULT,
+                ports: Vec::new(),
+                secrets: Vec::new(),
+                configs: Vec::new(),
             }),
+            endpoints: Vec::new(),
             spec_version: 0,
             meta: old.meta,
         }
@@ -151,7 +156,7 @@ pub(crate) enum CommandV2 {
     },
     CreateTasks(Vec<TaskV2>),
     AssignTasks(Vec<(String, String)>),
-    UpdateTaskStatuses(Vec<TaskStatusUpdate>),
+    UpdateTaskStatuses(Vec<TaskStatusUpdateV3>),
     SetTaskDesiredStates(Vec<(String, TaskState)>),
     RemoveTasks(Vec<String>),
     SetPendingReasons(Vec<(String, String)>),
@@ -187,7 +192,9 @@ impl From<CommandV2> for Command {
                 Command::CreateTasks(tasks.into_iter().map(Task::from).collect())
             }
             CommandV2::AssignTasks(items) => Command::AssignTasks(items),
-            CommandV2::UpdateTaskStatuses(items) => Command::UpdateTaskStatuses(items),
+            CommandV2::UpdateTaskStatuses(items) => {
+                Command::UpdateTaskStatuses(items.into_iter().map(TaskStatusUpdate::from).collect())
+            }
             CommandV2::SetTaskDesiredStates(items) => Command::SetTaskDesiredStates(items),
             CommandV2::RemoveTasks(items) => Command::RemoveTasks(items),
             CommandV2::SetPendingReasons(items) => Command::SetPendingReasons(items),

@@ -6,6 +6,7 @@
 
 mod command;
 mod legacy;
+mod legacy_v3;
 mod revocation;
 #[cfg(test)]
 mod sharing_tests;
@@ -21,6 +22,7 @@ pub use command::{
     Command, Event, JoinSecret, NodeRefresh, NodeSpecUpdate, TaskRef, TaskStatusUpdate,
 };
 pub(crate) use legacy::CommandV2;
+pub(crate) use legacy_v3::CommandV3;
 pub use revocation::{CertificateStanding, Revocation, RevocationList, RevocationScope};
 
 use super::error::CoreError;
@@ -270,6 +272,7 @@ impl Store {
                 Store::from(legacy::StoreV2::from(old))
             }
             2 => Store::from(decode_snapshot_body::<legacy::StoreV2>(body)?),
+            3 => Store::from(decode_snapshot_body::<legacy_v3::StoreV3>(body)?),
             _ => decode_snapshot_body::<Store>(body)?,
         };
         store.rebuild_indexes();

@@ -16,6 +16,7 @@ fn report(task_id: &str, state: TaskState, since_ms: u64) -> TaskStatusUpdate {
         },
         runtime: Some("sim".into()),
         runtime_id: None,
+        endpoints: None,
     }
 }
 

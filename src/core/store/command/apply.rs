@@ -248,6 +248,9 @@ impl Store {
                     if update.runtime_id.is_some() {
                         task.runtime_id = update.runtime_id;
                     }
+                    if let Some(endpoints) = update.endpoints {
+                        task.endpoints = endpoints;
+                    }
                     touch(&mut task.meta, index, now_ms);
                     events.push(Event::TaskUpdated(TaskRef::of(&task)));
                     self.put_task(task);

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use super::Command;
 use crate::core::error::CoreError;
 use crate::core::model::{Meta, NodeRole, NodeStatus, TaskState};
+use crate::core::ports::PortConfig;
 use crate::core::spec::ServiceMode;
 use crate::core::store::Store;
 
@@ -33,6 +34,27 @@ fn check_version(
 }
 
 impl Store {
+    /// A published port is unique in the cluster (per protocol, SPEC §8): refuses `ports` of
+    /// `service_id` when another service publishes one of them.
+    fn check_ports_free(&self, service_id: &str, ports: &[PortConfig]) -> Result<(), CoreError> {
+        for port in ports {
+            let owner = self.services.values().find(|other| {
+                other.id != service_id
+                    && other.spec.ports.iter().any(|theirs| {
+                        theirs.published == port.published && theirs.protocol == port.protocol
+                    })
+            });
+            if let Some(owner) = owner {
+                return Err(CoreError::PortInUse {
+                    port: port.published,
+                    protocol: port.protocol.to_string(),
+                    service: owner.spec.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Validates a command against the current state without changing anything; run by the
     /// leader before proposing and again by [`Store::apply`] on every replica.
     pub fn check(&self, command: &Command) -> Result<(), CoreError> {
@@ -97,7 +119,8 @@ impl Store {
                 if self.index.service_by_name.contains_key(&service.spec.name) {
                     return Err(CoreError::NameInUse(service.spec.name.clone()));
                 }
-                service.spec.validate()
+                service.spec.validate()?;
+                self.check_ports_free(&service.id, &service.spec.ports)
             }
             Command::UpdateService {
                 service_id,
@@ -115,6 +138,7 @@ impl Store {
                         "a service's mode can't be changed".into(),
                     ));
                 }
+                self.check_ports_free(service_id, &spec.ports)?;
                 match self.index.service_by_name.get(&spec.name) {
                     Some(owner) if owner != service_id => {
                         Err(CoreError::NameInUse(spec.name.clone()))
@@ -136,12 +160,15 @@ impl Store {
                         "service {} does not have a previous spec to roll back to",
                         service.spec.name
                     ))),
-                    Some(previous) => match self.index.service_by_name.get(&previous.spec.name) {
-                        Some(owner) if owner != service_id => {
-                            Err(CoreError::NameInUse(previous.spec.name.clone()))
+                    Some(previous) => {
+                        self.check_ports_free(service_id, &previous.spec.ports)?;
+                        match self.index.service_by_name.get(&previous.spec.name) {
+                            Some(owner) if owner != service_id => {
+                                Err(CoreError::NameInUse(previous.spec.name.clone()))
+                            }
+                            _ => Ok(()),
                         }
-                        _ => Ok(()),
-                    },
+                    }
                 }
             }
             Command::SetUpdateStatus { service_id, .. } => self
