@@ -236,10 +236,15 @@ pub struct TaskSpec {
     /// Time between SIGTERM and SIGKILL.
     pub stop_grace_ms: u64,
     /// Published ports: the runtime binds (or hands the process) a host port per target.
+    /// (The `default`s let a worker read the JSON assignment set the previous release saved;
+    /// bincode, which reads every field, is versioned by `core::store::legacy_v3`.)
+    #[serde(default)]
     pub ports: Vec<PortConfig>,
     /// Secrets to mount.
+    #[serde(default)]
     pub secrets: Vec<SecretReference>,
     /// Configs to mount.
+    #[serde(default)]
     pub configs: Vec<ConfigReference>,
 }
 
@@ -291,6 +296,7 @@ pub struct Task {
     /// one spec, not a million.
     pub spec: Arc<TaskSpec>,
     /// Where its published target ports are reached (reported by its worker once running).
+    #[serde(default)]
     pub endpoints: Vec<TaskEndpoint>,
     /// The service's `spec_version` this task was created from (SPEC §7): it is up to date
     /// while that is the service's. 0 only in commands of an older release, resolved when
