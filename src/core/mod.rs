@@ -29,6 +29,7 @@
 //! - [`restart`]: restart policy and backoff bookkeeping, per slot.
 //! - [`events`]: the one road of applied changes to watchers, with Raft indexes and gaps.
 //! - [`format`]: the version of every persistent format, and its header.
+//! - [`gossip`]: SWIM membership (foca) and the spread of the routing table among nodes.
 //! - [`error`]: [`CoreError`], the one error type of this layer.
 
 pub mod assignment;
@@ -37,6 +38,7 @@ pub mod control_plan;
 pub mod error;
 pub mod events;
 pub mod format;
+pub mod gossip;
 pub mod health;
 pub mod ids;
 pub mod model;
