@@ -143,7 +143,7 @@ async fn one_stream(
             .bytes_sent
             .fetch_add(data.len() as u64, Ordering::Relaxed);
     }
-    if kind % 5 == 0 {
+    if kind.is_multiple_of(5) {
         let _ = send.finish();
     } else {
         held.push(send);

@@ -158,7 +158,7 @@ fn start_clients(
                 std::thread::sleep(Duration::from_millis(40));
                 let called = micros();
                 // Every client alternates; the two kinds overlap across clients.
-                if (round + client as u64) % 2 == 0 {
+                if (round + client as u64).is_multiple_of(2) {
                     let value = {
                         let mut next = next_value.lock().expect("values");
                         *next += 1;

@@ -76,7 +76,7 @@ impl Simulation {
 
     /// Whether the cluster has been converged for [`STABLE_MS`].
     pub fn track_convergence(&mut self) -> SimResult<bool> {
-        if self.now_ms % CONVERGENCE_CHECK_MS != 0 {
+        if !self.now_ms.is_multiple_of(CONVERGENCE_CHECK_MS) {
             return Ok(false);
         }
         match self.convergence_gap() {

@@ -223,7 +223,7 @@ impl Simulation {
             }
             self.restart_due_nodes()?;
             self.deliver_messages()?;
-            if self.now_ms % RAFT_TICK_MS == 0 {
+            if self.now_ms.is_multiple_of(RAFT_TICK_MS) {
                 for manager in &mut self.managers {
                     if let Some(replica) = manager.replica.as_mut() {
                         // Clocks drift: a manager sometimes misses a tick.
