@@ -71,6 +71,15 @@ impl PortConfig {
     }
 }
 
+/// The ports of `ports` published in `mode`, as the PORTS columns show them.
+pub fn display_ports(ports: &[PortConfig], mode: PublishMode) -> Vec<String> {
+    ports
+        .iter()
+        .filter(|port| port.mode == mode)
+        .map(PortConfig::display)
+        .collect()
+}
+
 /// Where a running task's target port is reached from other nodes: the node's advertise IP
 /// and the host port its runtime bound (or gave the process).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -181,12 +190,14 @@ fn parse_long(text: &str) -> Result<PortConfig, CoreError> {
                     }
                 }
             }
-            other => return Err(publish_error(
-                text,
-                &format!(
+            other => {
+                return Err(publish_error(
+                    text,
+                    &format!(
                     "unknown field {other:?} (published, target, protocol, mode, proxy-protocol)"
                 ),
-            )),
+                ))
+            }
         }
     }
     let published = published.ok_or_else(|| publish_error(text, "published= is missing"))?;

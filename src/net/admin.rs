@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
-use crate::core::ports::{PortConfig, PublishMode};
+use crate::core::ports::{display_ports, PublishMode};
 use crate::core::rollout::UpdateStatus;
 use crate::core::spec::ServiceSpec;
 
@@ -331,13 +331,7 @@ impl TaskView {
             assigned_at_ms: task.assigned_at_ms,
             started_at_ms: task.started_at_ms,
             spec_version: task.spec_version,
-            ports: task
-                .spec
-                .ports
-                .iter()
-                .filter(|port| port.mode == PublishMode::Host)
-                .map(PortConfig::display)
-                .collect(),
+            ports: display_ports(&task.spec.ports, PublishMode::Host),
             endpoints: task
                 .endpoints
                 .iter()

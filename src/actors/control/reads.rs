@@ -4,7 +4,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::errors::core;
 use crate::core::model::{Node, NodeRole, NodeStatus, Service};
-use crate::core::ports::{PortConfig, PublishMode};
+use crate::core::ports::{display_ports, PublishMode};
 use crate::core::spec::ServiceMode;
 use crate::core::store::Store;
 use crate::core::CoreError;
@@ -137,13 +137,7 @@ fn service_view(store: &Store, service: &Service) -> ServiceView {
         created_at: crate::net::admin::rfc3339(service.meta.created_at_ms),
         updated_at: crate::net::admin::rfc3339(service.meta.updated_at_ms),
         update_status: service.update_status.as_ref().map(UpdateStatusView::of),
-        ports: service
-            .spec
-            .ports
-            .iter()
-            .filter(|port| port.mode == PublishMode::Ingress)
-            .map(PortConfig::display)
-            .collect(),
+        ports: display_ports(&service.spec.ports, PublishMode::Ingress),
     }
 }
 
