@@ -167,13 +167,17 @@ impl ReplicaActor {
 
     /// Chooses where each published target port is reached: the published port itself in
     /// host mode, a free ephemeral port of the node's advertise IP for the routing mesh.
-    /// A re-attached task keeps the endpoints its record already names.
-    fn choose_endpoints(&mut self) -> Result<(), String> {
+    /// A re-attached task keeps the endpoints this actor or its record already names, and
+    /// is never given new ones (its container is bound to the old ones).
+    fn choose_endpoints(&mut self, reattaching: bool) -> Result<(), String> {
+        if !self.endpoints.is_empty() {
+            return Ok(());
+        }
         if !self.task.endpoints.is_empty() {
             self.endpoints = self.task.endpoints.clone();
             return Ok(());
         }
-        if self.task.spec.ports.is_empty() {
+        if self.task.spec.ports.is_empty() || reattaching {
             return Ok(());
         }
         let ip = self.host_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -314,7 +318,9 @@ impl ReplicaActor {
     }
 
     fn attach_or_start(&mut self, ctx: &mut Context<Self>) {
-        if let Err(message) = self.choose_endpoints() {
+        let reattaching =
+            self.restarted || self.adopt_only || self.task.status.state >= TaskState::Starting;
+        if let Err(message) = self.choose_endpoints(reattaching) {
             self.finished = true;
             self.report(TaskState::Rejected, "rejected", Some(message), None);
             return;
@@ -322,8 +328,6 @@ impl ReplicaActor {
         let runtime = self.runtime.clone();
         let spec = self.spec();
         let task_id = self.task.id.clone();
-        let reattaching =
-            self.restarted || self.adopt_only || self.task.status.state >= TaskState::Starting;
         if !reattaching {
             self.report(TaskState::Starting, "starting", None, None);
         }
