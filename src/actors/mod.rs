@@ -4,6 +4,7 @@
 pub mod control;
 pub mod dispatcher;
 pub mod environment;
+pub mod gossip;
 pub mod node;
 pub mod orchestrator;
 pub mod raft;
