@@ -10,6 +10,7 @@ pub mod orchestrator;
 pub mod raft;
 pub mod replica;
 pub mod revocation;
+pub mod routing;
 pub mod scheduler;
 pub mod service;
 pub mod store_events;

@@ -14,11 +14,13 @@ use crate::actors::environment::NodeEnvironment;
 use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::actors::revocation::{store_revocation_check, RevocationEnforcer};
+use crate::actors::routing::{RoutingActor, RoutingSource};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
 use crate::consensus::{RaftMember, RedbStorage};
 use crate::net::control_proof::ProofVerifier;
+use crate::net::mesh::Mesh;
 use crate::net::message::NodeDescription;
 use crate::net::tls::{Credentials, Role};
 use crate::net::transport::{Transport, TransportConfig};
@@ -198,6 +200,20 @@ pub(crate) async fn run(
             managers.insert(0, own);
         }
     }
+    // The routing mesh (SPEC §8): every node forwards its published ports; managers derive
+    // the table from their store, everyone takes it from gossip too. Hollow nodes (the sim
+    // runtime) run no tasks anyone could reach, and share one address: they have none.
+    let mesh = (sim.is_none())
+        .then(|| advertise_ip(&settings.advertise_addr))
+        .flatten()
+        .map(Mesh::new);
+    let routing = mesh.clone().map(|mesh| {
+        let source = raft
+            .clone()
+            .zip(store_handle.clone())
+            .map(|(raft, store)| RoutingSource { store, raft });
+        RoutingActor::new(mesh, source).start()
+    });
     let description = NodeDescription {
         hostname: settings.hostname.clone(),
         addr: settings.advertise_addr.clone(),
@@ -217,7 +233,7 @@ pub(crate) async fn run(
         .start()
         .recipient();
     let worker = Supervisor::start(move |_| {
-        WorkerActor::new(
+        let worker = WorkerActor::new(
             worker_node_id,
             description,
             managers,
@@ -226,7 +242,11 @@ pub(crate) async fn run(
             worker_state,
         )
         .with_role_changes(role_changes)
-        .with_renewal(own_credentials, renewed)
+        .with_renewal(own_credentials, renewed);
+        match mesh {
+            Some(mesh) => worker.with_mesh(mesh),
+            None => worker,
+        }
     });
     worker.do_send(AttachRuntime(runtime));
     node_address.do_send(AttachWorker(worker.clone()));
@@ -237,5 +257,20 @@ pub(crate) async fn run(
         worker,
         store: store_handle,
         sim,
+        routing,
     })
+}
+
+/// The IP of an advertise address (`host:port`), where the node's mesh listens.
+fn advertise_ip(advertise_addr: &str) -> Option<std::net::IpAddr> {
+    match advertise_addr.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr.ip()),
+        Err(_) => {
+            tracing::warn!(
+                advertise_addr,
+                "advertise address is not ip:port; no routing mesh on this node"
+            );
+            None
+        }
+    }
 }

@@ -98,4 +98,7 @@ pub struct RunningNode {
     pub store: Option<SharedStore>,
     /// The simulated runtime, when the node runs with `--runtime sim` (tests, hollow nodes).
     pub sim: Option<Arc<SimRuntime>>,
+    /// The routing actor, which keeps the node's mesh on the newest table (not on hollow
+    /// nodes).
+    pub routing: Option<Addr<crate::actors::routing::RoutingActor>>,
 }

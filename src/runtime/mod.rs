@@ -88,7 +88,7 @@ pub struct ContainerSpec {
     pub health: HealthCheck,
     /// Published target ports and the host address each is bound to (SPEC §8): docker binds
     /// the container's target port there; a process gets the host port in `PORT` and
-    /// `FLOTILLA_PORT_<target>` and listens on it itself.
+    /// `FLOTILLA_PORT_<target>` (the address in `FLOTILLA_HOST_IP`) and listens there itself.
     pub ports: Vec<PortBinding>,
 }
 

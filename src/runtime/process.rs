@@ -375,8 +375,10 @@ fn task_env(
         .collect();
     env.extend(spec.env.iter().cloned());
     // SPEC §8: the task listens on the host port it is given, not on its target port.
+    // The address too: the port is free on the node's advertise IP, not on every address.
     if let Some(first) = spec.ports.first() {
         env.push(("PORT".to_string(), first.host_port.to_string()));
+        env.push(("FLOTILLA_HOST_IP".to_string(), first.host_ip.to_string()));
     }
     for port in &spec.ports {
         env.push((

@@ -31,6 +31,7 @@ use crate::core::assignment::{self, Arrival, AssignmentSet};
 use crate::core::model::{TaskState, TaskStatus};
 use crate::core::rollout::STOP_GRACE_MS_DEFAULT;
 use crate::core::store::TaskStatusUpdate;
+use crate::net::mesh::Mesh;
 use crate::net::message::{NodeDescription, RoleChange};
 use crate::runtime::ContainerRuntime;
 
@@ -86,6 +87,8 @@ pub struct WorkerActor {
     transport: Recipient<Request>,
     role_changes: Option<Recipient<RoleChanged>>,
     renewal: Option<renewal::Renewal>,
+    /// The node's routing mesh, handed to replicas (they drain out of it before stopping).
+    mesh: Option<Mesh>,
     period: Duration,
     assignments: AssignmentSet,
     /// Whether `assignments` came from the leader (not only from the state directory).
@@ -141,6 +144,7 @@ impl WorkerActor {
             transport,
             role_changes: None,
             renewal: None,
+            mesh: None,
             period,
             assignments,
             authoritative: false,
@@ -168,6 +172,12 @@ impl WorkerActor {
             Ok(renewal) => self.renewal = Some(renewal),
             Err(error) => tracing::warn!(%error, "certificate renewal disabled"),
         }
+        self
+    }
+
+    /// Give replicas the node's routing mesh to drain out of before they stop.
+    pub fn with_mesh(mut self, mesh: Mesh) -> Self {
+        self.mesh = Some(mesh);
         self
     }
 
@@ -225,10 +235,14 @@ impl WorkerActor {
             let (runtime, reports) = (runtime.clone(), ctx.address().recipient());
             let adopt_only = plan.adopt_only;
             let host_ip = self.host_ip();
+            let mesh = self.mesh.clone();
             let replica = Supervisor::start(move |_| {
                 let mut replica = ReplicaActor::new(task, runtime, reports);
                 if let Some(ip) = host_ip {
                     replica = replica.with_host_ip(ip);
+                }
+                if let Some(mesh) = mesh {
+                    replica = replica.with_mesh(mesh);
                 }
                 if adopt_only {
                     replica.adopt_only()

@@ -109,6 +109,8 @@ struct Inner {
     ip: IpAddr,
     stats: Arc<MeshStats>,
     state: Mutex<State>,
+    /// The version of the table in use, for those waiting for a task to leave it.
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -128,6 +130,7 @@ impl Mesh {
                 ip,
                 stats: Arc::new(MeshStats::default()),
                 state: Mutex::new(State::default()),
+                applied: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -162,6 +165,26 @@ impl Mesh {
                 .iter()
                 .any(|backend| backend.task_id == task_id)
         })
+    }
+
+    /// Waits until the table in use sends nothing to `task_id`, at most `bound`; `true` when
+    /// it left (or was never in it), `false` when the bound passed first. A stopping task's
+    /// replica waits for this before it signals the task (SPEC §8: a task leaves the routing
+    /// table before it is stopped).
+    pub async fn drained(&self, task_id: &str, bound: Duration) -> bool {
+        let mut applied = self.inner.applied.subscribe();
+        let left = async {
+            loop {
+                if !self.routes_to(task_id) {
+                    return;
+                }
+                if applied.changed().await.is_err() {
+                    // The mesh is gone: nothing routes any more.
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(bound, left).await.is_ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -242,6 +265,9 @@ impl Mesh {
         }
         state.failures.retain(|key, _| keep.contains_key(key));
         state.table = Arc::new(table);
+        let version = state.version;
+        drop(state);
+        self.inner.applied.send_replace(version);
         true
     }
 

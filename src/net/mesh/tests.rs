@@ -197,3 +197,30 @@ async fn udp_flows_reach_a_backend_and_replies_come_back() {
     );
     mesh.close();
 }
+
+#[tokio::test]
+async fn drained_waits_until_a_table_without_the_task_is_applied() {
+    let a = backend("a", false).await;
+    let port = free_port();
+    let mesh = Mesh::new(LOOPBACK);
+    assert!(
+        mesh.drained("t0", Duration::from_millis(1)).await,
+        "not routed yet"
+    );
+    mesh.apply(table(1, port, PortProtocol::Tcp, &[a]));
+    assert!(
+        !mesh.drained("t0", Duration::from_millis(50)).await,
+        "still routed: the bound passes"
+    );
+    let waiter = {
+        let mesh = mesh.clone();
+        tokio::spawn(async move { mesh.drained("t0", Duration::from_secs(30)).await })
+    };
+    // A newer table that still routes to it does not end the wait; one without it does.
+    mesh.apply(table(2, port, PortProtocol::Tcp, &[a]));
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    mesh.apply(table(3, port, PortProtocol::Tcp, &[]));
+    assert!(waiter.await.expect("waiter"), "drained once the task left");
+    mesh.close();
+}

@@ -11,6 +11,7 @@ use crate::actors::replica::ReportStatus;
 use crate::core::model::{Task, TaskState};
 use crate::core::store::TaskStatusUpdate;
 use crate::core::testkit::service;
+use crate::net::mesh::Mesh;
 use crate::runtime::sim::SimRuntime;
 use crate::runtime::{ContainerRuntime, ContainerSpec};
 
@@ -64,6 +65,10 @@ impl Fixture {
     }
 
     fn with_runtime(task: Task, runtime: Arc<SimRuntime>) -> Self {
+        Self::build(task, runtime, None)
+    }
+
+    fn build(task: Task, runtime: Arc<SimRuntime>, mesh: Option<Mesh>) -> Self {
         let updates = Arc::new(Mutex::new(Vec::new()));
         let reports = Collector {
             updates: updates.clone(),
@@ -73,7 +78,11 @@ impl Fixture {
         let (actor_task, actor_runtime) = (task.clone(), runtime.clone());
         let replica = Supervisor::start(move |_| {
             let runtime: Arc<dyn ContainerRuntime> = actor_runtime;
-            ReplicaActor::new(actor_task, runtime, reports)
+            let replica = ReplicaActor::new(actor_task, runtime, reports);
+            match mesh.clone() {
+                Some(mesh) => replica.with_mesh(mesh),
+                None => replica,
+            }
         });
         Self {
             task,
@@ -452,4 +461,48 @@ async fn a_checked_task_runs_once_healthy_and_fails_when_unhealthy() {
         assert!(tokio::time::Instant::now() < deadline, "never stopped");
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[actix_rt::test]
+async fn a_task_in_the_mesh_is_stopped_only_after_the_mesh_stops_routing_to_it() {
+    use crate::core::ports::parse_publish;
+    use crate::core::routing::{Backend, Route, RoutingTable};
+
+    let mut task = assigned_task("t-drain");
+    let port = parse_publish("18080:80").expect("publish spec");
+    std::sync::Arc::make_mut(&mut task.spec).ports = vec![port];
+    let mesh = Mesh::new(std::net::IpAddr::from([127, 0, 0, 1]));
+    let runtime = Arc::new(SimRuntime::new(NODE_ID, 20));
+    let mut fixture = Fixture::build(task, runtime, Some(mesh.clone()));
+    let running = fixture.wait_for(TaskState::Running, 1).await;
+    let endpoint = running.endpoints.expect("endpoints reported")[0].addr;
+    let route = |backends: Vec<Backend>| Route {
+        published: 18080,
+        protocol: port.protocol,
+        proxy_protocol: false,
+        service_id: "svc-1".into(),
+        service_name: "web".into(),
+        backends,
+    };
+    // The mesh routes to it (its listener is not needed for this: only the table counts).
+    mesh.apply(RoutingTable {
+        version: 1,
+        routes: vec![route(vec![Backend {
+            task_id: "t-drain".into(),
+            addr: endpoint,
+        }])],
+    });
+    let replica = fixture.replica.take().expect("address");
+    replica.do_send(Retire);
+    drop(replica);
+    // Well within DRAIN_BOUND: still routed, so still running.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fixture.runtime.running_count(), 1, "{:?}", fixture.states());
+    assert!(!fixture.states().contains(&TaskState::Shutdown));
+    mesh.apply(RoutingTable {
+        version: 2,
+        routes: vec![route(Vec::new())],
+    });
+    fixture.wait_for(TaskState::Shutdown, 1).await;
+    mesh.close();
 }

@@ -13,17 +13,22 @@
 //! `task: unhealthy` elsewhere) and stopped with its grace period. The runtime counts failures
 //! (the engine on docker, `core::health` on the process runtime); this actor only polls.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
+mod endpoints;
+
+pub use endpoints::{DRAIN_BOUND, DRAIN_SETTLE};
+
 use crate::actors::raft::system_now_ms;
 use crate::core::model::{Task, TaskState, TaskStatus};
-use crate::core::ports::{PortProtocol, PublishMode, TaskEndpoint};
+use crate::core::ports::TaskEndpoint;
 use crate::core::rollout::HealthTest;
 use crate::core::store::TaskStatusUpdate;
+use crate::net::mesh::Mesh;
 use crate::runtime::{
     ContainerRuntime, ContainerSpec, ExitStatus, Health, PortBinding, RuntimeError, RuntimeKind,
 };
@@ -90,6 +95,8 @@ pub struct ReplicaActor {
     host_ip: Option<IpAddr>,
     /// Where this attempt's published target ports are reached, reported with `running`.
     endpoints: Vec<TaskEndpoint>,
+    /// The node's routing mesh, which must stop routing to the task before it is stopped.
+    mesh: Option<Mesh>,
 }
 
 impl ReplicaActor {
@@ -111,7 +118,14 @@ impl ReplicaActor {
             running_reported: false,
             host_ip: None,
             endpoints: Vec::new(),
+            mesh: None,
         }
+    }
+
+    /// Drain the task out of `mesh`, the node's routing mesh, before stopping it.
+    pub fn with_mesh(mut self, mesh: Mesh) -> Self {
+        self.mesh = Some(mesh);
+        self
     }
 
     /// Bind published target ports on `ip`, the node's advertise IP.
@@ -163,46 +177,6 @@ impl ReplicaActor {
                 })
                 .collect(),
         }
-    }
-
-    /// Chooses where each published target port is reached: the published port itself in
-    /// host mode, a free ephemeral port of the node's advertise IP for the routing mesh.
-    /// A re-attached task keeps the endpoints this actor or its record already names, and
-    /// is never given new ones (its container is bound to the old ones).
-    fn choose_endpoints(&mut self, reattaching: bool) -> Result<(), String> {
-        if !self.endpoints.is_empty() {
-            return Ok(());
-        }
-        if !self.task.endpoints.is_empty() {
-            self.endpoints = self.task.endpoints.clone();
-            return Ok(());
-        }
-        if self.task.spec.ports.is_empty() || reattaching {
-            return Ok(());
-        }
-        let ip = self.host_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-        let mut endpoints: Vec<TaskEndpoint> = Vec::new();
-        for port in &self.task.spec.ports {
-            if endpoints
-                .iter()
-                .any(|e| e.target == port.target && e.protocol == port.protocol)
-            {
-                continue;
-            }
-            let host_port = match port.mode {
-                PublishMode::Host => port.published,
-                PublishMode::Ingress => free_port(ip, port.protocol).map_err(|error| {
-                    format!("no free port on {ip} for target {}: {error}", port.target)
-                })?,
-            };
-            endpoints.push(TaskEndpoint {
-                target: port.target,
-                protocol: port.protocol,
-                addr: SocketAddr::new(ip, host_port),
-            });
-        }
-        self.endpoints = endpoints;
-        Ok(())
     }
 
     /// False when the task certainly has no health check, so `running` is reported at once
@@ -472,7 +446,20 @@ impl ReplicaActor {
         };
         let runtime = self.runtime.clone();
         let grace_ms = self.task.spec.stop_grace_ms;
-        async move { runtime.stop(&runtime_id, grace_ms).await }
+        // Out of the routing table first (SPEC §8): no new connection may reach a task that
+        // is shutting down; those in flight get the grace period.
+        let drain = self.mesh.clone().filter(|_| self.in_mesh());
+        let task_id = self.task.id.clone();
+        async move {
+            if let Some(mesh) = drain {
+                if mesh.drained(&task_id, DRAIN_BOUND).await {
+                    tokio::time::sleep(DRAIN_SETTLE).await;
+                } else {
+                    tracing::warn!(task = %task_id, "the routing mesh still routes to a stopping task; stopping it anyway");
+                }
+            }
+            runtime.stop(&runtime_id, grace_ms).await
+        }
             .into_actor(self)
             .map(|_, actor, ctx| {
                 // The wait future (if any) reports the exit; report here if it is not running.
@@ -487,16 +474,6 @@ impl ReplicaActor {
 }
 
 use crate::runtime::RunningInfo as RunningInfoExit;
-
-/// A port of `ip` that nothing is bound to now, from the kernel's ephemeral range: bound and
-/// released at once, so the task (or docker) can bind it next.
-fn free_port(ip: IpAddr, protocol: PortProtocol) -> std::io::Result<u16> {
-    let addr = SocketAddr::new(ip, 0);
-    match protocol {
-        PortProtocol::Tcp => Ok(std::net::TcpListener::bind(addr)?.local_addr()?.port()),
-        PortProtocol::Udp => Ok(std::net::UdpSocket::bind(addr)?.local_addr()?.port()),
-    }
-}
 
 impl Actor for ReplicaActor {
     type Context = Context<Self>;
@@ -544,5 +521,4 @@ impl Handler<CrashReplica> for ReplicaActor {
 }
 
 #[cfg(test)]
-#[path = "replica_tests.rs"]
 mod tests;
