@@ -398,3 +398,41 @@ async fn docker_task_ignoring_sigterm_is_killed_after_its_grace_period_not_befor
     );
     assert!(!container_running(&runtime, &id).await);
 }
+
+#[actix_rt::test]
+async fn process_task_adopted_after_a_node_restart_is_still_checked() {
+    use flotilla::actors::replica::CrashReplica;
+
+    let guard = ProcessGuard::new();
+    let node_id = unique("node");
+    let first: Arc<dyn ContainerRuntime> =
+        Arc::new(ProcessRuntime::new(&node_id, guard.state_dir.path()).expect("runtime"));
+    let marker = guard.state_dir.path().join(unique("healthy"));
+    std::fs::write(&marker, b"").expect("marker");
+    let check = format!("test -f {}", marker.display());
+    let mut task = task(&node_id, &["sleep", "100"], HealthTest::Shell(check), 1_000);
+    let replica = Replica::start(task.clone(), first);
+    let running = replica.wait_for(TaskState::Running).await;
+    let pid = pid_of(&running);
+    lock(&guard.pids).push(pid);
+
+    // The node restarts: its replica and runtime are gone, the process runs on, and a new
+    // runtime on the same state directory adopts it for a replica of the running task.
+    replica.address.do_send(CrashReplica);
+    let second: Arc<dyn ContainerRuntime> =
+        Arc::new(ProcessRuntime::new(&node_id, guard.state_dir.path()).expect("runtime"));
+    task.status = running.status.clone();
+    let adopted = Replica::start(task, second);
+    // The check runs again on the adopted process: once it fails, the task is unhealthy.
+    std::fs::remove_file(&marker).expect("remove marker");
+    let failed = adopted.wait_for(TaskState::Failed).await;
+    assert_eq!(failed.status.error.as_deref(), Some("task: unhealthy"));
+    let deadline = Instant::now() + Duration::from_millis(REPORT_WAIT_MS_MAX);
+    while is_live(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the unhealthy adopted process still runs"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -326,6 +326,19 @@ pub trait ContainerRuntime: Send + Sync {
         let _ = runtime_id;
         Box::pin(async { Ok(Health::None) })
     }
+
+    /// `runtime_id` was found running, not started here (a node restart adopted it): resume
+    /// `spec`'s health check on it. Docker runs checks itself, so only the process runtime,
+    /// whose checker lived in the node process that started the task, needs this; a task
+    /// checked already is left as it is. The default does nothing.
+    fn resume_health<'a>(
+        &'a self,
+        runtime_id: &'a str,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        let _ = (runtime_id, spec);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Check that `spec` belongs to `node_id` and names a task; shared by every runtime's `start`.

@@ -481,10 +481,36 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     fn health<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<Health, RuntimeError>> {
+        // Processes this instance started have a checker; adopted ones get one from
+        // `resume_health` (the check is not in the record: the replica has the spec).
+        async move { Ok(self.health.get(runtime_id)) }.boxed()
+    }
+
+    fn resume_health<'a>(
+        &'a self,
+        runtime_id: &'a str,
+        spec: &'a ContainerSpec,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
         async move {
-            // Only processes this instance started have a checker: one adopted after a node
-            // restart reports `Health::None` (its check command is not in the record).
-            Ok(self.health.get(runtime_id))
+            let record = self.known_record(runtime_id)?;
+            let key = record.board_key();
+            if self.health.checks(runtime_id, &key) {
+                return Ok(());
+            }
+            // The watcher must exist before the checker subscribes to the exit.
+            if let Liveness::Ended(_) = self.watch(&record) {
+                return Ok(());
+            }
+            let env = task_env(spec, &record.labels);
+            spawn_checker(
+                &self.board,
+                &self.health,
+                runtime_id,
+                &key,
+                &spec.health,
+                env,
+            );
+            Ok(())
         }
         .boxed()
     }

@@ -44,6 +44,13 @@ impl HealthBoard {
             .map_or(Health::None, |(_, health)| health.clone())
     }
 
+    /// Whether process `runtime_id` (exit board `key`) has a checker already.
+    pub(crate) fn checks(&self, runtime_id: &str, key: &str) -> bool {
+        self.verdicts()
+            .get(runtime_id)
+            .is_some_and(|(of, _)| of == key)
+    }
+
     fn set(&self, runtime_id: &str, key: &str, health: Health) {
         self.verdicts()
             .insert(runtime_id.to_string(), (key.to_string(), health));

@@ -308,9 +308,13 @@ impl ReplicaActor {
         async move {
             match runtime.find(&task_id).await {
                 Ok(Some(info)) if info.running => {
+                    // Adopted after a node restart: its health check must run again.
+                    if let Err(error) = runtime.resume_health(&info.runtime_id, &spec).await {
+                        tracing::warn!(task = %task_id, %error, "health check not resumed");
+                    }
                     return Attached::Running {
                         runtime_id: info.runtime_id,
-                    }
+                    };
                 }
                 Ok(Some(info)) => {
                     let exit = match info.exit {
