@@ -272,3 +272,51 @@ fn a_start_first_rolling_update_with_a_health_check_loses_no_request() {
     // Afterwards only the new version answers.
     assert!((0..8).all(|_| get(addr).is_ok_and(|body| body.ends_with("version=2"))));
 }
+
+/// The bodies seen through `addr` in `tries` requests, or `None` if one failed.
+fn answers(addr: SocketAddr, tries: usize) -> Option<Vec<String>> {
+    (0..tries).map(|_| get(addr).ok()).collect()
+}
+
+#[test]
+fn workers_learn_the_table_by_gossip_and_keep_forwarding_without_their_manager() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    cluster.join("worker");
+    cluster.join("worker");
+    let port = free_published_port();
+    create_web(&cluster, port, 2, &["--constraint", "node.role==worker"]);
+    let tasks = cluster.wait_for_running("web", 2, Duration::from_secs(30));
+    let task_ids: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect();
+    let reaches_both = |addr: SocketAddr| {
+        answers(addr, 8).is_some_and(|bodies| {
+            task_ids
+                .iter()
+                .all(|id| bodies.iter().any(|body| body.contains(id.as_str())))
+        })
+    };
+    let workers: Vec<SocketAddr> = [2, 3]
+        .iter()
+        .map(|n| format!("127.0.0.{n}:{port}").parse().expect("addr"))
+        .collect();
+    // Workers have no store: the table reaches them by gossip only.
+    for addr in &workers {
+        cluster.wait_until(
+            &format!("worker {addr} routes to both tasks"),
+            Duration::from_secs(20),
+            || reaches_both(*addr),
+        );
+    }
+
+    // The only manager dies: the workers keep their tasks and the table they last had.
+    cluster.kill(0);
+    for addr in &workers {
+        assert!(
+            reaches_both(*addr),
+            "worker {addr} stopped forwarding when its manager died"
+        );
+    }
+}
