@@ -436,3 +436,29 @@ async fn process_task_adopted_after_a_node_restart_is_still_checked() {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[actix_rt::test]
+async fn process_task_is_healthy_as_soon_as_it_passes_not_one_interval_later() {
+    let guard = ProcessGuard::new();
+    let (node_id, runtime) = process_runtime(&guard);
+    let marker = guard.state_dir.path().join(unique("ready"));
+    let check = format!("test -f {}", marker.display());
+    let mut task = task(&node_id, &["sleep", "100"], HealthTest::Shell(check), 1_000);
+    // A long interval: the first regular check would come a minute after the start.
+    std::sync::Arc::make_mut(&mut task.spec).health.interval_ms = Some(60_000);
+    let replica = Replica::start(task, runtime);
+    replica.wait_for(TaskState::Starting).await;
+    // Failing early probes count for nothing: still starting, not failed.
+    actix_rt::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !replica.states().contains(&TaskState::Failed),
+        "{:?}",
+        replica.states()
+    );
+    std::fs::write(&marker, b"").expect("marker");
+    // Well inside the minute (REPORT_WAIT_MS_MAX is 20 s).
+    let running = replica.wait_for(TaskState::Running).await;
+    lock(&guard.pids).push(pid_of(&running));
+    replica.address.do_send(Retire);
+    replica.wait_for(TaskState::Shutdown).await;
+}

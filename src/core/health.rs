@@ -10,6 +10,20 @@
 
 use super::rollout::HealthCheck;
 
+/// How often a task that has never passed is probed in its early window (see
+/// [`early_window_ms`]), so it is known healthy as soon as it is, not one interval later.
+pub const STARTING_PROBE_MS: u64 = 100;
+
+/// The early window of `check`: from the task's start, while it has never passed, for the
+/// longer of one interval and the start period. Probes in it run every [`STARTING_PROBE_MS`];
+/// a pass counts (the task is healthy), a failure does not, so a slow starter loses nothing
+/// and a failing task is judged exactly as Docker judges it (at the regular checks, one
+/// interval apart). Docker's own `start_interval` (API 1.44) is the same idea; the Docker
+/// runtime sets it to match.
+pub fn early_window_ms(check: &HealthCheck) -> u64 {
+    check.interval_ms().max(check.start_period_ms())
+}
+
 /// Longest check output kept, in bytes (Docker keeps 4 KiB of each probe's output).
 pub const HEALTH_OUTPUT_BYTES_MAX: usize = 4096;
 

@@ -5,15 +5,16 @@
 use bollard::models::{ContainerInspectResponse, HealthConfig, HealthStatusEnum};
 
 use super::{Health, RuntimeError};
-use crate::core::health::{truncate, HEALTH_OUTPUT_BYTES_MAX};
+use crate::core::health::{early_window_ms, truncate, HEALTH_OUTPUT_BYTES_MAX, STARTING_PROBE_MS};
 use crate::core::rollout::{HealthCheck, HealthTest};
 
 /// Nanoseconds per millisecond: the Engine API takes durations in nanoseconds.
 const NANOS_PER_MS: i64 = 1_000_000;
 
 /// The container's `Healthcheck`: `None` keeps the image's own HEALTHCHECK (`Inherit`),
-/// `["NONE"]` disables it, a shell command becomes `["CMD-SHELL", cmd]`. Only the options that
-/// were set are sent; the others (0 / absent) take the image's values, as `docker run` does.
+/// `["NONE"]` disables it, a shell command becomes `["CMD-SHELL", cmd]`. Of interval, timeout
+/// and retries only those set are sent; the others take the image's values, as `docker run`
+/// does. The start period and start interval always carry the early window.
 pub(crate) fn health_config(check: &HealthCheck) -> Result<Option<HealthConfig>, RuntimeError> {
     let test = match &check.test {
         HealthTest::Inherit => return Ok(None),
@@ -25,13 +26,17 @@ pub(crate) fn health_config(check: &HealthCheck) -> Result<Option<HealthConfig>,
         }
         HealthTest::Shell(command) => vec!["CMD-SHELL".to_string(), command.clone()],
     };
+    // The early window (`core::health`): the engine probes every STARTING_PROBE_MS during
+    // its start period, which spans at least one interval, so a container is healthy as soon
+    // as it is; failures there do not count, and the first counted check comes one interval
+    // after the start, as without it.
     Ok(Some(HealthConfig {
         test: Some(test),
         interval: nanos(check.interval_ms, "health interval")?,
         timeout: nanos(check.timeout_ms, "health timeout")?,
         retries: check.retries.map(i64::from),
-        start_period: nanos(check.start_period_ms, "health start period")?,
-        start_interval: None,
+        start_period: nanos(Some(early_window_ms(check)), "health start period")?,
+        start_interval: nanos(Some(STARTING_PROBE_MS), "health start interval")?,
     }))
 }
 
@@ -103,6 +108,14 @@ mod tests {
         assert_eq!(config.interval, Some(250_000_000));
         assert_eq!(config.retries, Some(2));
         assert_eq!(config.timeout, None, "unset: the image's value applies");
-        assert_eq!(config.start_period, None);
+        // The early window: a start period of one interval, probed every 100 ms.
+        assert_eq!(config.start_period, Some(250_000_000));
+        assert_eq!(config.start_interval, Some(100_000_000));
+        let long_start = HealthCheck {
+            start_period_ms: Some(5_000),
+            ..shell
+        };
+        let config = health_config(&long_start).ok().flatten().expect("a config");
+        assert_eq!(config.start_period, Some(5_000_000_000));
     }
 }

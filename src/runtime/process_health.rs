@@ -14,7 +14,9 @@ use tokio::process::Command;
 use super::exit_board::{next_status, ExitBoard};
 use super::procfs;
 use super::Health;
-use crate::core::health::{HealthState, HealthTracker, HEALTH_OUTPUT_BYTES_MAX};
+use crate::core::health::{
+    early_window_ms, HealthState, HealthTracker, HEALTH_OUTPUT_BYTES_MAX, STARTING_PROBE_MS,
+};
 use crate::core::rollout::{HealthCheck, HealthTest};
 
 /// The shell a check runs in, as Docker's `CMD-SHELL`.
@@ -87,19 +89,36 @@ pub(crate) fn spawn_checker(
     let interval = Duration::from_millis(check.interval_ms());
     let timeout = Duration::from_millis(check.timeout_ms());
     let started = Instant::now();
+    let early_window = Duration::from_millis(early_window_ms(check));
+    let probe = Duration::from_millis(STARTING_PROBE_MS).min(interval);
     let mut tracker = HealthTracker::new(check, 0);
     tokio::spawn(async move {
+        // As Docker: the regular checks run one interval apart, the first one interval after
+        // the start. Before it, early probes may find the task healthy sooner (`core::health`).
+        let mut regular_at = interval;
         loop {
-            // As Docker: the first check runs one interval after the start.
+            let now = started.elapsed();
+            let early = tracker.state() == HealthState::Starting && now < early_window;
+            let wake = if early {
+                (now + probe).min(regular_at)
+            } else {
+                regular_at.max(now)
+            };
             tokio::select! {
                 _ = next_status(&mut exit) => break,
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(wake.saturating_sub(now)) => {}
             }
+            let regular = wake >= regular_at;
             let check_started_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let (passed, output) = tokio::select! {
                 _ = next_status(&mut exit) => break,
                 result = run_check(&command, &env, timeout) => result,
             };
+            if regular {
+                regular_at = started.elapsed() + interval;
+            } else if !passed {
+                continue;
+            }
             let health = match tracker.record(check_started_ms, passed, &output) {
                 HealthState::Starting => Health::Starting,
                 HealthState::Healthy => Health::Healthy,
