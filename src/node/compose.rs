@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use crate::actors::control::ControlActor;
 use crate::actors::environment::NodeEnvironment;
-use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
+use crate::actors::node::{AttachGossip, AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::actors::revocation::{store_revocation_check, RevocationEnforcer};
 use crate::actors::transport::TransportActor;
@@ -198,6 +198,19 @@ pub(crate) async fn run(
             managers.insert(0, own);
         }
     }
+    // --- gossip (issue 17): every node, manager or worker, joins through the managers. ---
+    // Tables learned go nowhere yet: the routing actor subscribes with `SubscribeTables`.
+    let gossip = crate::node::gossip_start::start_gossip(
+        &settings,
+        &environment,
+        &managers,
+        &transport_actor,
+        None,
+    );
+    if let Some(gossip) = &gossip {
+        node_address.do_send(AttachGossip(gossip.clone()));
+    }
+    // --- end of gossip ---
     let description = NodeDescription {
         hostname: settings.hostname.clone(),
         addr: settings.advertise_addr.clone(),
@@ -237,5 +250,6 @@ pub(crate) async fn run(
         worker,
         store: store_handle,
         sim,
+        gossip,
     })
 }

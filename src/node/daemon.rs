@@ -98,4 +98,6 @@ pub struct RunningNode {
     pub store: Option<SharedStore>,
     /// The simulated runtime, when the node runs with `--runtime sim` (tests, hollow nodes).
     pub sim: Option<Arc<SimRuntime>>,
+    /// The gossip actor (`None` when switched off, see `FLOTILLA_GOSSIP`).
+    pub gossip: Option<Addr<crate::actors::gossip::GossipActor>>,
 }
