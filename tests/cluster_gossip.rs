@@ -110,6 +110,23 @@ fn three_nodes_see_each_other_alive_and_a_killed_worker_suspect_or_down() {
     // The survivors still see each other.
     assert_eq!(state_of(&records[0], &ids[1]).as_deref(), Some("alive"));
     assert_eq!(state_of(&records[1], &ids[0]).as_deref(), Some("alive"));
+
+    // `node rm` of the dead worker: the manager removes it from gossip, and it stays down.
+    cluster.cli_ok(Some(0), &["node", "rm", "--force", &victim]);
+    cluster.wait_until(
+        "the manager removes it from gossip",
+        Duration::from_secs(5),
+        || cluster.log_contains(0, "removed from gossip"),
+    );
+    let records = inspect(&cluster, &ids[..2]);
+    assert!(
+        matches!(
+            state_of(&records[0], &victim).as_deref(),
+            Some("down") | None
+        ),
+        "{}",
+        records[0]
+    );
 }
 
 /// Sends `message` to `addr` as the holder of `credentials` (a request: the node answers

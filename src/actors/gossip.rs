@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::raft::StoreEvents;
 use crate::actors::transport::{Request, SendMessage};
 use crate::core::gossip::{
     Gossip, GossipConfig, GossipError, GossipEvent, GossipId, GossipView, Table,
 };
+use crate::core::store::Event;
 use crate::net::message::Message as WireMessage;
 use crate::net::transport::Expect;
 
@@ -344,6 +346,25 @@ impl Handler<RemoveMember> for GossipActor {
 
     fn handle(&mut self, RemoveMember(node_id): RemoveMember, ctx: &mut Context<Self>) {
         self.gossip.remove_member(&node_id);
+        self.execute(ctx);
+    }
+}
+
+/// On managers: nodes removed from the store (`node rm`) are removed from gossip too, and the
+/// managers' verdict (down, at the highest incarnation) spreads to everyone else.
+impl Handler<StoreEvents> for GossipActor {
+    type Result = ();
+
+    fn handle(&mut self, StoreEvents(batch): StoreEvents, ctx: &mut Context<Self>) {
+        if batch.lossy {
+            tracing::debug!("gossip missed store events; removals catch up on the next ones");
+        }
+        for indexed in &batch.events {
+            if let Event::NodeRemoved { node_id } = &indexed.event {
+                tracing::info!(node_id, "removed from the cluster: removed from gossip");
+                self.gossip.remove_member(node_id);
+            }
+        }
         self.execute(ctx);
     }
 }

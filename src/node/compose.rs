@@ -209,6 +209,13 @@ pub(crate) async fn run(
     );
     if let Some(gossip) = &gossip {
         node_address.do_send(AttachGossip(gossip.clone()));
+        if let Some(raft) = &raft {
+            // Managers learn removals from the store and tell gossip.
+            raft.do_send(crate::actors::raft::Subscribe {
+                events: Some(gossip.clone().recipient()),
+                leadership: None,
+            });
+        }
     }
     // --- end of gossip ---
     let description = NodeDescription {
