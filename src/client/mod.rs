@@ -4,6 +4,7 @@
 //! [`render`] and [`format`]) so output is tested without a cluster.
 
 pub mod format;
+pub mod node_inspect;
 pub mod progress;
 pub mod render;
 pub mod rollout_progress;

@@ -120,6 +120,12 @@ pub enum AdminRequest {
         /// Name, ID or unique ID prefix.
         service: String,
     },
+    /// The gossip view of each node (`node inspect` shows it under `gossip`): the leader asks
+    /// each node for it, with a short timeout.
+    NodeGossip {
+        /// Names, IDs or unique ID prefixes.
+        nodes: Vec<String>,
+    },
 }
 
 /// A manager's answer to a [`AdminRequest`].
@@ -146,6 +152,17 @@ pub enum AdminReply {
     Token(String),
     /// The IDs of what was created or changed.
     Done(Vec<String>),
+    /// The gossip views for [`AdminRequest::NodeGossip`], in the order asked.
+    NodeGossip(Vec<NodeGossip>),
+}
+
+/// One node's gossip view as its manager could get it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeGossip {
+    /// The node's full ID.
+    pub node_id: String,
+    /// Its view, or `None` when it did not answer in time (`node inspect`: "unavailable").
+    pub view: Option<crate::core::gossip::GossipView>,
 }
 
 /// One node, as `node ls --format json` prints it.

@@ -297,6 +297,37 @@ mod tests {
             (any_error_kind(), ".*")
                 .prop_map(|(kind, message)| Message::Error(WireError { kind, message })),
             any_structured_message(),
+            any_gossip_message(),
+        ]
+    }
+
+    fn any_gossip_message() -> impl Strategy<Value = Message> {
+        use crate::core::gossip::{GossipId, GossipView, MemberState, MemberView};
+        let addr = || std::net::SocketAddr::from(([127, 0, 0, 1], 4240));
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..256);
+        prop_oneof![
+            bytes().prop_map(Message::Gossip),
+            any::<u64>().prop_map(|version| Message::GossipFetch { version }),
+            (any::<u64>(), bytes())
+                .prop_map(|(version, bytes)| Message::GossipTable { version, bytes }),
+            Just(Message::GossipHello),
+            ("[a-z0-9]{1,20}", any::<u64>()).prop_map(move |(id, bump)| {
+                Message::GossipIdentity(GossipId::new(&id, addr(), bump))
+            }),
+            Just(Message::GossipViewRequest),
+            (".*", proptest::option::of(any::<u64>())).prop_map(|(id, version)| {
+                Message::GossipViewReply(GossipView {
+                    node_id: id.clone(),
+                    members: vec![MemberView {
+                        node_id: id.clone(),
+                        addr: "127.0.0.1:4240".into(),
+                        state: MemberState::Suspect,
+                    }],
+                    suspected: vec![id],
+                    table_version: version,
+                    announced_version: version,
+                })
+            }),
         ]
     }
 
@@ -324,7 +355,14 @@ mod tests {
             | Message::NotLeader { .. }
             | Message::Chaos(_)
             | Message::Ack
-            | Message::Error(_) => {}
+            | Message::Error(_)
+            | Message::Gossip(_)
+            | Message::GossipFetch { .. }
+            | Message::GossipTable { .. }
+            | Message::GossipHello
+            | Message::GossipIdentity(_)
+            | Message::GossipViewRequest
+            | Message::GossipViewReply(_) => {}
         }
     }
 

@@ -62,6 +62,33 @@ pub enum Message {
     Ack,
     /// The request failed; says why.
     Error(WireError),
+    /// A gossip packet (SWIM, `core::gossip`), one-way. The gossip actor refuses it unless the
+    /// sender it claims is the node of the certificate it came with.
+    Gossip(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Asks a node for its routing table of `version` or newer; answered by
+    /// [`Message::GossipTable`], or a `NotFound` error when it has none that new.
+    GossipFetch {
+        /// The oldest version that will do.
+        version: u64,
+    },
+    /// The answer to [`Message::GossipFetch`]: a routing table the managers decided.
+    GossipTable {
+        /// Its version.
+        version: u64,
+        /// `RoutingTable::encode` of it (opaque to gossip).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Asks a node (a manager, the seed of a joining node) for its gossip identity;
+    /// answered by [`Message::GossipIdentity`].
+    GossipHello,
+    /// The answer to [`Message::GossipHello`].
+    GossipIdentity(crate::core::gossip::GossipId),
+    /// Asks a node for its gossip view (`node inspect`); answered by
+    /// [`Message::GossipViewReply`].
+    GossipViewRequest,
+    /// The answer to [`Message::GossipViewRequest`].
+    GossipViewReply(crate::core::gossip::GossipView),
 }
 
 /// What a worker tells the leader every heartbeat period.
@@ -345,6 +372,15 @@ impl Message {
             | Message::NotLeader { .. }
             | Message::Ack
             | Message::Error(_) => Access::Node,
+            // Any node gossips; the packet's claimed sender is checked against the
+            // certificate by the gossip state machine.
+            Message::Gossip(_)
+            | Message::GossipFetch { .. }
+            | Message::GossipTable { .. }
+            | Message::GossipHello
+            | Message::GossipIdentity(_)
+            | Message::GossipViewRequest
+            | Message::GossipViewReply(_) => Access::Node,
             // Assignments come from the leader only: a worker must not push them to a peer.
             Message::Raft(_) | Message::Forwarded(_) | Message::Assignments(_) => Access::Manager,
             Message::Control(_) | Message::Chaos(_) => Access::Admin,
@@ -370,6 +406,13 @@ impl Message {
             Message::Chaos(_) => "chaos",
             Message::Ack => "ack",
             Message::Error(_) => "error",
+            Message::Gossip(_) => "gossip",
+            Message::GossipFetch { .. } => "gossip fetch",
+            Message::GossipTable { .. } => "gossip table",
+            Message::GossipHello => "gossip hello",
+            Message::GossipIdentity(_) => "gossip identity",
+            Message::GossipViewRequest => "gossip view request",
+            Message::GossipViewReply(_) => "gossip view",
         }
     }
 }

@@ -11,10 +11,10 @@ use actix::prelude::*;
 
 use crate::actors::control::ControlActor;
 use crate::actors::environment::NodeEnvironment;
-use crate::actors::node::{AttachTransport, AttachWorker, ManagerParts, NodeActor};
+use crate::actors::node::{AttachGossip, AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::actors::revocation::{store_revocation_check, RevocationEnforcer};
-use crate::actors::routing::{RoutingActor, RoutingSource};
+use crate::actors::routing::{AttachGossip as RoutingAttachGossip, RoutingActor, RoutingSource};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
@@ -214,6 +214,28 @@ pub(crate) async fn run(
             .map(|(raft, store)| RoutingSource { store, raft });
         RoutingActor::new(mesh, source).start()
     });
+    // Gossip (issue 17): every node, manager or worker, joins through the managers; the
+    // tables it learns go to the routing actor, which hands the leader's to it.
+    let gossip = crate::node::gossip_start::start_gossip(
+        &settings,
+        &environment,
+        &managers,
+        &transport_actor,
+        routing.clone().map(|routing| routing.recipient()),
+    );
+    if let Some(gossip) = &gossip {
+        node_address.do_send(AttachGossip(gossip.clone()));
+        if let Some(routing) = &routing {
+            routing.do_send(RoutingAttachGossip(gossip.clone().recipient()));
+        }
+        if let Some(raft) = &raft {
+            // Managers learn removals from the store and tell gossip.
+            raft.do_send(crate::actors::raft::Subscribe {
+                events: Some(gossip.clone().recipient()),
+                leadership: None,
+            });
+        }
+    }
     let description = NodeDescription {
         hostname: settings.hostname.clone(),
         addr: settings.advertise_addr.clone(),
@@ -258,6 +280,7 @@ pub(crate) async fn run(
         store: store_handle,
         sim,
         routing,
+        gossip,
     })
 }
 

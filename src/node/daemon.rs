@@ -101,4 +101,6 @@ pub struct RunningNode {
     /// The routing actor, which keeps the node's mesh on the newest table (not on hollow
     /// nodes).
     pub routing: Option<Addr<crate::actors::routing::RoutingActor>>,
+    /// The gossip actor (`None` when switched off, see `FLOTILLA_GOSSIP`).
+    pub gossip: Option<Addr<crate::actors::gossip::GossipActor>>,
 }

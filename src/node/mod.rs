@@ -3,7 +3,8 @@
 //!
 //! - [`daemon`]: what the steps share (options, error, running node), and every step re-exported.
 //! - [`init`], [`join`], [`start`]: the three ways a node comes up; [`hollow`]: many at once.
-//! - `compose`: creating and wiring one node's actors; `raft_start`: its Raft replica.
+//! - `compose`: creating and wiring one node's actors; `raft_start`: its Raft replica;
+//!   `gossip_start`: its gossip actor.
 //! - `settings`: a new node's settings from its options and machine.
 //! - [`shutdown`]: signals and a clean stop; [`role_restart`]: promotion and demotion.
 //! - [`state`]: the state directory's files; [`allocator`]: the process's allocator tuning.
@@ -12,6 +13,7 @@ pub mod allocator;
 mod compose;
 pub mod credential_keeper;
 pub mod daemon;
+mod gossip_start;
 pub mod hollow;
 pub mod init;
 pub mod join;

@@ -15,10 +15,12 @@
 //! - `writes`: proposes a planned write;
 //! - `roles`: `node promote` / `node demote`;
 //! - `admission`: joins;
+//! - `gossip_views`: the nodes' gossip views for `node inspect`;
 //! - `errors`: how failures reach the CLI.
 
 mod admission;
 mod errors;
+mod gossip_views;
 mod reads;
 mod roles;
 mod routing;

@@ -21,6 +21,9 @@ pub(super) async fn on_leader(
     if let AdminRequest::NodeSetRole { nodes, role } = request {
         return set_roles(context, nodes, *role).await;
     }
+    if let AdminRequest::NodeGossip { nodes } = request {
+        return super::gossip_views::node_gossip(context, nodes).await;
+    }
     if is_read(request) {
         raft.send(LinearizableRead)
             .await

@@ -5,8 +5,10 @@
 //! - [`routing`]: which actor each inbound wire message goes to, and what is refused.
 //! - [`leader`]: starting and stopping the leader-only components.
 //! - [`chaos`]: chaos requests (`--enable-chaos`): crashing actors, injecting faults.
+//! - [`gossip`]: gossip traffic, to the gossip actor.
 
 mod chaos;
+mod gossip;
 mod leader;
 mod routing;
 
@@ -17,6 +19,7 @@ use actix::prelude::*;
 use crate::actors::control::ControlActor;
 use crate::actors::dispatcher::DispatcherActor;
 use crate::actors::environment::NodeEnvironment;
+use crate::actors::gossip::GossipActor;
 use crate::actors::orchestrator::OrchestratorActor;
 use crate::actors::raft::{LeadershipChanged, RaftActor, Subscribe};
 use crate::actors::scheduler::SchedulerActor;
@@ -33,6 +36,11 @@ pub use routing::NOT_A_MANAGER;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttachWorker(pub Addr<WorkerActor>);
+
+/// Plug the gossip actor in once it is started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachGossip(pub Addr<GossipActor>);
 
 /// Plug the transport in once the endpoint is bound (it needs this actor's address first).
 #[derive(Message)]
@@ -71,6 +79,7 @@ pub struct NodeActor {
     /// A thread of its own for the CPU-heavy leader work (reconciling, scheduling), so that
     /// heartbeats, Raft and the transport on the main thread are never starved by it.
     leader_work: Option<Arbiter>,
+    gossip: Option<Addr<GossipActor>>,
 }
 
 impl NodeActor {
@@ -92,6 +101,7 @@ impl NodeActor {
             heartbeat_period,
             chaos_enabled,
             leader_work: None,
+            gossip: None,
         }
     }
 }
@@ -157,5 +167,13 @@ impl Handler<AttachWorker> for NodeActor {
 
     fn handle(&mut self, AttachWorker(worker): AttachWorker, _: &mut Context<Self>) {
         self.worker = Some(worker);
+    }
+}
+
+impl Handler<AttachGossip> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, AttachGossip(gossip): AttachGossip, _: &mut Context<Self>) {
+        self.gossip = Some(gossip);
     }
 }

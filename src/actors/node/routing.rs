@@ -162,6 +162,10 @@ impl NodeActor {
                 }
                 ready(Some(self.chaos(request)))
             }
+            message @ (WireMessage::Gossip(_)
+            | WireMessage::GossipFetch { .. }
+            | WireMessage::GossipHello
+            | WireMessage::GossipViewRequest) => self.route_gossip(from, message),
             other => {
                 let text = format!("{} is not a request", other.kind_name());
                 error(ErrorKind::BadRequest, &text)

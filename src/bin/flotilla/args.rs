@@ -49,8 +49,11 @@ pub(crate) enum NodeCommand {
         #[arg(long)]
         no_trunc: bool,
     },
-    /// Show nodes in detail.
+    /// Show nodes in detail, with each node's gossip view.
     Inspect {
+        /// Text instead of JSON.
+        #[arg(long)]
+        pretty: bool,
         #[arg(required = true)]
         nodes: Vec<String>,
     },

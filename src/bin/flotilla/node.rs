@@ -1,6 +1,6 @@
 //! `flotilla node ...`: one control request each, and what is printed for the answer.
 
-use flotilla::client::render;
+use flotilla::client::{node_inspect, render};
 use flotilla::client::{Client, ClientError};
 use flotilla::core::model::NodeRole;
 use flotilla::net::admin::{AdminReply, AdminRequest};
@@ -25,10 +25,25 @@ pub(crate) async fn node(client: &Client, command: NodeCommand) -> Result<(), Cl
             ),
             other => return Err(ClientError::unexpected(other)),
         },
-        NodeCommand::Inspect { nodes } => {
-            match client.control(AdminRequest::NodeInspect { nodes }).await? {
-                AdminReply::NodeDetails(nodes) => println!("{}", render::json(&nodes)),
+        NodeCommand::Inspect { nodes, pretty } => {
+            let nodes = match client.control(AdminRequest::NodeInspect { nodes }).await? {
+                AdminReply::NodeDetails(nodes) => nodes,
                 other => return Err(ClientError::unexpected(other)),
+            };
+            // The gossip views are extra: a manager that cannot give them (an older one, or
+            // none in time) leaves them "unavailable" rather than failing the inspect.
+            let ids = nodes.iter().map(|node| node.id.clone()).collect();
+            let gossip = match client
+                .control(AdminRequest::NodeGossip { nodes: ids })
+                .await
+            {
+                Ok(AdminReply::NodeGossip(gossip)) => gossip,
+                _ => Vec::new(),
+            };
+            if pretty {
+                print!("{}", node_inspect::pretty(&nodes, &gossip));
+            } else {
+                println!("{}", node_inspect::json(&nodes, &gossip));
             }
         }
         NodeCommand::Update {

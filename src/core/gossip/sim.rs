@@ -88,6 +88,10 @@ fn per_node_per_s(count: u64, nodes: usize, elapsed_us: u64) -> f64 {
     count as f64 / nodes as f64 / (elapsed_us as f64 / 1e6)
 }
 
+/// How often a node without members announces itself to the seeds again (the gossip actor's
+/// `SEED_RETRY`).
+const SEED_RETRY_US: u64 = 1_000_000;
+
 enum Event {
     Start {
         node: usize,
@@ -359,7 +363,16 @@ impl Simulation {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Start { node } => {
+                // As the gossip actor does: announce again while no seed answered (one may
+                // not have started yet).
+                let node_state = &self.nodes[node];
+                if !node_state.alive
+                    || (node_state.started && node_state.gossip.active_members() > 0)
+                {
+                    return;
+                }
                 self.nodes[node].started = true;
+                self.schedule(SEED_RETRY_US, Event::Start { node });
                 let seeds: Vec<GossipId> = (0..self.config.seeds.min(self.nodes.len()))
                     .filter(|seed| *seed != node)
                     .map(|seed| self.nodes[seed].id.clone())
