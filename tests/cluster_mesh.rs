@@ -80,6 +80,8 @@ fn create_web(cluster: &Cluster, port: u16, replicas: usize, extra: &[&str]) {
 fn a_published_port_reaches_every_task_through_every_node() {
     let cluster = Cluster::three_managers();
     let port = free_published_port();
+    // Another process holds the port on node 3: that node says so and serves the rest.
+    let squatter = std::net::TcpListener::bind(("127.0.0.3", port)).expect("hold the port");
     create_web(&cluster, port, 3, &[]);
     let tasks = cluster.wait_for_running("web", 3, Duration::from_secs(30));
     let task_ids: Vec<String> = tasks
@@ -94,7 +96,12 @@ fn a_published_port_reaches_every_task_through_every_node() {
         "PORTS column: {listing}"
     );
 
-    for node in 1..=3 {
+    cluster.wait_until(
+        "node 3 reports the port it cannot bind",
+        Duration::from_secs(20),
+        || cluster.log_contains(2, "published port cannot be bound on this node"),
+    );
+    for node in 1..=2 {
         let addr: SocketAddr = format!("127.0.0.{node}:{port}").parse().expect("addr");
         // The port opens once the node holds a table with the three running tasks.
         cluster.wait_until(
@@ -114,6 +121,20 @@ fn a_published_port_reaches_every_task_through_every_node() {
             },
         );
     }
+
+    // Once the port is free, the next table change binds it there too.
+    drop(squatter);
+    cluster.cli_ok(None, &["service", "scale", "web=2"]);
+    let two = cluster.wait_for_running("web", 2, Duration::from_secs(30));
+    let addr: SocketAddr = format!("127.0.0.3:{port}").parse().expect("addr");
+    cluster.wait_until("node 3 serves the port", Duration::from_secs(20), || {
+        answers(addr, 4).is_some_and(|bodies| {
+            bodies.iter().all(|body| {
+                two.iter()
+                    .any(|t| t["id"].as_str().is_some_and(|id| body.contains(id)))
+            })
+        })
+    });
 
     // A second service cannot take the port.
     let clash = cluster.cli(
