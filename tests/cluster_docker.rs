@@ -560,3 +560,77 @@ fn an_images_own_healthcheck_counts_unless_disabled() {
         config["Config"]["Healthcheck"]
     );
 }
+
+#[test]
+fn a_published_port_reaches_docker_containers_through_every_node() {
+    if !docker_available() {
+        return;
+    }
+    let name = unique("dkweb");
+    let _containers = ContainerGuard {
+        service_name: name.clone(),
+    };
+    let cluster = docker_cluster();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("probe address").port()
+    };
+    // Each container serves its own hostname (its container ID) on its target port, 80.
+    let script = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            &name,
+            "--replicas",
+            "2",
+            "-p",
+            &format!("{port}:80"),
+            "busybox:latest",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let tasks = cluster.wait_for_running(&name, 2, Duration::from_secs(60));
+    // The docker runtime bound each container's port 80 to an ephemeral port of its node's
+    // advertise IP, and reported it.
+    for task in &tasks {
+        let endpoint = task["endpoints"][0].as_str().unwrap_or_default();
+        assert!(
+            endpoint.starts_with("127.0.0.") && endpoint.ends_with("->80/tcp"),
+            "{task}"
+        );
+    }
+    let hostnames: Vec<String> = containers_of(&name)
+        .iter()
+        .map(|id| id[..12].to_string())
+        .collect();
+    assert_eq!(hostnames.len(), 2, "{hostnames:?}");
+    for node in 1..=2 {
+        let addr = format!("127.0.0.{node}:{port}");
+        cluster.wait_until(
+            &format!("{addr} reaches both containers"),
+            Duration::from_secs(30),
+            || {
+                let seen: Vec<String> = (0..8)
+                    .filter_map(|_| {
+                        let output = Command::new("curl")
+                            .args(["-sf", "--max-time", "5", &format!("http://{addr}/")])
+                            .output()
+                            .ok()?;
+                        output
+                            .status
+                            .success()
+                            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+                    })
+                    .collect();
+                seen.len() == 8 && hostnames.iter().all(|h| seen.iter().any(|s| s == h))
+            },
+        );
+    }
+    cluster.cli_ok(None, &["service", "rm", &name]);
+}
