@@ -6,6 +6,9 @@
 //! `throughput` with C clients on persistent connections), each with the direct and the mesh
 //! numbers of the same run and their ratio. The backend echoes 1 KiB for every 1 KiB read.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -15,19 +18,10 @@ use flotilla::net::mesh::Mesh;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use common::argument;
+
 const SIZE: usize = 1024;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn argument(name: &str, default: usize) -> anyhow::Result<usize> {
-    let arguments: Vec<String> = std::env::args().collect();
-    match arguments.iter().position(|a| a == name) {
-        Some(i) => Ok(arguments
-            .get(i + 1)
-            .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?
-            .parse()?),
-        None => Ok(default),
-    }
-}
 
 /// A backend that answers each 1 KiB it reads with 1 KiB, on every connection.
 async fn backend() -> anyhow::Result<SocketAddr> {
