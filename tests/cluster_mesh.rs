@@ -341,3 +341,69 @@ fn workers_learn_the_table_by_gossip_and_keep_forwarding_without_their_manager()
         );
     }
 }
+
+#[test]
+fn udp_flows_reach_every_task_through_a_worker() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    cluster.join("worker");
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("probe address").port()
+    };
+    let server = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mesh/udp_echo.py"
+    );
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "echo",
+            "--replicas",
+            "2",
+            "-p",
+            &format!("{port}:53/udp"),
+            "busybox",
+            "python3",
+            server,
+        ],
+    );
+    let tasks = cluster.wait_for_running("echo", 2, Duration::from_secs(30));
+    let task_ids: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect();
+    let worker: SocketAddr = format!("127.0.0.2:{port}").parse().expect("addr");
+    // One flow per client address, balanced over the tasks: several clients see both.
+    let ask = |client: &std::net::UdpSocket, text: &str| -> Option<String> {
+        client.send_to(text.as_bytes(), worker).ok()?;
+        let mut buffer = [0u8; 1024];
+        let (read, _) = client.recv_from(&mut buffer).ok()?;
+        Some(String::from_utf8_lossy(&buffer[..read]).to_string())
+    };
+    cluster.wait_until(
+        "both tasks answer through the worker",
+        Duration::from_secs(20),
+        || {
+            let mut seen = Vec::new();
+            for n in 0..8 {
+                let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+                client
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .expect("timeout");
+                let text = format!("hello {n}");
+                match ask(&client, &text) {
+                    Some(answer) if answer.ends_with(&text) => seen.push(answer),
+                    _ => return false,
+                }
+            }
+            task_ids
+                .iter()
+                .all(|id| seen.iter().any(|answer| answer.contains(id.as_str())))
+        },
+    );
+}
