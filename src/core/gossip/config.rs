@@ -36,7 +36,10 @@ impl Default for GossipConfig {
             gossip_fanout: 3,
             suspicion_per_decade: Duration::from_secs(4),
             remember_down_for: Duration::from_secs(3600),
-            max_packet_bytes: 1_400,
+            // Packets travel on QUIC streams, not datagrams, so the MTU does not bound them;
+            // an announce's feed of random members then holds ~230 instead of ~40, and 200
+            // simulated nodes all know each other after 2.5 s instead of 41 s (~1 KB/s a node).
+            max_packet_bytes: 8 * 1024,
             fetch_retry: Duration::from_millis(250),
             // Each periodic announce is answered with a feed of random members, which is how a
             // node learns the members whose join updates it missed: at 30 s, 200 simulated
