@@ -47,6 +47,24 @@ struct Fixture {
     replica: Option<Addr<ReplicaActor>>,
 }
 
+/// The container `task` would get, for tests that start it before the replica does.
+fn container_spec(task: &Task) -> ContainerSpec {
+    ContainerSpec {
+        name: task.container_name(),
+        image: task.spec.image.clone(),
+        command: task.spec.command.clone(),
+        env: Vec::new(),
+        labels: task.container_labels(),
+        node_id: NODE_ID.into(),
+        task_id: task.id.clone(),
+        memory_limit_bytes: None,
+        nano_cpus_limit: None,
+        stop_grace_ms: 0,
+        health: Default::default(),
+        ports: Vec::new(),
+    }
+}
+
 fn assigned_task(task_id: &str) -> Task {
     let mut task = Task::new(
         task_id.to_string(),
@@ -320,20 +338,7 @@ async fn a_task_already_running_is_adopted_not_started_again() {
     // As after a node restart: the assignment says running and the container still runs.
     let mut task = assigned_task("t-adopt");
     let runtime = Arc::new(SimRuntime::new(NODE_ID, 0));
-    let spec = ContainerSpec {
-        name: task.container_name(),
-        image: task.spec.image.clone(),
-        command: task.spec.command.clone(),
-        env: Vec::new(),
-        labels: task.container_labels(),
-        node_id: NODE_ID.into(),
-        task_id: task.id.clone(),
-        memory_limit_bytes: None,
-        nano_cpus_limit: None,
-        stop_grace_ms: 0,
-        health: Default::default(),
-        ports: Vec::new(),
-    };
+    let spec = container_spec(&task);
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     task.status.state = TaskState::Running;
     let fixture = Fixture::with_runtime(task, runtime);
@@ -394,20 +399,7 @@ async fn an_adopt_only_replica_fails_a_task_whose_container_is_gone_even_if_only
 async fn an_adopt_only_replica_re_attaches_to_a_running_container() {
     let runtime = Arc::new(SimRuntime::new(NODE_ID, 0));
     let task = assigned_task("t-saved-live");
-    let spec = ContainerSpec {
-        name: task.container_name(),
-        image: task.spec.image.clone(),
-        command: task.spec.command.clone(),
-        env: Vec::new(),
-        labels: task.container_labels(),
-        node_id: NODE_ID.into(),
-        task_id: task.id.clone(),
-        memory_limit_bytes: None,
-        nano_cpus_limit: None,
-        stop_grace_ms: 0,
-        health: Default::default(),
-        ports: Vec::new(),
-    };
+    let spec = container_spec(&task);
     let existing = runtime.start(&spec).await.expect("starts").runtime_id;
     let updates = Arc::new(Mutex::new(Vec::new()));
     let reports = Collector {
