@@ -19,10 +19,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-mod endpoints;
-
-pub use endpoints::{DRAIN_BOUND, DRAIN_SETTLE};
-
 use crate::actors::raft::system_now_ms;
 use crate::core::model::{Task, TaskState, TaskStatus};
 use crate::core::ports::TaskEndpoint;
@@ -32,6 +28,10 @@ use crate::net::mesh::Mesh;
 use crate::runtime::{
     ContainerRuntime, ContainerSpec, ExitStatus, Health, PortBinding, RuntimeError, RuntimeKind,
 };
+
+mod endpoints;
+
+pub use endpoints::{DRAIN_BOUND, DRAIN_SETTLE};
 
 /// Longest time between two reads of a task's health, in ms: often enough that an unhealthy
 /// task is replaced well within SPEC §6's `interval × retries + 1 s`, rare enough that a docker
@@ -46,7 +46,8 @@ pub const UNHEALTHY_CONTAINER_ERROR: &str = "task: unhealthy container";
 /// The failure error of an unhealthy task on the process (and sim) runtime (SPEC §7).
 pub const UNHEALTHY_ERROR: &str = "task: unhealthy";
 
-/// The task should no longer run: stop its container (if any), remove it, and end.
+/// The task should no longer run: take it out of the routing mesh (if it is in it), stop its
+/// container (if any) with its grace period, remove it, and end.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Retire;
