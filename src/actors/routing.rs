@@ -28,7 +28,7 @@ pub struct RoutingSource {
 /// Tell the routing actor where to announce the tables the leader decides.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AttachGossip(pub Recipient<AnnounceTable>);
+pub struct AnnounceVia(pub Recipient<AnnounceTable>);
 
 /// Keeps one node's mesh on the newest table. See the module documentation.
 pub struct RoutingActor {
@@ -150,10 +150,10 @@ impl Handler<LeadershipChanged> for RoutingActor {
     }
 }
 
-impl Handler<AttachGossip> for RoutingActor {
+impl Handler<AnnounceVia> for RoutingActor {
     type Result = ();
 
-    fn handle(&mut self, AttachGossip(gossip): AttachGossip, _: &mut Context<Self>) {
+    fn handle(&mut self, AnnounceVia(gossip): AnnounceVia, _: &mut Context<Self>) {
         self.gossip = Some(gossip);
         self.announce();
     }

@@ -14,7 +14,7 @@ use crate::actors::environment::NodeEnvironment;
 use crate::actors::node::{AttachGossip, AttachTransport, AttachWorker, ManagerParts, NodeActor};
 use crate::actors::raft::{RaftActor, RaftWiring};
 use crate::actors::revocation::{store_revocation_check, RevocationEnforcer};
-use crate::actors::routing::{AttachGossip as RoutingAttachGossip, RoutingActor, RoutingSource};
+use crate::actors::routing::{AnnounceVia, RoutingActor, RoutingSource};
 use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
@@ -226,7 +226,7 @@ pub(crate) async fn run(
     if let Some(gossip) = &gossip {
         node_address.do_send(AttachGossip(gossip.clone()));
         if let Some(routing) = &routing {
-            routing.do_send(RoutingAttachGossip(gossip.clone().recipient()));
+            routing.do_send(AnnounceVia(gossip.clone().recipient()));
         }
         if let Some(raft) = &raft {
             // Managers learn removals from the store and tell gossip.
