@@ -408,11 +408,32 @@ fn a_worker_back_after_being_down_stops_the_tasks_replaced_meanwhile() {
     }
 }
 
-/// The sim runtime with a slow `list`, as Docker's is under load: widens the window in which an
-/// orphan sweep started for one assignment set returns after a newer set started containers.
+/// The sim runtime with a slow `list` and `stop`, as Docker's are under load: widens the window
+/// in which an orphan sweep started for one assignment set returns after a newer set started
+/// containers, or runs while a retired task is still draining. Records every `stop`.
 struct SlowList {
     inner: Arc<SimRuntime>,
     list_delay_ms: u64,
+    stop_delay_ms: u64,
+    stops: std::sync::Mutex<Vec<String>>,
+}
+
+impl SlowList {
+    fn new(inner: Arc<SimRuntime>, list_delay_ms: u64, stop_delay_ms: u64) -> Self {
+        Self {
+            inner,
+            list_delay_ms,
+            stop_delay_ms,
+            stops: Default::default(),
+        }
+    }
+
+    fn stops(&self) -> Vec<String> {
+        self.stops
+            .lock()
+            .map(|stops| stops.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl ContainerRuntime for SlowList {
@@ -439,7 +460,14 @@ impl ContainerRuntime for SlowList {
         runtime_id: &'a str,
         grace_ms: u64,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        self.inner.stop(runtime_id, grace_ms)
+        if let Ok(mut stops) = self.stops.lock() {
+            stops.push(runtime_id.to_string());
+        }
+        async move {
+            tokio::time::sleep(Duration::from_millis(self.stop_delay_ms)).await;
+            self.inner.stop(runtime_id, grace_ms).await
+        }
+        .boxed()
     }
     fn remove<'a>(&'a self, runtime_id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
         self.inner.remove(runtime_id)
@@ -493,10 +521,7 @@ fn sim_task(id: &str, slot: u64) -> Task {
 async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
     let state_dir = tempfile::tempdir().expect("tempdir");
     let sim = Arc::new(SimRuntime::new("node-a", 0));
-    let runtime: Arc<dyn ContainerRuntime> = Arc::new(SlowList {
-        inner: sim.clone(),
-        list_delay_ms: 300,
-    });
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(SlowList::new(sim.clone(), 300, 0));
     let description = NodeDescription {
         hostname: "node-a".into(),
         addr: "127.0.0.1:1".into(),
@@ -537,6 +562,82 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
         );
     }
     assert_eq!(sim.running_count(), 2);
+}
+
+/// Regression (seen as requests failing through the mesh in a rolling update under load): a
+/// retired replica left the worker's map at once, so an orphan sweep for the next set, arriving
+/// while the replica still drained, stopped its container at once with the default grace period.
+#[actix_rt::test]
+async fn a_retiring_task_is_stopped_once_by_its_replica_not_by_an_orphan_sweep() {
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let sim = Arc::new(SimRuntime::new("node-a", 0));
+    let slow = Arc::new(SlowList::new(sim.clone(), 0, 1_000));
+    let runtime: Arc<dyn ContainerRuntime> = slow.clone();
+    let description = NodeDescription {
+        hostname: "node-a".into(),
+        addr: "127.0.0.1:1".into(),
+        engine_version: "sim".into(),
+        resources: Default::default(),
+        labels: Default::default(),
+    };
+    let worker = WorkerActor::new(
+        "node-a".into(),
+        description,
+        Vec::new(),
+        NoTransport.start().recipient(),
+        Duration::from_secs(3600),
+        state_dir.path().to_path_buf(),
+    )
+    .start();
+    worker.do_send(AttachRuntime(runtime));
+    let old = sim_task("t1", 1);
+    worker.do_send(ApplyAssignments(set_for("node-a", 1, vec![old.clone()])));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sim
+        .find("t1")
+        .await
+        .expect("sim finds")
+        .is_some_and(|info| info.running)
+    {
+        assert!(Instant::now() < deadline, "t1 never ran");
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The update: t1 is to shut down (its replica starts stopping it), then the next set
+    // (a new task in another slot) arrives while t1's stop is still under way.
+    let mut retired = old.clone();
+    retired.desired_state = flotilla::core::model::TaskState::Shutdown;
+    worker.do_send(ApplyAssignments(set_for(
+        "node-a",
+        2,
+        vec![retired.clone()],
+    )));
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    worker.do_send(ApplyAssignments(set_for(
+        "node-a",
+        3,
+        vec![retired, sim_task("t2", 2)],
+    )));
+    // Long enough for the sweep of set 3 to list and act, not for t1's stop to end.
+    actix_rt::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        sim.find("t1")
+            .await
+            .expect("sim finds")
+            .is_some_and(|info| info.running),
+        "t1 is still stopping"
+    );
+    actix_rt::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(slow.stops().len(), 1, "t1 stopped once: {:?}", slow.stops());
+    assert!(!sim
+        .find("t1")
+        .await
+        .expect("sim finds")
+        .is_some_and(|info| info.running));
+    assert!(sim
+        .find("t2")
+        .await
+        .expect("sim finds")
+        .is_some_and(|info| info.running));
 }
 
 /// A task placed on node B (the sim runtime runs only its own node's tasks).

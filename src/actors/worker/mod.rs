@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix::WeakAddr;
 
 pub use leader_link::ReportStatus;
 pub use renewal::CredentialsRenewed;
@@ -96,6 +97,10 @@ pub struct WorkerActor {
     state_dir: PathBuf,
     runtime: Option<Arc<dyn ContainerRuntime>>,
     replicas: HashMap<String, Addr<ReplicaActor>>,
+    /// Replicas told to retire that are still draining or stopping their container. Weak, so
+    /// that their supervisors let them end; while one lives, its container is not an orphan
+    /// and its task is not settled for it.
+    retiring: HashMap<String, WeakAddr<ReplicaActor>>,
     beat_in_flight: bool,
     beat_timer: Option<SpawnHandle>,
     refusals: u32,
@@ -151,6 +156,7 @@ impl WorkerActor {
             state_dir,
             runtime: None,
             replicas: HashMap::new(),
+            retiring: HashMap::new(),
             beat_in_flight: false,
             beat_timer: None,
             refusals: 0,
@@ -225,9 +231,14 @@ impl WorkerActor {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
+        self.retiring
+            .retain(|_, replica| replica.upgrade().is_some());
         let plan = assignment::plan_replicas(
             &self.assignments,
-            self.replicas.keys().map(String::as_str),
+            self.replicas
+                .keys()
+                .chain(self.retiring.keys())
+                .map(String::as_str),
             self.authoritative,
         );
         for task in plan.start {
@@ -256,6 +267,7 @@ impl WorkerActor {
             if let Some(replica) = self.replicas.remove(&task_id) {
                 // With the worker's address gone, the supervisor lets it end for good.
                 replica.do_send(Retire);
+                self.retiring.insert(task_id, replica.downgrade());
             }
         }
         for task_id in plan.settle {
@@ -279,6 +291,15 @@ impl WorkerActor {
         }
     }
 
+    /// Whether a replica actor (running or still retiring) holds `task_id`'s container.
+    fn has_replica(&self, task_id: &str) -> bool {
+        self.replicas.contains_key(task_id)
+            || self
+                .retiring
+                .get(task_id)
+                .is_some_and(|replica| replica.upgrade().is_some())
+    }
+
     /// Removes containers of this node whose task has no replica actor, decided when the
     /// listing returns (see [`assignment::orphans`] for why).
     fn remove_orphans(&mut self, ctx: &mut Context<Self>, runtime: Arc<dyn ContainerRuntime>) {
@@ -292,7 +313,7 @@ impl WorkerActor {
                 let orphans = assignment::orphans(
                     found,
                     |info| info.task_id.as_str(),
-                    |task_id| actor.replicas.contains_key(task_id),
+                    |task_id| actor.has_replica(task_id),
                 );
                 if orphans.is_empty() {
                     return;
@@ -360,6 +381,7 @@ impl Handler<StopAllTasks> for WorkerActor {
     fn handle(&mut self, stop: StopAllTasks, _: &mut Context<Self>) -> Self::Result {
         // No replica may start anything from now on.
         self.replicas.clear();
+        self.retiring.clear();
         let runtime = self.runtime.take();
         Box::pin(
             async move {
