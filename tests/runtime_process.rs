@@ -108,6 +108,7 @@ fn spec(node_id: &str, task_id: &str, command: &[&str]) -> ContainerSpec {
         stop_grace_ms: 10_000,
         health: Default::default(),
         ports: Vec::new(),
+        files: Vec::new(),
     }
 }
 

@@ -25,6 +25,7 @@ mod docker_health;
 mod docker_status;
 mod error;
 mod exit_board;
+pub mod files;
 pub mod process;
 mod process_health;
 mod process_record;
@@ -90,6 +91,11 @@ pub struct ContainerSpec {
     /// the container's target port there; a process gets the host port in `PORT` and
     /// `FLOTILLA_PORT_<target>` (the address in `FLOTILLA_HOST_IP`) and listens there itself.
     pub ports: Vec<PortBinding>,
+    /// The task's secrets and configs (SPEC §9): the runtime writes them into a per-task
+    /// directory on a tmpfs, mounts them read-only (docker) or names the directories in
+    /// `FLOTILLA_SECRETS_DIR` / `FLOTILLA_CONFIGS_DIR` (process), and removes them with the
+    /// container.
+    pub files: Vec<files::TaskFile>,
 }
 
 /// One target port of a task and where on its node it is reached.

@@ -293,6 +293,7 @@ mod tests {
             stop_grace_ms: 10_000,
             health: Default::default(),
             ports: Vec::new(),
+            files: Vec::new(),
         }
     }
 

@@ -25,6 +25,7 @@ use crate::core::ports::TaskEndpoint;
 use crate::core::rollout::HealthTest;
 use crate::core::store::TaskStatusUpdate;
 use crate::net::mesh::Mesh;
+use crate::runtime::files::TaskFile;
 use crate::runtime::{
     ContainerRuntime, ContainerSpec, ExitStatus, Health, PortBinding, RuntimeError, RuntimeKind,
 };
@@ -98,6 +99,8 @@ pub struct ReplicaActor {
     endpoints: Vec<TaskEndpoint>,
     /// The node's routing mesh, which must stop routing to the task before it is stopped.
     mesh: Option<Mesh>,
+    /// The task's secrets and configs, in memory (SPEC §9).
+    files: Vec<TaskFile>,
 }
 
 impl ReplicaActor {
@@ -120,7 +123,14 @@ impl ReplicaActor {
             host_ip: None,
             endpoints: Vec::new(),
             mesh: None,
+            files: Vec::new(),
         }
+    }
+
+    /// Give the task its secrets and configs, delivered by the leader.
+    pub fn with_files(mut self, files: Vec<TaskFile>) -> Self {
+        self.files = files;
+        self
     }
 
     /// Drain the task out of `mesh`, the node's routing mesh, before stopping it.
@@ -177,6 +187,7 @@ impl ReplicaActor {
                     host_port: endpoint.addr.port(),
                 })
                 .collect(),
+            files: self.files.clone(),
         }
     }
 

@@ -62,6 +62,7 @@ fn container_spec(task: &Task) -> ContainerSpec {
         stop_grace_ms: 0,
         health: Default::default(),
         ports: Vec::new(),
+        files: Vec::new(),
     }
 }
 
@@ -172,6 +173,7 @@ impl Fixture {
             stop_grace_ms: 0,
             health: Default::default(),
             ports: Vec::new(),
+            files: Vec::new(),
         };
         self.runtime
             .start(&spec)
