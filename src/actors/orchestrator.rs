@@ -151,7 +151,11 @@ impl Handler<StoreEvents> for OrchestratorActor {
                 Event::NodeChanged { node_id } | Event::NodeRemoved { node_id } => {
                     nodes.insert(node_id.clone());
                 }
-                Event::ClusterChanged | Event::CertificatesRevoked { .. } => {}
+                Event::ClusterChanged
+                | Event::CertificatesRevoked { .. }
+                | Event::SecretChanged { .. }
+                | Event::SecretRemoved { .. }
+                | Event::AutolockChanged => {}
             }
         }
         if !progressed.is_empty() {

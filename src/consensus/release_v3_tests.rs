@@ -82,3 +82,42 @@ fn version_3_log_entries_decode_and_replay_to_the_same_store() {
         matches!(decoded.command, Command::UpdateService { ref spec, .. } if spec.image == "busybox:2")
     );
 }
+
+const V4_SNAPSHOT: &[u8] = include_bytes!("../../tests/fixtures/release-12d4736/store.snapshot");
+const V4_ENTRIES: &[u8] = include_bytes!("../../tests/fixtures/release-12d4736/entries.bin");
+
+#[test]
+fn version_4_snapshot_and_entries_read_and_replay_to_the_same_store() {
+    assert_eq!(
+        &V4_SNAPSHOT[..3],
+        &[0xFF, b'F', 4],
+        "the fixture is version 4"
+    );
+    let snapshot = Store::restore(V4_SNAPSHOT).expect("version 4 snapshot reads");
+    let web = snapshot.service("s1").expect("web");
+    assert_eq!(web.spec.ports.len(), 1);
+    assert_eq!(web.spec.env.get("MODE").map(String::as_str), Some("v4"));
+    assert!(snapshot
+        .secrets(crate::core::secrets::SecretKind::Secret)
+        .is_empty());
+    assert!(snapshot.autolock().is_none());
+    let mut rest = V4_ENTRIES;
+    let mut store = Store::new();
+    let mut index = 0;
+    while rest.len() >= 4 {
+        let length = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let bytes = &rest[4..4 + length];
+        rest = &rest[4 + length..];
+        assert_eq!(&bytes[..3], &[0xFF, b'F', 4]);
+        let proposal: Proposal = decode_command(bytes).expect("version 4 entry decodes");
+        index += 1;
+        store
+            .apply(index, proposal.now_ms, proposal.command)
+            .expect("applies");
+    }
+    assert_eq!(index, 7);
+    assert_eq!(store, snapshot);
+    let again = store.snapshot();
+    assert_eq!(again[2], crate::core::format::STORE_SNAPSHOT.current);
+    assert_eq!(Store::restore(&again).expect("current reads"), store);
+}

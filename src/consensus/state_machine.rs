@@ -144,7 +144,7 @@ mod tests {
         newer[2] = format::RAFT_ENTRY.current + 1;
         let error = decode_command::<(u32, String)>(&newer).expect_err("newer format");
         assert!(
-            error.contains("Raft log entry has format version 5"),
+            error.contains("Raft log entry has format version 6"),
             "{error}"
         );
     }

@@ -46,7 +46,11 @@ impl EntryCommand for Proposal {
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, String> {
         // Versions 1 and 2 differ only in the header; version 3 changed the service and
         // task shapes (spec versions, health, rollout configs); version 4 added published
-        // ports, secret and config references and task endpoints.
+        // ports, secret and config references and task endpoints; version 5 only appended
+        // commands (secrets, configs, autolock), so a version 4 body is today's encoding.
+        if version == 4 {
+            return decode_body(body);
+        }
         if version == 3 {
             let old: ProposalV3 = decode_body(body)?;
             return Ok(Proposal {

@@ -32,13 +32,13 @@ pub struct Format {
 /// A Raft log entry holding a store command.
 pub const RAFT_ENTRY: Format = Format {
     what: "Raft log entry",
-    current: 4,
+    current: 5,
 };
 
 /// A snapshot of the replicated store.
 pub const STORE_SNAPSHOT: Format = Format {
     what: "store snapshot",
-    current: 4,
+    current: 5,
 };
 
 /// The table layout of a manager's `raft.redb`.
@@ -204,7 +204,7 @@ mod tests {
             text.contains("store snapshot has format version 9"),
             "{text}"
         );
-        assert!(text.contains("up to 4"), "{text}");
+        assert!(text.contains("up to 5"), "{text}");
         assert!(
             STORE_SNAPSHOT.check(0).is_err(),
             "no release wrote version 0"

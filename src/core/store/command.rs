@@ -18,6 +18,7 @@ use crate::core::model::{
 };
 use crate::core::ports::TaskEndpoint;
 use crate::core::rollout::UpdateStatus;
+use crate::core::secrets::{Sealed, SecretKind, SecretObject, SecretVersion};
 use crate::core::spec::ServiceSpec;
 use crate::core::store::Revocation;
 
@@ -169,6 +170,31 @@ pub enum Command {
         /// The new status.
         status: UpdateStatus,
     },
+    /// `secret create` / `config create`: the object with its first version, a secret's data
+    /// already sealed by the manager that accepted it (format 5 on; older variants keep
+    /// their tags).
+    CreateSecret(SecretObject),
+    /// `secret rm` / `config rm`: refused while a service's spec uses the object.
+    RemoveSecret {
+        /// Secret or config.
+        kind: SecretKind,
+        /// The object.
+        id: String,
+    },
+    /// `secret rotate`: a new version, and every service whose spec uses the object moves
+    /// to it (a rollout under its update config, as `service update` starts).
+    RotateSecret {
+        /// Secret or config.
+        kind: SecretKind,
+        /// The object.
+        id: String,
+        /// The new version: one more than the newest.
+        version: SecretVersion,
+    },
+    /// `swarm update --autolock` and `swarm unlock-key --rotate`: the unlock key, sealed with
+    /// the data key, that every manager wraps its data key with from now on; `None` turns
+    /// autolock off (managers go back to their key files).
+    SetAutolock(Option<Sealed>),
 }
 
 /// A task as watchers need to route it: to its service and, if any, its node.
@@ -247,4 +273,20 @@ pub enum Event {
         /// The node.
         node_id: String,
     },
+    /// A secret or config was created or got a new version.
+    SecretChanged {
+        /// Secret or config.
+        kind: SecretKind,
+        /// The object.
+        id: String,
+    },
+    /// A secret or config was removed.
+    SecretRemoved {
+        /// Secret or config.
+        kind: SecretKind,
+        /// The object.
+        id: String,
+    },
+    /// Autolock was turned on or off, or its unlock key replaced.
+    AutolockChanged,
 }

@@ -8,6 +8,7 @@ mod command;
 mod legacy;
 mod legacy_v3;
 mod revocation;
+mod secrets;
 #[cfg(test)]
 mod sharing_tests;
 #[cfg(test)]
@@ -24,11 +25,13 @@ pub use command::{
 pub(crate) use legacy::CommandV2;
 pub(crate) use legacy_v3::CommandV3;
 pub use revocation::{CertificateStanding, Revocation, RevocationList, RevocationScope};
+pub use secrets::references;
 
 use super::error::CoreError;
 use super::format;
 use super::ids;
 use super::model::{ClusterInfo, Node, Resources, Service, Task, TaskSpec, TaskState};
+use super::secrets::{Sealed, SecretObject};
 use super::spec::ServiceMode;
 
 /// What the tasks placed on one node hold: the scheduler's view, kept incrementally.
@@ -104,6 +107,36 @@ pub struct Store {
     /// release is only missing a trailing field (the legacy-snapshot path supplies it).
     #[serde(default)]
     revocations: RevocationList,
+    /// Secrets by ID, their data sealed (SPEC §9). Format 5 on, as the two fields below.
+    secrets: BTreeMap<String, SecretObject>,
+    /// Configs by ID.
+    configs: BTreeMap<String, SecretObject>,
+    /// Under autolock, the unlock key sealed with the data key: every manager wraps its data
+    /// key with it (see `docs/secrets.md`).
+    autolock: Option<Sealed>,
+}
+
+/// A store as format version 4 encoded it: no secrets, configs or autolock yet.
+#[derive(Deserialize)]
+struct StoreV4 {
+    cluster: Option<ClusterInfo>,
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<String, Service>,
+    tasks: BTreeMap<String, Task>,
+    revocations: RevocationList,
+}
+
+impl From<StoreV4> for Store {
+    fn from(old: StoreV4) -> Store {
+        Store {
+            cluster: old.cluster,
+            nodes: old.nodes,
+            services: old.services,
+            tasks: old.tasks,
+            revocations: old.revocations,
+            ..Store::default()
+        }
+    }
 }
 
 /// Largest snapshot [`Store::restore`] decodes; also the decoder's allocation limit.
@@ -130,6 +163,9 @@ impl PartialEq for Store {
             && self.services == other.services
             && self.tasks == other.tasks
             && self.revocations == other.revocations
+            && self.secrets == other.secrets
+            && self.configs == other.configs
+            && self.autolock == other.autolock
     }
 }
 
@@ -273,6 +309,7 @@ impl Store {
             }
             2 => Store::from(decode_snapshot_body::<legacy::StoreV2>(body)?),
             3 => Store::from(decode_snapshot_body::<legacy_v3::StoreV3>(body)?),
+            4 => Store::from(decode_snapshot_body::<StoreV4>(body)?),
             _ => decode_snapshot_body::<Store>(body)?,
         };
         store.rebuild_indexes();

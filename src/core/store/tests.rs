@@ -485,3 +485,122 @@ fn revocations_apply_at_their_index_and_survive_a_snapshot() {
         }))
         .is_err());
 }
+
+mod secret_commands {
+    use super::*;
+    use crate::core::mounts::SecretReference;
+    use crate::core::secrets::{
+        seal_context, DataKey, SecretData, SecretKind, SecretObject, SecretVersion,
+    };
+
+    fn sealed_version(key: &DataKey, id: &str, version: u64, data: &[u8]) -> SecretVersion {
+        SecretVersion {
+            version,
+            data: SecretData::Sealed(key.seal(data, &seal_context(id, version)).expect("seals")),
+            size: data.len() as u64,
+            created_at_ms: 1,
+        }
+    }
+
+    fn secret(key: &DataKey, id: &str, name: &str) -> SecretObject {
+        SecretObject {
+            id: id.into(),
+            kind: SecretKind::Secret,
+            name: name.into(),
+            labels: Default::default(),
+            versions: vec![sealed_version(key, id, 1, b"s3cret")],
+            meta: Default::default(),
+        }
+    }
+
+    fn reference(id: &str, name: &str, version: u64) -> SecretReference {
+        SecretReference {
+            name: name.into(),
+            secret_id: id.into(),
+            version,
+            target: name.into(),
+            uid: String::new(),
+            gid: String::new(),
+            mode: 0o444,
+        }
+    }
+
+    #[test]
+    fn a_secret_in_use_is_not_removed_and_a_rotation_moves_its_users() {
+        let key = DataKey::generate().expect("key");
+        let mut h = Harness::with_nodes(vec![node("n1")]);
+        h.apply(Command::InitCluster(cluster()));
+        h.apply(Command::CreateSecret(secret(&key, "x1", "db_pass")));
+        // A duplicated name is refused; a plain secret never enters the log.
+        let mut twin = secret(&key, "x2", "db_pass");
+        assert!(h.store.check(&Command::CreateSecret(twin.clone())).is_err());
+        twin.name = "other".into();
+        twin.versions[0].data = SecretData::Plain(b"s3cret".to_vec());
+        assert!(h.store.check(&Command::CreateSecret(twin)).is_err());
+
+        let mut web = service("s1", "web", 1);
+        web.spec.secrets = vec![reference("x1", "db_pass", 1)];
+        h.apply(Command::CreateService(web));
+        let mut ghost = service("s2", "ghost", 1);
+        ghost.spec.secrets = vec![reference("nope", "nope", 1)];
+        assert!(h.store.check(&Command::CreateService(ghost)).is_err());
+
+        let error = h
+            .store
+            .check(&Command::RemoveSecret {
+                kind: SecretKind::Secret,
+                id: "x1".into(),
+            })
+            .expect_err("in use");
+        assert_eq!(
+            error.to_string(),
+            "secret db_pass is in use by the following service: web"
+        );
+
+        let before = h.store.service("s1").expect("web").spec_version;
+        h.apply(Command::RotateSecret {
+            kind: SecretKind::Secret,
+            id: "x1".into(),
+            version: sealed_version(&key, "x1", 2, b"n3w"),
+        });
+        let web = h.store.service("s1").expect("web");
+        assert_eq!(web.spec.secrets[0].version, 2);
+        assert!(web.spec_version > before, "a rollout started");
+        assert_eq!(
+            web.previous_spec
+                .as_ref()
+                .map(|p| p.spec.secrets[0].version),
+            Some(1)
+        );
+        // Out of order: version 2 again is refused.
+        assert!(h
+            .store
+            .check(&Command::RotateSecret {
+                kind: SecretKind::Secret,
+                id: "x1".into(),
+                version: sealed_version(&key, "x1", 2, b"again"),
+            })
+            .is_err());
+        // The stored form opens only as its own secret's version.
+        let object = h.store.secret(SecretKind::Secret, "x1").expect("x1");
+        let SecretData::Sealed(sealed) = &object.versions[1].data else {
+            panic!("sealed");
+        };
+        assert_eq!(
+            key.open(sealed, &seal_context("x1", 2)).expect("opens"),
+            b"n3w"
+        );
+        assert!(key.open(sealed, &seal_context("x1", 1)).is_err());
+
+        h.apply(Command::RemoveService {
+            service_id: "s1".into(),
+        });
+        h.apply(Command::RemoveSecret {
+            kind: SecretKind::Secret,
+            id: "x1".into(),
+        });
+        assert!(h.store.secret(SecretKind::Secret, "x1").is_none());
+        let restored = Store::restore(&h.store.snapshot()).expect("restores");
+        assert_eq!(restored, h.store);
+    }
+}

@@ -107,30 +107,7 @@ impl Store {
             Command::UpdateService {
                 service_id, spec, ..
             } => {
-                if let Some(service) = self.services.get_mut(&service_id) {
-                    self.index.service_by_name.remove(&service.spec.name);
-                    self.index
-                        .service_by_name
-                        .insert(spec.name.clone(), service_id.clone());
-                    if !service.spec.differs_only_in_replicas(&spec) {
-                        // A rollout: the old spec becomes the previous one (SPEC §7).
-                        let old = std::mem::replace(&mut service.spec, spec.clone());
-                        service.previous_spec = Some(VersionedSpec {
-                            spec: old,
-                            version: service.spec_version,
-                        });
-                        service.spec_version = index;
-                        service.update_status = Some(UpdateStatus {
-                            state: UpdateState::Updating,
-                            message: "update in progress".into(),
-                            started_at_ms: now_ms,
-                            completed_at_ms: None,
-                        });
-                    }
-                    service.spec = spec;
-                    touch(&mut service.meta, index, now_ms);
-                    events.push(Event::ServiceUpdated { service_id });
-                }
+                self.replace_spec(index, now_ms, service_id, spec, &mut events);
             }
             Command::RollbackService {
                 service_id,
@@ -305,8 +282,74 @@ impl Store {
                     }
                 }
             }
+            Command::CreateSecret(mut object) => {
+                object.meta = created(index, now_ms);
+                events.push(Event::SecretChanged {
+                    kind: object.kind,
+                    id: object.id.clone(),
+                });
+                self.objects_mut(object.kind)
+                    .insert(object.id.clone(), object);
+            }
+            Command::RemoveSecret { kind, id } => {
+                if self.objects_mut(kind).remove(&id).is_some() {
+                    events.push(Event::SecretRemoved { kind, id });
+                }
+            }
+            Command::RotateSecret { kind, id, version } => {
+                let number = version.version;
+                if let Some(object) = self.objects_mut(kind).get_mut(&id) {
+                    object.versions.push(version);
+                    touch(&mut object.meta, index, now_ms);
+                }
+                // Its users move to the new version as `service update` would move them.
+                for (service_id, spec) in self.specs_moved_to(kind, &id, number) {
+                    self.replace_spec(index, now_ms, service_id, spec, &mut events);
+                }
+                events.push(Event::SecretChanged { kind, id });
+            }
+            Command::SetAutolock(sealed) => {
+                self.autolock = sealed;
+                events.push(Event::AutolockChanged);
+            }
         }
         Ok(events)
+    }
+
+    /// A service's new spec: a rollout (the old spec becomes the previous one, SPEC §7)
+    /// unless only the replica count changed.
+    fn replace_spec(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        service_id: String,
+        spec: crate::core::spec::ServiceSpec,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(service) = self.services.get_mut(&service_id) else {
+            return;
+        };
+        self.index.service_by_name.remove(&service.spec.name);
+        self.index
+            .service_by_name
+            .insert(spec.name.clone(), service_id.clone());
+        if !service.spec.differs_only_in_replicas(&spec) {
+            let old = std::mem::replace(&mut service.spec, spec.clone());
+            service.previous_spec = Some(VersionedSpec {
+                spec: old,
+                version: service.spec_version,
+            });
+            service.spec_version = index;
+            service.update_status = Some(UpdateStatus {
+                state: UpdateState::Updating,
+                message: "update in progress".into(),
+                started_at_ms: now_ms,
+                completed_at_ms: None,
+            });
+        }
+        service.spec = spec;
+        touch(&mut service.meta, index, now_ms);
+        events.push(Event::ServiceUpdated { service_id });
     }
 
     /// Moves a task's desired state forward. A task no worker has seen yet (not assigned)

@@ -120,6 +120,7 @@ impl Store {
                     return Err(CoreError::NameInUse(service.spec.name.clone()));
                 }
                 service.spec.validate()?;
+                self.check_references(&service.spec)?;
                 self.check_ports_free(&service.id, &service.spec.ports)
             }
             Command::UpdateService {
@@ -138,6 +139,7 @@ impl Store {
                         "a service's mode can't be changed".into(),
                     ));
                 }
+                self.check_references(spec)?;
                 self.check_ports_free(service_id, &spec.ports)?;
                 match self.index.service_by_name.get(&spec.name) {
                     Some(owner) if owner != service_id => {
@@ -161,6 +163,7 @@ impl Store {
                         service.spec.name
                     ))),
                     Some(previous) => {
+                        self.check_references(&previous.spec)?;
                         self.check_ports_free(service_id, &previous.spec.ports)?;
                         match self.index.service_by_name.get(&previous.spec.name) {
                             Some(owner) if owner != service_id => {
@@ -220,6 +223,12 @@ impl Store {
                 .node(&refresh.node_id)
                 .map(|_| ())
                 .ok_or_else(|| not_found("node", &refresh.node_id)),
+            Command::CreateSecret(object) => self.check_create_secret(object),
+            Command::RemoveSecret { kind, id } => self.check_remove_secret(*kind, id),
+            Command::RotateSecret { kind, id, version } => {
+                self.check_rotate_secret(*kind, id, version)
+            }
+            Command::SetAutolock(_) => self.cluster().map(|_| ()).ok_or(CoreError::NotInitialized),
         }
     }
 }
