@@ -122,6 +122,11 @@ impl TaskFilesDir {
         }
     }
 
+    /// Remove the directory and everything in it; nothing there is not an error.
+    pub fn remove(&self) -> Result<(), RuntimeError> {
+        remove_dir(&self.dir)
+    }
+
     /// The environment a process-runtime task gets for its files (SPEC §9).
     pub fn env(&self) -> [(String, String); 2] {
         [
@@ -233,8 +238,7 @@ pub fn write_task_files(
 
 /// Remove the task's directory and everything in it; nothing there is not an error.
 pub fn remove_task_files(root: &Path, node_id: &str, task_id: &str) -> Result<(), RuntimeError> {
-    let dir = TaskFilesDir::new(root, node_id, task_id)?;
-    remove_dir(&dir.dir)
+    TaskFilesDir::new(root, node_id, task_id)?.remove()
 }
 
 /// Everything after the task directory itself was made (and so owned by this attempt).
@@ -516,12 +520,17 @@ mod tests {
         assert_eq!(mode(&dir.dir), Some(0o700));
         assert_eq!(mode(&dir.secrets_dir), Some(0o700));
         assert_eq!(
-            std::fs::read(dir.secrets_dir.join("db_pass")).ok().as_deref(),
+            std::fs::read(dir.secrets_dir.join("db_pass"))
+                .ok()
+                .as_deref(),
             Some(&b"s3cret"[..])
         );
         // A second write of the same task finds the directory and refuses.
         assert!(write_task_files(root.path(), "n1", "t1", &files, Ownership::NodeUser).is_err());
-        assert!(dir.dir.exists(), "a refused rewrite leaves the first one alone");
+        assert!(
+            dir.dir.exists(),
+            "a refused rewrite leaves the first one alone"
+        );
         remove_task_files(root.path(), "n1", "t1").expect("removes");
         assert!(!dir.dir.exists());
         remove_task_files(root.path(), "n1", "t1").expect("removing twice is fine");
