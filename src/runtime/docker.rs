@@ -348,8 +348,9 @@ impl DockerRuntime {
             .as_ref()
             .and_then(|config| config.labels.as_ref())
             .and_then(|labels| labels.get(LABEL_TASK_ID));
-        match task_id {
-            Some(task_id) if !task_id.is_empty() => self.files_dir(task_id)?.remove(),
+        // A label that cannot name a task directory (set by hand, say) has no files to remove.
+        match task_id.map(|task_id| self.files_dir(task_id)) {
+            Some(Ok(files_dir)) => files_dir.remove(),
             _ => Ok(()),
         }
     }

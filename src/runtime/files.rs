@@ -537,6 +537,20 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_leaves_no_directory() {
+        let Some(root) = shm_root() else { return };
+        let mut bad_owner = file(TaskFileKind::Secret, "second", 0o400, b"2");
+        bad_owner.uid = "nobody".to_string();
+        let files = [file(TaskFileKind::Secret, "first", 0o400, b"1"), bad_owner];
+        let error = write_task_files(root.path(), "n1", "t1", &files, Ownership::FromSpec)
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("\"nobody\""), "{error}");
+        assert!(!root.path().join("n1").join("t1").exists());
+    }
+
+    #[test]
     fn no_files_make_no_directory() {
         let Some(root) = shm_root() else { return };
         let written = write_task_files(root.path(), "n1", "t1", &[], Ownership::NodeUser);

@@ -419,7 +419,9 @@ impl ProcessRuntime {
         };
         self.stop_record(&record, 0).await?;
         // Before the record: if this fails, a retried remove still finds the task.
-        self.files_dir(&record.task_id)?.remove()?;
+        if let Ok(files_dir) = self.files_dir(&record.task_id) {
+            files_dir.remove()?;
+        }
         self.store.remove(&record.task_id)?;
         self.board.forget(&record.board_key());
         Ok(())
