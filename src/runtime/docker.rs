@@ -6,13 +6,20 @@
 //! subscribes before it inspects the container, and the subscription replays events from just
 //! before it connected (`since`), so an exit can neither slip between the two nor be lost while
 //! the stream reconnects. See `docs/runtime.md`.
+//!
+//! A task's secrets and configs (SPEC §9) are written into its directory on a host tmpfs
+//! (`files.rs`; the engine runs on this machine, so it sees the same paths) and each is
+//! bind-mounted read-only at `/run/secrets/<target>` (configs: `/<target>` or the absolute
+//! target). The directory goes when the container is removed or fails to start.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, HostConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummaryStateEnum, HostConfig, Mount,
+    MountType,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -27,6 +34,7 @@ use super::docker_events;
 use super::docker_health::{health_config, health_of};
 use super::docker_status::{ended_status, status_code};
 use super::exit_board::{next_status, ExitBoard};
+use super::files::{self, Ownership, TaskFilesDir};
 use super::{
     check_spec, ContainerRuntime, ContainerSpec, ExitStatus, Health, RunningInfo, RuntimeError,
     RuntimeHandle, RuntimeKind, LABEL_NODE_ID, LABEL_TASK_ID,
@@ -41,6 +49,8 @@ pub struct DockerRuntime {
     docker: Docker,
     board: Arc<ExitBoard>,
     events_task: JoinHandle<()>,
+    /// Root of the per-task secrets and configs directories (on a host tmpfs).
+    files_root: PathBuf,
 }
 
 impl Drop for DockerRuntime {
@@ -51,7 +61,9 @@ impl Drop for DockerRuntime {
 
 impl DockerRuntime {
     /// Connect to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`), check it answers a
-    /// ping within `ping_timeout`, and start following this node's container events.
+    /// ping within `ping_timeout`, and start following this node's container events. Task
+    /// files go under `FLOTILLA_FILES_ROOT` or `/dev/shm/flotilla`
+    /// ([`files::files_root_from_env`]).
     /// Must be called inside a tokio runtime that outlives the returned value.
     pub async fn connect(node_id: &str, ping_timeout: Duration) -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_local_defaults().map_err(|error| {
@@ -83,7 +95,64 @@ impl DockerRuntime {
             docker,
             board,
             events_task,
+            files_root: files::files_root_from_env(),
         })
+    }
+
+    /// The same runtime with task secrets and configs under `root` (which must be on a tmpfs
+    /// the engine can see) instead of the environment's or default root.
+    pub fn with_files_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.files_root = root.into();
+        self
+    }
+
+    /// The host directory that holds (or would hold) `task_id`'s secrets and configs.
+    pub fn files_dir(&self, task_id: &str) -> Result<TaskFilesDir, RuntimeError> {
+        TaskFilesDir::new(&self.files_root, &self.node_id, task_id)
+    }
+
+    /// Write `spec`'s files on the host and return the read-only bind mounts that show them
+    /// in the container; no mounts and no directory when it has none. A directory left by an
+    /// earlier attempt is replaced, unless a container of the task still exists (its mounts
+    /// point there): that is the name conflict a retried start would hit anyway.
+    async fn write_files(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<Option<(TaskFilesDir, Vec<Mount>)>, RuntimeError> {
+        if spec.files.is_empty() {
+            return Ok(None);
+        }
+        let dir = self.files_dir(&spec.task_id)?;
+        if dir.dir.exists() {
+            if self.find_task(&spec.task_id).await?.is_some() {
+                return Err(RuntimeError::NameConflict {
+                    name: spec.name.clone(),
+                });
+            }
+            dir.remove()?;
+        }
+        let Some(dir) = files::write_task_files(
+            &self.files_root,
+            &self.node_id,
+            &spec.task_id,
+            &spec.files,
+            Ownership::FromSpec,
+        )?
+        else {
+            return Ok(None);
+        };
+        let mounts = spec
+            .files
+            .iter()
+            .map(|file| Mount {
+                target: Some(file.container_path()),
+                source: Some(dir.host_path(file).display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Some((dir, mounts)))
     }
 
     /// The bollard client, for tests and tools that need to look at the engine directly.
@@ -121,37 +190,33 @@ impl DockerRuntime {
 
     async fn start_container(&self, spec: &ContainerSpec) -> Result<RuntimeHandle, RuntimeError> {
         check_spec(spec, &self.node_id)?;
-        let memory = optional_i64(spec.memory_limit_bytes, "memory_limit_bytes")?;
-        let nano_cpus = optional_i64(spec.nano_cpus_limit, "nano_cpus_limit")?;
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            env: Some(
-                spec.env
-                    .iter()
-                    .map(|(key, value)| format!("{key}={value}"))
-                    .collect(),
-            ),
-            labels: Some(
-                spec.effective_labels()
-                    .into_iter()
-                    .collect::<HashMap<_, _>>(),
-            ),
-            exposed_ports: (!spec.ports.is_empty()).then(|| {
-                spec.ports
-                    .iter()
-                    .map(|port| format!("{}/{}", port.target, port.protocol))
-                    .collect()
-            }),
-            host_config: Some(HostConfig {
-                memory,
-                nano_cpus,
-                port_bindings: (!spec.ports.is_empty()).then(|| port_bindings(&spec.ports)),
-                ..Default::default()
-            }),
-            healthcheck: health_config(&spec.health)?,
-            ..Default::default()
+        files::check_targets(&spec.files)?;
+        // Everything that can refuse the spec before the files are written.
+        let mut body = container_body(spec)?;
+        let files_dir = match self.write_files(spec).await? {
+            Some((dir, mounts)) => {
+                if let Some(host_config) = body.host_config.as_mut() {
+                    host_config.mounts = Some(mounts);
+                }
+                Some(dir)
+            }
+            None => None,
         };
+        let started = self.create_and_start(spec, body).await;
+        if started.is_err() {
+            // Whatever failed, no container uses the files any more.
+            if let Some(Err(error)) = files_dir.as_ref().map(TaskFilesDir::remove) {
+                tracing::warn!(%error, "could not remove the files of a failed start");
+            }
+        }
+        started
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &ContainerSpec,
+        body: ContainerCreateBody,
+    ) -> Result<RuntimeHandle, RuntimeError> {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
@@ -272,11 +337,22 @@ impl DockerRuntime {
     }
 
     async fn remove_own(&self, runtime_id: &str) -> Result<(), RuntimeError> {
-        if self.inspect_own(runtime_id).await?.is_none() {
+        let Some(response) = self.inspect_own(runtime_id).await? else {
             self.board.forget_if_unwatched(runtime_id);
             return Ok(());
+        };
+        self.remove_container(runtime_id).await?;
+        // After the container: its mounts no longer hold the files.
+        let task_id = response
+            .config
+            .as_ref()
+            .and_then(|config| config.labels.as_ref())
+            .and_then(|labels| labels.get(LABEL_TASK_ID));
+        // A label that cannot name a task directory (set by hand, say) has no files to remove.
+        match task_id.map(|task_id| self.files_dir(task_id)) {
+            Some(Ok(files_dir)) => files_dir.remove(),
+            _ => Ok(()),
         }
-        self.remove_container(runtime_id).await
     }
 
     async fn list_filtered(&self, labels: Vec<String>) -> Result<Vec<RunningInfo>, RuntimeError> {
@@ -385,6 +461,41 @@ impl Drop for Waiter<'_> {
         // Docker keeps the status; the board only needs the slot while someone waits.
         self.board.forget_if_unwatched(&self.runtime_id);
     }
+}
+
+/// The create body for `spec`, without mounts.
+fn container_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, RuntimeError> {
+    let memory = optional_i64(spec.memory_limit_bytes, "memory_limit_bytes")?;
+    let nano_cpus = optional_i64(spec.nano_cpus_limit, "nano_cpus_limit")?;
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(
+            spec.env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect(),
+        ),
+        labels: Some(
+            spec.effective_labels()
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
+        ),
+        exposed_ports: (!spec.ports.is_empty()).then(|| {
+            spec.ports
+                .iter()
+                .map(|port| format!("{}/{}", port.target, port.protocol))
+                .collect()
+        }),
+        host_config: Some(HostConfig {
+            memory,
+            nano_cpus,
+            port_bindings: (!spec.ports.is_empty()).then(|| port_bindings(&spec.ports)),
+            ..Default::default()
+        }),
+        healthcheck: health_config(&spec.health)?,
+        ..Default::default()
+    })
 }
 
 fn optional_i64(value: Option<u64>, field: &str) -> Result<Option<i64>, RuntimeError> {

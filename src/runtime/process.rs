@@ -6,6 +6,11 @@
 //! restarted by `flotilla-node start` can adopt what still runs. See `docs/runtime.md`.
 //!
 //! The runtime ID is the OS process ID, which is also the process group ID.
+//!
+//! A task's secrets and configs (SPEC §9) are written before it is spawned into its directory
+//! on a tmpfs (`files.rs`), named in `FLOTILLA_SECRETS_DIR` and `FLOTILLA_CONFIGS_DIR`, and
+//! removed when its exit is observed, when it is removed, and when its start fails. An adopted
+//! process keeps the directory it was started with.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,6 +22,7 @@ use futures::FutureExt;
 use tokio::process::Command;
 
 use super::exit_board::{next_status, ExitBoard};
+use super::files::{self, Ownership, TaskFilesDir};
 use super::process_health::{spawn_checker, HealthBoard};
 pub use super::process_record::ProcessRecord;
 use super::process_record::{check_task_file_name, RecordStore};
@@ -47,6 +53,8 @@ pub struct ProcessRuntime {
     board: Arc<ExitBoard>,
     /// Health verdicts of the processes whose `Shell` check this instance runs.
     health: Arc<HealthBoard>,
+    /// Root of the per-task secrets and configs directories (on a tmpfs).
+    files_root: PathBuf,
 }
 
 /// Where the liveness of a record came from.
@@ -58,14 +66,28 @@ enum Liveness {
 }
 
 impl ProcessRuntime {
-    /// A process runtime for `node_id` keeping records and logs under `state_dir`.
+    /// A process runtime for `node_id` keeping records and logs under `state_dir`, and task
+    /// files under `FLOTILLA_FILES_ROOT` or `/dev/shm/flotilla` ([`files::files_root_from_env`]).
     pub fn new(node_id: &str, state_dir: &Path) -> Result<Self, RuntimeError> {
         Ok(Self {
             node_id: node_id.to_string(),
             store: RecordStore::open(node_id, state_dir)?,
             board: Arc::new(ExitBoard::default()),
             health: Arc::new(HealthBoard::default()),
+            files_root: files::files_root_from_env(),
         })
+    }
+
+    /// The same runtime with task secrets and configs under `root` (which must be on a tmpfs)
+    /// instead of the environment's or default root.
+    pub fn with_files_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.files_root = root.into();
+        self
+    }
+
+    /// The directory that holds (or would hold) `task_id`'s secrets and configs.
+    pub fn files_dir(&self, task_id: &str) -> Result<TaskFilesDir, RuntimeError> {
+        TaskFilesDir::new(&self.files_root, &self.node_id, task_id)
     }
 
     /// Path of the stdout log of `task_id`.
@@ -128,6 +150,8 @@ impl ProcessRuntime {
         }
         let board = Arc::clone(&self.board);
         let (pid, start_time_ticks) = (record.pid, record.start_time_ticks);
+        // The adopted task's files stay as they were written until it ends.
+        let files_dir = self.files_dir(&record.task_id).ok();
         match pidfd {
             Ok(pidfd) => {
                 tokio::spawn(async move {
@@ -140,6 +164,7 @@ impl ProcessRuntime {
                         }
                     };
                     procfs::kill_group_leftovers(pid, start_time_ticks);
+                    remove_files_of_ended(files_dir.as_ref());
                     board.publish(&key, status);
                 });
             }
@@ -152,6 +177,7 @@ impl ProcessRuntime {
                         tokio::time::sleep(Duration::from_millis(ADOPTED_POLL_MS)).await;
                     }
                     procfs::kill_group_leftovers(pid, start_time_ticks);
+                    remove_files_of_ended(files_dir.as_ref());
                     board.publish(
                         &key,
                         ExitStatus::unknown(
@@ -181,11 +207,11 @@ impl ProcessRuntime {
     async fn start_process(&self, spec: &ContainerSpec) -> Result<RuntimeHandle, RuntimeError> {
         check_spec(spec, &self.node_id)?;
         check_task_file_name(&spec.task_id)?;
-        let Some((program, args)) = spec.command.split_first() else {
-            return Err(RuntimeError::InvalidSpec {
-                reason: "the process runtime needs a command".to_string(),
-            });
-        };
+        // Before anything exists: a bad target must not leave logs, files or a process.
+        files::check_targets(&spec.files)?;
+        if spec.command.is_empty() {
+            return Err(no_command());
+        }
         if let Some(existing) = self.store.read(&spec.task_id)? {
             if let Liveness::Running = self.watch(&existing) {
                 return Err(RuntimeError::AlreadyRunning {
@@ -194,8 +220,44 @@ impl ProcessRuntime {
                 });
             }
         }
+        let files_dir = self.write_files(spec)?;
+        match self.spawn_task(spec, files_dir.clone()).await {
+            Ok(handle) => Ok(handle),
+            Err(error) => {
+                remove_files_of_ended(files_dir.as_ref());
+                Err(error)
+            }
+        }
+    }
+
+    /// Write `spec`'s secrets and configs into the task's directory, replacing one left by an
+    /// earlier attempt of the task (whose process, the caller checked, no longer runs).
+    fn write_files(&self, spec: &ContainerSpec) -> Result<Option<TaskFilesDir>, RuntimeError> {
+        if spec.files.is_empty() {
+            return Ok(None);
+        }
+        self.files_dir(&spec.task_id)?.remove()?;
+        files::write_task_files(
+            &self.files_root,
+            &self.node_id,
+            &spec.task_id,
+            &spec.files,
+            Ownership::NodeUser,
+        )
+    }
+
+    /// Spawn `spec`'s process with its files already in `files_dir`, record it and follow it;
+    /// the watcher removes `files_dir` once the process has ended.
+    async fn spawn_task(
+        &self,
+        spec: &ContainerSpec,
+        files_dir: Option<TaskFilesDir>,
+    ) -> Result<RuntimeHandle, RuntimeError> {
+        let Some((program, args)) = spec.command.split_first() else {
+            return Err(no_command());
+        };
         let labels = spec.effective_labels();
-        let env = task_env(spec, &labels);
+        let env = task_env(spec, &labels, files_dir.as_ref());
         let (stdout, stderr) = self.store.create_logs(&spec.task_id)?;
         let mut command = Command::new(program);
         command
@@ -262,6 +324,8 @@ impl ProcessRuntime {
             if !leftovers_killed {
                 procfs::kill_group_leftovers(pid, start_time_ticks);
             }
+            // Removed before the exit is published: whoever learns of it sees no files left.
+            remove_files_of_ended(files_dir.as_ref());
             board.publish(&key, status);
         });
         if let Err(error) = self.store.write(&record) {
@@ -354,6 +418,10 @@ impl ProcessRuntime {
             return Ok(());
         };
         self.stop_record(&record, 0).await?;
+        // Before the record: if this fails, a retried remove still finds the task.
+        if let Ok(files_dir) = self.files_dir(&record.task_id) {
+            files_dir.remove()?;
+        }
         self.store.remove(&record.task_id)?;
         self.board.forget(&record.board_key());
         Ok(())
@@ -365,6 +433,7 @@ impl ProcessRuntime {
 fn task_env(
     spec: &ContainerSpec,
     labels: &std::collections::BTreeMap<String, String>,
+    files_dir: Option<&TaskFilesDir>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = ENV_FROM_LABEL
         .iter()
@@ -386,7 +455,27 @@ fn task_env(
             port.host_port.to_string(),
         ));
     }
+    // SPEC §9: both directories whenever the task has any file, so a task can rely on them.
+    if let Some(files_dir) = files_dir {
+        env.extend(files_dir.env());
+    }
     env
+}
+
+/// Remove the files of a task whose process has ended (or never started); a failure is only
+/// logged, since nobody is left to report it to, and `remove` tries again.
+fn remove_files_of_ended(files_dir: Option<&TaskFilesDir>) {
+    if let Some(files_dir) = files_dir {
+        if let Err(error) = files_dir.remove() {
+            tracing::warn!(%error, "could not remove an ended task's secrets and configs");
+        }
+    }
+}
+
+fn no_command() -> RuntimeError {
+    RuntimeError::InvalidSpec {
+        reason: "the process runtime needs a command".to_string(),
+    }
 }
 
 /// Send `signal_number` to group `pgid`; `Ok(false)` when the group is already gone.
@@ -501,7 +590,12 @@ impl ContainerRuntime for ProcessRuntime {
             if let Liveness::Ended(_) = self.watch(&record) {
                 return Ok(());
             }
-            let env = task_env(spec, &record.labels);
+            let files_dir = if spec.files.is_empty() {
+                None
+            } else {
+                Some(self.files_dir(&record.task_id)?)
+            };
+            let env = task_env(spec, &record.labels, files_dir.as_ref());
             spawn_checker(
                 &self.board,
                 &self.health,
