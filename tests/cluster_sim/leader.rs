@@ -63,7 +63,11 @@ impl Simulation {
                     leader.pushed.remove(node_id);
                     nodes.push(node_id.clone());
                 }
-                Event::ClusterChanged | Event::CertificatesRevoked { .. } => {}
+                Event::ClusterChanged
+                | Event::CertificatesRevoked { .. }
+                | Event::SecretChanged { .. }
+                | Event::SecretRemoved { .. }
+                | Event::AutolockChanged => {}
             }
         }
         if !nodes.is_empty() {
