@@ -522,23 +522,7 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
     let state_dir = tempfile::tempdir().expect("tempdir");
     let sim = Arc::new(SimRuntime::new("node-a", 0));
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(SlowList::new(sim.clone(), 300, 0));
-    let description = NodeDescription {
-        hostname: "node-a".into(),
-        addr: "127.0.0.1:1".into(),
-        engine_version: "sim".into(),
-        resources: Default::default(),
-        labels: Default::default(),
-    };
-    let worker = WorkerActor::new(
-        "node-a".into(),
-        description,
-        Vec::new(),
-        NoTransport.start().recipient(),
-        Duration::from_secs(3600),
-        state_dir.path().to_path_buf(),
-    )
-    .start();
-    worker.do_send(AttachRuntime(runtime));
+    let worker = start_node_a_worker(state_dir.path(), runtime);
     let first = sim_task("t1", 1);
     worker.do_send(ApplyAssignments(AssignmentSet {
         version: 1,
@@ -573,23 +557,7 @@ async fn a_retiring_task_is_stopped_once_by_its_replica_not_by_an_orphan_sweep()
     let sim = Arc::new(SimRuntime::new("node-a", 0));
     let slow = Arc::new(SlowList::new(sim.clone(), 0, 1_000));
     let runtime: Arc<dyn ContainerRuntime> = slow.clone();
-    let description = NodeDescription {
-        hostname: "node-a".into(),
-        addr: "127.0.0.1:1".into(),
-        engine_version: "sim".into(),
-        resources: Default::default(),
-        labels: Default::default(),
-    };
-    let worker = WorkerActor::new(
-        "node-a".into(),
-        description,
-        Vec::new(),
-        NoTransport.start().recipient(),
-        Duration::from_secs(3600),
-        state_dir.path().to_path_buf(),
-    )
-    .start();
-    worker.do_send(AttachRuntime(runtime));
+    let worker = start_node_a_worker(state_dir.path(), runtime);
     let old = sim_task("t1", 1);
     worker.do_send(ApplyAssignments(set_for("node-a", 1, vec![old.clone()])));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -638,6 +606,31 @@ async fn a_retiring_task_is_stopped_once_by_its_replica_not_by_an_orphan_sweep()
         .await
         .expect("sim finds")
         .is_some_and(|info| info.running));
+}
+
+/// A worker for node A that knows no manager (sets are handed to it), on `runtime`.
+fn start_node_a_worker(
+    state_dir: &std::path::Path,
+    runtime: Arc<dyn ContainerRuntime>,
+) -> Addr<WorkerActor> {
+    let description = NodeDescription {
+        hostname: "node-a".into(),
+        addr: "127.0.0.1:1".into(),
+        engine_version: "sim".into(),
+        resources: Default::default(),
+        labels: Default::default(),
+    };
+    let worker = WorkerActor::new(
+        "node-a".into(),
+        description,
+        Vec::new(),
+        NoTransport.start().recipient(),
+        Duration::from_secs(3600),
+        state_dir.to_path_buf(),
+    )
+    .start();
+    worker.do_send(AttachRuntime(runtime));
+    worker
 }
 
 /// A task placed on node B (the sim runtime runs only its own node's tasks).
