@@ -177,7 +177,7 @@ impl Store {
             return Err(CoreError::VersionMismatch {
                 kind: kind.as_str(),
                 id: id.to_string(),
-                expected: version.version - 1,
+                expected: version.version.saturating_sub(1),
                 found: next - 1,
             });
         }
