@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
 use crate::core::ports::{display_ports, PublishMode};
 use crate::core::rollout::UpdateStatus;
+use crate::core::secrets::{Plaintext, SecretKind};
 use crate::core::spec::ServiceSpec;
 
 /// The exact refusal of SPEC §2 for control commands sent to a worker (the worker answers
@@ -126,6 +127,63 @@ pub enum AdminRequest {
         /// Names, IDs or unique ID prefixes.
         nodes: Vec<String>,
     },
+    /// `secret create` / `config create`: the leader seals a secret's data before proposing.
+    SecretCreate {
+        /// Secret or config.
+        kind: SecretKind,
+        /// Its name (Docker's rules).
+        name: String,
+        /// `--label K=V`.
+        labels: BTreeMap<String, String>,
+        /// The data, at most 500 KiB, not empty.
+        data: Plaintext,
+    },
+    /// `secret ls` / `config ls`.
+    SecretList {
+        /// Secret or config.
+        kind: SecretKind,
+    },
+    /// `secret inspect` / `config inspect`.
+    SecretInspect {
+        /// Secret or config.
+        kind: SecretKind,
+        /// Names, IDs or unique ID prefixes.
+        names: Vec<String>,
+    },
+    /// `secret rm` / `config rm`: refused for one in use by a service.
+    SecretRemove {
+        /// Secret or config.
+        kind: SecretKind,
+        /// Names, IDs or unique ID prefixes.
+        names: Vec<String>,
+    },
+    /// `secret rotate NAME FILE|-`: a new version, and a rolling update of every service
+    /// using the secret.
+    SecretRotate {
+        /// Secret or config.
+        kind: SecretKind,
+        /// Name, ID or unique ID prefix.
+        name: String,
+        /// The new version's data.
+        data: Plaintext,
+    },
+    /// `swarm update --autolock=true|false`; answered with the new unlock key when it
+    /// turns autolock on.
+    SwarmAutolock {
+        /// Whether managers lock when they restart.
+        enabled: bool,
+    },
+    /// `swarm unlock-key [--rotate]`: the current unlock key (a new one with `rotate`).
+    SwarmUnlockKey {
+        /// Replace the key first.
+        rotate: bool,
+    },
+    /// `swarm unlock`: the manager addressed (never forwarded) opens its data key with the
+    /// unlock key and starts serving.
+    SwarmUnlock {
+        /// The unlock key as the operator typed it (`FLTKEY-1-...`).
+        key: Plaintext,
+    },
 }
 
 /// A manager's answer to a [`AdminRequest`].
@@ -154,6 +212,53 @@ pub enum AdminReply {
     Done(Vec<String>),
     /// The gossip views for [`AdminRequest::NodeGossip`], in the order asked.
     NodeGossip(Vec<NodeGossip>),
+    /// Secrets or configs for `ls` and `inspect`.
+    Secrets(Vec<SecretView>),
+    /// The unlock key to show (`None`: autolock is off, or was just turned off).
+    UnlockKey(Option<Plaintext>),
+}
+
+/// A secret or config, as `secret ls --format json` and `secret inspect` print it. A
+/// secret's data is never in it; a config's is, base64-encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretView {
+    /// Full ID.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `secret` or `config`.
+    pub kind: String,
+    /// The newest version (`secret rotate` adds one; the VERSION column).
+    pub version: u64,
+    /// Bytes of the newest version's data.
+    pub size: u64,
+    /// Labels given at create.
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change (the newest version).
+    pub updated_at: String,
+    /// Unix milliseconds behind `created_at` and `updated_at` ("5 minutes ago").
+    pub created_at_ms: u64,
+    /// See `created_at_ms`.
+    pub updated_at_ms: u64,
+    /// Every version, oldest first.
+    pub versions: Vec<SecretVersionView>,
+    /// Names of the services whose spec uses it.
+    pub services: Vec<String>,
+    /// A config's newest data, base64 (standard, padded); always null for a secret.
+    pub data: Option<String>,
+}
+
+/// One version of a secret or config in a [`SecretView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersionView {
+    /// 1, 2, ...
+    pub version: u64,
+    /// Bytes of its data.
+    pub size: u64,
+    /// RFC 3339 time it was stored.
+    pub created_at: String,
 }
 
 /// One node's gossip view as its manager could get it.

@@ -19,6 +19,7 @@ use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
 use crate::consensus::{RaftMember, RedbStorage};
+use crate::core::secrets::Keyring;
 use crate::net::control_proof::ProofVerifier;
 use crate::net::mesh::Mesh;
 use crate::net::message::NodeDescription;
@@ -89,6 +90,7 @@ pub(crate) async fn run(
     state_dir: &Path,
     credentials: Credentials,
     manager: Option<ManagerStart>,
+    keyring: Keyring,
     enable_chaos: bool,
 ) -> Result<RunningNode, DaemonError> {
     configure_cert_validity();
@@ -171,6 +173,7 @@ pub(crate) async fn run(
                 transport_actor.clone().recipient(),
                 environment.rng("control/ids"),
                 proofs,
+                keyring.clone(),
             )
             .start();
             (
@@ -179,6 +182,7 @@ pub(crate) async fn run(
                     control,
                     store,
                     environment: environment.clone(),
+                    keyring: keyring.clone(),
                 }),
                 Some(raft),
             )

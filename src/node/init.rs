@@ -66,6 +66,7 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
         &options.state_dir,
         credentials,
         Some(manager),
+        crate::core::secrets::Keyring::new(),
         options.enable_chaos,
     )
     .await?;

@@ -89,6 +89,7 @@ pub async fn join(
         &options.state_dir,
         credentials,
         manager_parts,
+        crate::core::secrets::Keyring::new(),
         options.enable_chaos,
     )
     .await

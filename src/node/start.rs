@@ -83,6 +83,7 @@ pub async fn start(
         state_dir,
         credentials,
         manager_parts,
+        crate::core::secrets::Keyring::new(),
         enable_chaos,
     )
     .await

@@ -33,6 +33,7 @@ use rand::{RngCore, SeedableRng};
 use crate::actors::raft::{LeadershipChanged, RaftActor};
 use crate::actors::transport::Request;
 use crate::consensus::store_machine::SharedStore;
+use crate::core::secrets::Keyring;
 use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::control_proof::{ProofVerifier, SignedControl};
 use crate::net::message::{ErrorKind, JoinAccepted, JoinRequest, WireError};
@@ -74,6 +75,8 @@ pub struct ControlActor {
     ids: StdRng,
     /// Checks the admin's proof on every command (and remembers the nonces it saw).
     proofs: ProofVerifier,
+    /// The cluster's data key.
+    keyring: Keyring,
 }
 
 impl ControlActor {
@@ -86,6 +89,7 @@ impl ControlActor {
         transport: Recipient<Request>,
         ids: StdRng,
         proofs: ProofVerifier,
+        keyring: Keyring,
     ) -> Self {
         Self {
             node_id,
@@ -95,6 +99,7 @@ impl ControlActor {
             leadership: tokio::sync::watch::channel(None).0,
             ids,
             proofs,
+            keyring,
         }
     }
 
@@ -108,6 +113,7 @@ impl ControlActor {
             transport: self.transport.clone(),
             leadership: self.leadership.subscribe(),
             ids: std::cell::RefCell::new(StdRng::seed_from_u64(self.ids.next_u64())),
+            keyring: self.keyring.clone(),
         }
     }
 }

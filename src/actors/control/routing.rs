@@ -28,6 +28,8 @@ pub(super) struct RequestContext {
     pub leadership: tokio::sync::watch::Receiver<Option<LeadershipChanged>>,
     /// This request's ID generator.
     pub ids: RefCell<StdRng>,
+    /// The cluster's data key, which seals secrets (empty while the manager is locked).
+    pub keyring: crate::core::secrets::Keyring,
 }
 
 /// Where a request must go now.

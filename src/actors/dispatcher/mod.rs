@@ -16,6 +16,8 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
+
+use crate::core::secrets::Keyring;
 use tokio::sync::oneshot;
 
 use crate::actors::environment::NodeEnvironment;
@@ -90,6 +92,8 @@ pub struct DispatcherActor {
     statuses_in_flight: bool,
     role_changes: RoleChanges,
     events: EventCursor,
+    /// The cluster's data key, which opens the secrets delivered to nodes.
+    keyring: Keyring,
 }
 
 impl DispatcherActor {
@@ -100,6 +104,7 @@ impl DispatcherActor {
         transport: Recipient<SendMessage>,
         period: Duration,
         environment: NodeEnvironment,
+        keyring: Keyring,
     ) -> Self {
         let sessions = NodeSessions::new(period.as_millis() as u64, environment.monotonic_ms());
         Self {
@@ -114,6 +119,7 @@ impl DispatcherActor {
             statuses_in_flight: false,
             role_changes: RoleChanges::default(),
             events: EventCursor::at(0),
+            keyring,
         }
     }
 

@@ -24,6 +24,7 @@ impl NodeActor {
                     sender.clone(),
                     self.heartbeat_period,
                     manager.environment.clone(),
+                    manager.keyring.clone(),
                 )
                 .start(),
             );

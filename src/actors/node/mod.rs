@@ -62,6 +62,8 @@ pub struct ManagerParts {
     pub store: SharedStore,
     /// The clock and seed the leader components run with.
     pub environment: NodeEnvironment,
+    /// The cluster's data key (the dispatcher opens secrets with it).
+    pub keyring: crate::core::secrets::Keyring,
 }
 
 /// The node actor. See the module documentation.

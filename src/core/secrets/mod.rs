@@ -17,5 +17,5 @@ pub mod seal;
 
 pub use keyring::Keyring;
 pub use names::{validate_data, validate_name, DATA_BYTES_MAX, NAME_CHARS_MAX};
-pub use object::{seal_context, SecretData, SecretKind, SecretObject, SecretVersion};
+pub use object::{seal_context, Plaintext, SecretData, SecretKind, SecretObject, SecretVersion};
 pub use seal::{DataKey, KeyEncryptionKey, SealError, Sealed, UnlockKey, WrappedKey};

@@ -101,3 +101,14 @@ impl SecretObject {
 pub fn seal_context(secret_id: &str, version: u64) -> Vec<u8> {
     format!("flotilla secret {secret_id} v{version}").into_bytes()
 }
+
+/// Secret bytes on their way between the CLI and a manager (`secret create`, `rotate`, the
+/// unlock key), over mutual TLS: its `Debug` shows only the size, so no log line carries it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Default)]
+pub struct Plaintext(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Plaintext({} bytes)", self.0.len())
+    }
+}
