@@ -27,13 +27,17 @@ pub struct WritePlan {
 }
 
 /// `service create`: a validated spec under a new ID.
+/// Secrets and configs named in the spec are resolved to their IDs and newest versions.
 pub fn plan_service_create<R: Rng + ?Sized>(
+    store: &Store,
     spec: &ServiceSpec,
     rng: &mut R,
 ) -> Result<WritePlan, CoreError> {
+    let mut spec = spec.clone();
+    store.resolve_references(&mut spec)?;
     spec.validate()?;
     let id = ids::new_id(rng);
-    let service = Service::new(id.clone(), spec.clone());
+    let service = Service::new(id.clone(), spec);
     Ok(WritePlan {
         commands: vec![Command::CreateService(service)],
         ids: vec![id],
@@ -70,7 +74,7 @@ pub fn plan_service_scale(
 }
 
 /// `service update`: the whole new spec the CLI made from the one it read at
-/// `expected_version`. Checked against the store now with the store's own rules (version,
+/// `expected_version` (secrets and configs it adds by name resolved as at create). Checked against the store now with the store's own rules (version,
 /// spec, mode, name), so a stale or bad update is refused before it is proposed; apply checks
 /// it again, should the service move in between.
 pub fn plan_service_update(
@@ -80,9 +84,11 @@ pub fn plan_service_update(
     expected_version: u64,
 ) -> Result<WritePlan, CoreError> {
     let service = store.resolve_service(query)?;
+    let mut spec = spec.clone();
+    store.resolve_references(&mut spec)?;
     let command = Command::UpdateService {
         service_id: service.id.clone(),
-        spec: spec.clone(),
+        spec,
         expected_version: Some(expected_version),
     };
     store.check(&command)?;

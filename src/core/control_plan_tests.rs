@@ -15,8 +15,10 @@ fn manager(id: &str, status: NodeStatus) -> Node {
 #[test]
 fn create_validates_and_takes_its_id_from_the_generator() {
     let spec = service("x", "web", 3).spec;
-    let first = plan_service_create(&spec, &mut StdRng::seed_from_u64(7)).unwrap();
-    let again = plan_service_create(&spec, &mut StdRng::seed_from_u64(7)).unwrap();
+    let first =
+        plan_service_create(&Store::default(), &spec, &mut StdRng::seed_from_u64(7)).unwrap();
+    let again =
+        plan_service_create(&Store::default(), &spec, &mut StdRng::seed_from_u64(7)).unwrap();
     assert_eq!(first, again, "the same seed plans the same ID");
     assert_eq!(first.ids.len(), 1);
     let Command::CreateService(created) = &first.commands[0] else {
@@ -26,7 +28,7 @@ fn create_validates_and_takes_its_id_from_the_generator() {
 
     let mut bad = spec.clone();
     bad.name = String::new();
-    assert!(plan_service_create(&bad, &mut StdRng::seed_from_u64(7)).is_err());
+    assert!(plan_service_create(&Store::default(), &bad, &mut StdRng::seed_from_u64(7)).is_err());
 }
 
 #[test]

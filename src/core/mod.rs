@@ -50,6 +50,7 @@ pub mod restart;
 pub mod rollout;
 pub mod routing;
 pub mod scheduler;
+pub mod secret_plan;
 pub mod secrets;
 pub mod sessions;
 pub mod spec;

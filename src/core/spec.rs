@@ -309,6 +309,7 @@ impl ServiceSpec {
         if self.stop_grace_ms.is_some_and(|ms| ms > DURATION_MS_MAX) {
             return invalid("stop grace period must be at most 24h".into());
         }
+        crate::core::mounts::validate_references(&self.secrets, &self.configs)?;
         self.update.validate("update")?;
         self.rollback.validate("rollback")?;
         validate_ports(&self.ports)?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
 use crate::core::ports::{display_ports, PublishMode};
 use crate::core::rollout::UpdateStatus;
-use crate::core::secrets::{Plaintext, SecretKind};
+use crate::core::secrets::{Plaintext, SecretData, SecretKind, SecretObject};
 use crate::core::spec::ServiceSpec;
 
 /// The exact refusal of SPEC §2 for control commands sent to a worker (the worker answers
@@ -259,6 +259,46 @@ pub struct SecretVersionView {
     pub size: u64,
     /// RFC 3339 time it was stored.
     pub created_at: String,
+}
+
+impl SecretView {
+    /// The view of `object`, used by `services` (a config's newest data included, base64).
+    pub fn of(object: &SecretObject, services: Vec<String>) -> Self {
+        use base64::Engine;
+        let first = object.versions.first();
+        let latest = object.latest();
+        let created_at_ms = first.map_or(0, |v| v.created_at_ms);
+        let updated_at_ms = latest.map_or(created_at_ms, |v| v.created_at_ms);
+        let data = match latest.map(|v| &v.data) {
+            Some(SecretData::Plain(bytes)) if object.kind == SecretKind::Config => {
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            _ => None,
+        };
+        Self {
+            id: object.id.clone(),
+            name: object.name.clone(),
+            kind: object.kind.as_str().to_string(),
+            version: latest.map_or(0, |v| v.version),
+            size: latest.map_or(0, |v| v.size),
+            labels: object.labels.clone(),
+            created_at: rfc3339(created_at_ms),
+            updated_at: rfc3339(updated_at_ms),
+            created_at_ms,
+            updated_at_ms,
+            versions: object
+                .versions
+                .iter()
+                .map(|v| SecretVersionView {
+                    version: v.version,
+                    size: v.size,
+                    created_at: rfc3339(v.created_at_ms),
+                })
+                .collect(),
+            services,
+            data,
+        }
+    }
 }
 
 /// One node's gossip view as its manager could get it.

@@ -40,7 +40,7 @@ pub fn plan_admin_write<R: Rng + ?Sized>(
             spec.mode = ServiceMode::Replicated {
                 replicas: *replicas,
             };
-            plan_service_create(&spec, rng)
+            plan_service_create(store, &spec, rng)
         }
         AdminOp::ServiceScale { name, replicas } => {
             plan_service_scale(store, &[(name.clone(), *replicas)])

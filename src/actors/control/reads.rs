@@ -9,7 +9,8 @@ use crate::core::spec::ServiceMode;
 use crate::core::store::Store;
 use crate::core::CoreError;
 use crate::net::admin::{
-    AdminReply, AdminRequest, NodeView, ServiceView, TaskView, UpdateStatusView, TASK_PAGE_MAX,
+    AdminReply, AdminRequest, NodeView, SecretView, ServiceView, TaskView, UpdateStatusView,
+    TASK_PAGE_MAX,
 };
 use crate::net::message::{ErrorKind, WireError};
 use crate::net::tls::certificate_digest;
@@ -108,8 +109,27 @@ pub(super) fn answer_read(
             role,
             rotate: false,
         } => join_token(store, *role).map(AdminReply::Token),
+        AdminRequest::SecretList { kind } => Ok(AdminReply::Secrets(
+            store
+                .secrets(*kind)
+                .values()
+                .map(|object| secret_view(store, object))
+                .collect(),
+        )),
+        AdminRequest::SecretInspect { kind, names } => names
+            .iter()
+            .map(|query| {
+                let object = store.resolve_secret(*kind, query).map_err(core)?;
+                Ok(secret_view(store, object))
+            })
+            .collect::<Result<Vec<_>, WireError>>()
+            .map(AdminReply::Secrets),
         _ => Err(WireError::new(ErrorKind::Internal, "not a read")),
     }
+}
+
+fn secret_view(store: &Store, object: &crate::core::secrets::SecretObject) -> SecretView {
+    SecretView::of(object, store.services_using(object.kind, &object.id))
 }
 
 fn manager_status(node: &Node, leader_node_id: &str) -> Option<&'static str> {
@@ -166,5 +186,7 @@ pub(super) fn is_read(request: &AdminRequest) -> bool {
             | AdminRequest::ServiceInspect { .. }
             | AdminRequest::ServiceTasks { .. }
             | AdminRequest::JoinToken { rotate: false, .. }
+            | AdminRequest::SecretList { .. }
+            | AdminRequest::SecretInspect { .. }
     )
 }

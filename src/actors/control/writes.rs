@@ -7,6 +7,8 @@ use super::roles::set_roles;
 use super::routing::RequestContext;
 use crate::actors::raft::{LinearizableRead, Propose};
 use crate::core::control_plan::{self, WritePlan};
+use crate::core::secret_plan::{self, NewData};
+use crate::core::secrets::DataKey;
 use crate::core::CoreError;
 use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::message::{ErrorKind, WireError};
@@ -54,7 +56,31 @@ fn plan_write(context: &RequestContext, request: &AdminRequest) -> Result<WriteP
     let store = context.store.read();
     let plan = match request {
         AdminRequest::ServiceCreate { spec } => {
-            control_plan::plan_service_create(spec, &mut *context.ids.borrow_mut())
+            control_plan::plan_service_create(&store, spec, &mut *context.ids.borrow_mut())
+        }
+        AdminRequest::SecretCreate {
+            kind,
+            name,
+            labels,
+            data,
+        } => {
+            let key = context.keyring.data_key();
+            let data = new_data(&data.0, key.as_deref());
+            secret_plan::plan_secret_create(
+                &store,
+                *kind,
+                name,
+                labels,
+                data,
+                &mut *context.ids.borrow_mut(),
+            )
+        }
+        AdminRequest::SecretRemove { kind, names } => {
+            secret_plan::plan_secret_remove(&store, *kind, names)
+        }
+        AdminRequest::SecretRotate { kind, name, data } => {
+            let key = context.keyring.data_key();
+            secret_plan::plan_secret_rotate(&store, *kind, name, new_data(&data.0, key.as_deref()))
         }
         AdminRequest::ServiceScale { targets } => control_plan::plan_service_scale(&store, targets),
         AdminRequest::ServiceUpdate {
@@ -85,4 +111,12 @@ fn plan_write(context: &RequestContext, request: &AdminRequest) -> Result<WriteP
         _ => return Err(WireError::new(ErrorKind::Internal, "not a write")),
     };
     plan.map_err(core)
+}
+
+fn new_data<'a>(bytes: &'a [u8], key: Option<&'a DataKey>) -> NewData<'a> {
+    NewData {
+        bytes,
+        key,
+        now_ms: crate::actors::environment::system_now_ms(),
+    }
 }

@@ -62,6 +62,41 @@ impl Store {
             .find(|object| object.name == name)
     }
 
+    /// A secret (or config) by full ID, exact name or unique ID prefix, as Docker's CLI finds
+    /// one.
+    pub fn resolve_secret(
+        &self,
+        kind: SecretKind,
+        query: &str,
+    ) -> Result<&SecretObject, CoreError> {
+        let items = self
+            .objects(kind)
+            .values()
+            .map(|object| (object.id.as_str(), object.name.as_str(), object));
+        crate::core::ids::resolve(kind.as_str(), query, items)
+    }
+
+    /// Fills in the references the CLI sent by name (an empty ID): the object's ID and its
+    /// newest version, which is what a new task sees. References that already name an ID
+    /// (kept from the spec a `service update` started from) stay as they are.
+    pub fn resolve_references(&self, spec: &mut ServiceSpec) -> Result<(), CoreError> {
+        for reference in spec.secrets.iter_mut().filter(|r| r.secret_id.is_empty()) {
+            let (id, name, version) = self.newest(SecretKind::Secret, &reference.name)?;
+            (reference.secret_id, reference.name, reference.version) = (id, name, version);
+        }
+        for reference in spec.configs.iter_mut().filter(|r| r.config_id.is_empty()) {
+            let (id, name, version) = self.newest(SecretKind::Config, &reference.name)?;
+            (reference.config_id, reference.name, reference.version) = (id, name, version);
+        }
+        Ok(())
+    }
+
+    fn newest(&self, kind: SecretKind, query: &str) -> Result<(String, String, u64), CoreError> {
+        let object = self.resolve_secret(kind, query)?;
+        let version = object.latest().map_or(1, |latest| latest.version);
+        Ok((object.id.clone(), object.name.clone(), version))
+    }
+
     /// Names of the services whose spec uses the object, sorted.
     pub fn services_using(&self, kind: SecretKind, id: &str) -> Vec<String> {
         let mut names: Vec<String> = self
