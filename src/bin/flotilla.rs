@@ -2,8 +2,8 @@
 //! `flotilla::client`).
 //!
 //! Files: this one holds the top-level command and `main`; `args` the subcommands' arguments;
-//! `service_args` the flags `service create` and `update` share; `node` and `service` what
-//! those subcommands send and print.
+//! `service_args` the flags `service create` and `update` share; `node`, `service` and
+//! `secret` (secrets and configs) what those subcommands send and print.
 
 // The crate root of a binary looks for modules beside it (`src/bin/`), where every file is a
 // binary of its own; the paths keep this binary's modules in a folder of their own instead.
@@ -11,6 +11,8 @@
 mod args;
 #[path = "flotilla/node.rs"]
 mod node;
+#[path = "flotilla/secret.rs"]
+mod secret;
 #[path = "flotilla/service.rs"]
 mod service;
 #[path = "flotilla/service_args.rs"]
@@ -33,8 +35,9 @@ struct Cli {
     /// The node to talk to (default: the first manager in the configuration).
     #[arg(long, global = true, env = "FLOTILLA_HOST")]
     host: Option<String>,
-    /// The client configuration (written by `flotilla-node init`).
-    #[arg(long, global = true, env = "FLOTILLA_CONFIG")]
+    /// The client configuration (written by `flotilla-node init`). Given before the
+    /// subcommand, as Docker's `--config`: after it, `--config` is `service create`'s.
+    #[arg(long, env = "FLOTILLA_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -51,6 +54,12 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manage secrets (encrypted at rest, never shown).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// Manage configs (as secrets, but plain and shown by inspect).
+    #[command(subcommand)]
+    Config(secret::ConfigCommand),
     /// Fault injection (nodes started with --enable-chaos only).
     #[command(subcommand)]
     Chaos(ChaosCommand),
@@ -114,6 +123,8 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             Ok(())
         }
         Command::Service(command) => service::service(&client, command).await,
+        Command::Secret(command) => secret::secret(&client, command).await,
+        Command::Config(command) => secret::config(&client, command).await,
         Command::Chaos(ChaosCommand::KillActor { kind, id }) => {
             match client
                 .exchange(

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use crate::client::format::{short_id, state_since, table};
-use crate::net::admin::{NodeView, ServiceView, TaskView};
+use crate::client::format::{human_duration, short_id, state_since, table};
+use crate::core::secrets::SecretKind;
+use crate::net::admin::{NodeView, SecretView, ServiceView, TaskView};
 
 /// `table` or `json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,32 @@ pub fn services(rows: &[ServiceView], format: OutputFormat) -> String {
         })
         .collect();
     table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &body)
+}
+
+/// `secret ls` (ID NAME VERSION CREATED UPDATED) and `config ls` (ID NAME CREATED UPDATED,
+/// as Docker's).
+pub fn secrets(kind: SecretKind, rows: &[SecretView], format: OutputFormat, now_ms: u64) -> String {
+    if format == OutputFormat::Json {
+        return json(&rows);
+    }
+    let ago = |ms: u64| format!("{} ago", human_duration(now_ms.saturating_sub(ms)));
+    let is_secret = kind == SecretKind::Secret;
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let mut cells = vec![row.id.clone(), row.name.clone()];
+            if is_secret {
+                cells.push(row.version.to_string());
+            }
+            cells.extend([ago(row.created_at_ms), ago(row.updated_at_ms)]);
+            cells
+        })
+        .collect();
+    if is_secret {
+        table(&["ID", "NAME", "VERSION", "CREATED", "UPDATED"], &body)
+    } else {
+        table(&["ID", "NAME", "CREATED", "UPDATED"], &body)
+    }
 }
 
 /// `service ps` / `node ps`: the newest task of each slot, then its history as ` \_ ` rows.

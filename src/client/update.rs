@@ -3,6 +3,7 @@
 //! malformed one is refused before anything is sent, with the flag named in the error
 //! (`invalid --update-delay "5x": unit is ms, s, m or h`).
 
+use crate::core::mounts::{parse_config_reference, parse_secret_reference};
 use crate::core::ports::{parse_publish, PortConfig, PortProtocol};
 use crate::core::rollout::{
     parse_ratio, FailureAction, HealthCheck, HealthTest, UpdateConfig, UpdateOrder,
@@ -130,6 +131,15 @@ pub struct ServiceChanges {
     pub publish_add: Vec<String>,
     /// `--publish-rm PUBLISHED[/PROTOCOL]`: stop publishing a port.
     pub publish_rm: Vec<String>,
+    /// `--secret-add NAME|source=...`: give the tasks a secret (replacing one on the same
+    /// target).
+    pub secret_add: Vec<String>,
+    /// `--secret-rm NAME`: take a secret away.
+    pub secret_rm: Vec<String>,
+    /// `--config-add NAME|source=...`: as `--secret-add`, for a config.
+    pub config_add: Vec<String>,
+    /// `--config-rm NAME`: take a config away.
+    pub config_rm: Vec<String>,
 }
 
 /// Gives a parse error the flag's name instead of the generic `duration`, `cpu count` ...
@@ -367,6 +377,7 @@ pub fn apply_changes(
         &changes.rollback,
     )?;
     apply_publish_changes(&mut spec.ports, &changes.publish_add, &changes.publish_rm)?;
+    apply_mount_changes(&mut spec, changes)?;
     if changes.force {
         spec.force_update = spec.force_update.wrapping_add(1);
     }
@@ -420,6 +431,48 @@ fn apply_publish_changes(
         ports
             .retain(|port| !(port.published == added.published && port.protocol == added.protocol));
         ports.push(added);
+    }
+    Ok(())
+}
+
+/// `--secret-rm`/`--config-rm` then `--secret-add`/`--config-add`: a removal names the
+/// object (by name, or by the ID the reference holds); an addition replaces a reference on the
+/// same target, and is resolved to the object's newest version by the leader. Removing what
+/// the service does not use is an error, as in Docker.
+fn apply_mount_changes(spec: &mut ServiceSpec, changes: &ServiceChanges) -> Result<(), CoreError> {
+    for name in &changes.secret_rm {
+        let before = spec.secrets.len();
+        spec.secrets
+            .retain(|r| r.name != *name && r.secret_id != *name);
+        if spec.secrets.len() == before {
+            return Err(CoreError::parse(
+                "--secret-rm",
+                name,
+                "the service does not use this secret",
+            ));
+        }
+    }
+    for name in &changes.config_rm {
+        let before = spec.configs.len();
+        spec.configs
+            .retain(|r| r.name != *name && r.config_id != *name);
+        if spec.configs.len() == before {
+            return Err(CoreError::parse(
+                "--config-rm",
+                name,
+                "the service does not use this config",
+            ));
+        }
+    }
+    for text in &changes.secret_add {
+        let added = flagged("--secret-add", parse_secret_reference(text))?;
+        spec.secrets.retain(|r| r.target != added.target);
+        spec.secrets.push(added);
+    }
+    for text in &changes.config_add {
+        let added = flagged("--config-add", parse_config_reference(text))?;
+        spec.configs.retain(|r| r.target != added.target);
+        spec.configs.push(added);
     }
     Ok(())
 }

@@ -51,6 +51,95 @@ pub struct ConfigReference {
     pub mode: u32,
 }
 
+/// Parses `--secret` (as Docker): `NAME`, or `source=NAME[,target=FILE][,uid=N][,gid=N]
+/// [,mode=0400]` (`src` for `source`; the mode in octal). The secret's ID and version are
+/// left for the leader, which resolves the name to the newest version.
+pub fn parse_secret_reference(text: &str) -> Result<SecretReference, CoreError> {
+    let parts = parse_mount("--secret", text)?;
+    Ok(SecretReference {
+        target: parts.target.unwrap_or_else(|| parts.source.clone()),
+        name: parts.source,
+        secret_id: String::new(),
+        version: 0,
+        uid: parts.uid,
+        gid: parts.gid,
+        mode: parts.mode,
+    })
+}
+
+/// Parses `--config`, in the same form as [`parse_secret_reference`]; the target may be an
+/// absolute path.
+pub fn parse_config_reference(text: &str) -> Result<ConfigReference, CoreError> {
+    let parts = parse_mount("--config", text)?;
+    Ok(ConfigReference {
+        target: parts.target.unwrap_or_else(|| parts.source.clone()),
+        name: parts.source,
+        config_id: String::new(),
+        version: 0,
+        uid: parts.uid,
+        gid: parts.gid,
+        mode: parts.mode,
+    })
+}
+
+struct MountParts {
+    source: String,
+    target: Option<String>,
+    uid: String,
+    gid: String,
+    mode: u32,
+}
+
+fn parse_mount(flag: &'static str, text: &str) -> Result<MountParts, CoreError> {
+    let refuse = |reason: String| CoreError::parse(flag, text, reason);
+    let mut parts = MountParts {
+        source: String::new(),
+        target: None,
+        uid: String::new(),
+        gid: String::new(),
+        mode: MOUNT_MODE_DEFAULT,
+    };
+    if !text.contains('=') {
+        if text.is_empty() || text.contains(',') {
+            return Err(refuse("expected NAME or source=NAME[,target=...]".into()));
+        }
+        parts.source = text.to_string();
+        return Ok(parts);
+    }
+    for field in text.split(',') {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(refuse(format!("{field:?} is not KEY=VALUE")));
+        };
+        if value.is_empty() {
+            return Err(refuse(format!("{key} needs a value")));
+        }
+        match key.trim().to_ascii_lowercase().as_str() {
+            "source" | "src" => parts.source = value.to_string(),
+            "target" => parts.target = Some(value.to_string()),
+            "uid" => parts.uid = value.to_string(),
+            "gid" => parts.gid = value.to_string(),
+            "mode" => {
+                let digits = value.strip_prefix("0o").unwrap_or(value);
+                parts.mode = u32::from_str_radix(digits, 8)
+                    .ok()
+                    .filter(|mode| mode & !0o777 == 0)
+                    .ok_or_else(|| {
+                        refuse(format!("mode {value:?} is not an octal mode up to 0777"))
+                    })?;
+            }
+            other => {
+                return Err(refuse(format!(
+                    "unknown field {other:?}: expected source, target, uid, gid or mode"
+                )))
+            }
+        }
+    }
+    if parts.source.is_empty() {
+        return Err(refuse("source=NAME is required".into()));
+    }
+    Ok(parts)
+}
+
 /// Checks the `--secret`s and `--config`s of a spec before anything changes: a secret's
 /// target is a plain file name; a config's a plain file name or an absolute path without
 /// `..`; modes fit in `0777`; owners are numeric IDs (or empty, root); no two references of
@@ -157,6 +246,48 @@ mod tests {
             uid: "0".into(),
             gid: String::new(),
             mode: MOUNT_MODE_DEFAULT,
+        }
+    }
+
+    #[test]
+    fn references_parse_as_docker_writes_them() {
+        let short = parse_secret_reference("db_password").expect("name only");
+        assert_eq!(
+            (short.name.as_str(), short.target.as_str(), short.mode),
+            ("db_password", "db_password", MOUNT_MODE_DEFAULT)
+        );
+        let long = parse_secret_reference("source=db,target=password,uid=1000,gid=1000,mode=0400")
+            .expect("long form");
+        assert_eq!(
+            (
+                long.name.as_str(),
+                long.target.as_str(),
+                long.uid.as_str(),
+                long.gid.as_str(),
+                long.mode
+            ),
+            ("db", "password", "1000", "1000", 0o400)
+        );
+        let config = parse_config_reference("src=site,target=/etc/site.conf").expect("config");
+        assert_eq!(
+            (config.name.as_str(), config.target.as_str()),
+            ("site", "/etc/site.conf")
+        );
+        for (text, needle) in [
+            ("", "expected NAME"),
+            ("target=x", "source=NAME is required"),
+            ("source=db,mode=0999", "octal"),
+            ("source=db,mode=01777", "octal"),
+            ("source=db,colour=red", "unknown field"),
+            ("source=db,target", "not KEY=VALUE"),
+            ("source=db,target=", "needs a value"),
+        ] {
+            let error = parse_secret_reference(text).expect_err(text);
+            let message = error.to_string();
+            assert!(
+                message.contains(needle) && message.contains("--secret"),
+                "{message}"
+            );
         }
     }
 

@@ -7,6 +7,9 @@ use clap::{Subcommand, ValueEnum};
 use flotilla::client::render::OutputFormat;
 use flotilla::client::update::apply_shared_flags;
 use flotilla::core::model::Availability;
+use flotilla::core::mounts::{
+    parse_config_reference, parse_secret_reference, ConfigReference, SecretReference,
+};
 use flotilla::core::ports::{parse_publish, PortConfig};
 use flotilla::core::spec::{
     parse_cpus, parse_duration_ms, parse_key_value, parse_memory, Constraint, RestartCondition,
@@ -202,6 +205,14 @@ pub(crate) struct CreateArgs {
     /// [,proxy-protocol=v2] or N:N[/udp] (repeatable).
     #[arg(short = 'p', long, value_name = "SPEC", value_parser = parse_publish_arg)]
     pub(crate) publish: Vec<PortConfig>,
+    /// Give the tasks a secret: NAME or source=NAME[,target=FILE][,uid=N][,gid=N][,mode=0400]
+    /// (repeatable; default target NAME, mode 0444).
+    #[arg(long, value_name = "SECRET", value_parser = parse_secret_arg)]
+    pub(crate) secret: Vec<SecretReference>,
+    /// Give the tasks a config: NAME or source=NAME[,target=PATH][,uid=N][,gid=N][,mode=0444]
+    /// (repeatable).
+    #[arg(long, value_name = "CONFIG", value_parser = parse_config_arg)]
+    pub(crate) config: Vec<ConfigReference>,
     #[command(flatten)]
     pub(crate) health: HealthArgs,
     #[command(flatten)]
@@ -233,6 +244,12 @@ pub(crate) fn parse_duration_arg(text: &str) -> Result<u64, String> {
 }
 pub(crate) fn parse_publish_arg(text: &str) -> Result<PortConfig, String> {
     parse_publish(text).map_err(|e| e.to_string())
+}
+pub(crate) fn parse_secret_arg(text: &str) -> Result<SecretReference, String> {
+    parse_secret_reference(text).map_err(|e| e.to_string())
+}
+pub(crate) fn parse_config_arg(text: &str) -> Result<ConfigReference, String> {
+    parse_config_reference(text).map_err(|e| e.to_string())
 }
 pub(crate) fn parse_restart_condition(text: &str) -> Result<RestartCondition, String> {
     match text {
@@ -292,6 +309,8 @@ pub(crate) fn service_spec(args: &CreateArgs) -> Result<ServiceSpec, String> {
     spec.restart.delay_ms = args.restart_delay;
     spec.restart.max_attempts = args.restart_max_attempts;
     spec.ports = args.publish.clone();
+    spec.secrets = args.secret.clone();
+    spec.configs = args.config.clone();
     apply_shared_flags(
         &mut spec,
         &args.health.flags(),

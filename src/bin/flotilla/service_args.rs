@@ -179,6 +179,18 @@ pub(crate) struct UpdateArgs {
     /// Stop publishing a port: PUBLISHED[/tcp|udp].
     #[arg(long, value_name = "PUBLISHED")]
     pub(crate) publish_rm: Vec<String>,
+    /// Give the tasks a secret: NAME or source=NAME[,target=FILE][,uid=N][,gid=N][,mode=0400].
+    #[arg(long, value_name = "SECRET")]
+    pub(crate) secret_add: Vec<String>,
+    /// Take a secret away from the tasks (its name).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) secret_rm: Vec<String>,
+    /// Give the tasks a config: NAME or source=NAME[,target=PATH][,uid=N][,gid=N][,mode=0444].
+    #[arg(long, value_name = "CONFIG")]
+    pub(crate) config_add: Vec<String>,
+    /// Take a config away from the tasks (its name).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) config_rm: Vec<String>,
     /// Name, ID or unique ID prefix.
     pub(crate) service: String,
 }
@@ -209,6 +221,10 @@ impl UpdateArgs {
             force: self.force,
             publish_add: self.publish_add.clone(),
             publish_rm: self.publish_rm.clone(),
+            secret_add: self.secret_add.clone(),
+            secret_rm: self.secret_rm.clone(),
+            config_add: self.config_add.clone(),
+            config_rm: self.config_rm.clone(),
         }
     }
 }
