@@ -90,8 +90,26 @@ fn every_field_is_applied() {
         force: false,
         publish_add: Vec::new(),
         publish_rm: Vec::new(),
+        secret_add: vec!["source=db,target=password,mode=0400".into()],
+        secret_rm: Vec::new(),
+        config_add: vec!["site".into()],
+        config_rm: Vec::new(),
     };
     let spec = apply_changes(&base(), &changes).expect("valid changes");
+    assert_eq!(
+        (
+            spec.secrets.len(),
+            spec.secrets[0].target.as_str(),
+            spec.secrets[0].mode
+        ),
+        (1, "password", 0o400)
+    );
+    assert!(
+        spec.secrets[0].secret_id.is_empty(),
+        "the leader resolves the name"
+    );
+    assert_eq!(spec.configs.len(), 1);
+    assert_eq!(spec.configs[0].target, "site");
     assert_eq!(spec.image, "busybox:2");
     assert_eq!(
         spec.command,
@@ -473,6 +491,37 @@ fn a_combination_the_spec_forbids_is_refused() {
         ..ServiceChanges::default()
     };
     assert!(error_of(&huge).contains("24h"));
+}
+
+#[test]
+fn secrets_and_configs_are_removed_by_name_and_replaced_on_the_same_target() {
+    let mut start = base();
+    let with = |secret_add: &[&str], secret_rm: &[&str], config_rm: &[&str]| ServiceChanges {
+        secret_add: secret_add.iter().map(|s| s.to_string()).collect(),
+        secret_rm: secret_rm.iter().map(|s| s.to_string()).collect(),
+        config_rm: config_rm.iter().map(|s| s.to_string()).collect(),
+        ..ServiceChanges::default()
+    };
+    start =
+        apply_changes(&start, &with(&["db", "source=api,target=key"], &[], &[])).expect("added");
+    start.secrets[0].secret_id = "id-db".into();
+    start.secrets[0].version = 3;
+    let spec =
+        apply_changes(&start, &with(&["source=api2,target=key"], &[], &[])).expect("replaced");
+    assert_eq!(spec.secrets.len(), 2);
+    assert_eq!(
+        spec.secrets[0].version, 3,
+        "an untouched reference keeps its version"
+    );
+    assert_eq!(spec.secrets[1].name, "api2", "the same target is replaced");
+    let spec = apply_changes(&spec, &with(&[], &["db"], &[])).expect("removed");
+    assert_eq!(spec.secrets.len(), 1);
+    let error = apply_changes(&spec, &with(&[], &["db"], &[])).expect_err("gone already");
+    assert!(error.to_string().contains("--secret-rm"), "{error}");
+    let error = apply_changes(&spec, &with(&[], &[], &["site"])).expect_err("never had it");
+    assert!(error.to_string().contains("--config-rm"), "{error}");
+    let error = apply_changes(&spec, &with(&["source=x,uid=root"], &[], &[])).expect_err("uid");
+    assert!(error.to_string().contains("numeric"), "{error}");
 }
 
 #[test]
