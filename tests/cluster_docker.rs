@@ -634,3 +634,104 @@ fn a_published_port_reaches_docker_containers_through_every_node() {
     }
     cluster.cli_ok(None, &["service", "rm", &name]);
 }
+
+#[test]
+fn a_docker_task_reads_its_secret_and_config_from_read_only_tmpfs_mounts() {
+    if !docker_available() {
+        return;
+    }
+    let name = unique("dksecret");
+    let _containers = ContainerGuard {
+        service_name: name.clone(),
+    };
+    let files_root = tempfile::Builder::new()
+        .prefix("flotilla-docker-secrets")
+        .tempdir_in("/dev/shm")
+        .expect("a tmpfs directory in /dev/shm");
+    let mut cluster = Cluster::new(&[]).with_runtime("docker").with_env(
+        "FLOTILLA_FILES_ROOT",
+        &files_root.path().display().to_string(),
+    );
+    cluster.init();
+    cluster.join("worker");
+    let password = format!("pw-{}", unix_ms());
+    let created = cluster.cli_stdin(None, &["secret", "create", &name, "-"], password.as_bytes());
+    assert!(
+        created.status.success(),
+        "secret create: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let config = cluster.cli_stdin(None, &["config", "create", &name, "-"], b"listen 80\n");
+    assert!(
+        config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&config.stderr)
+    );
+    cluster.cli_ok(
+        None,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            &name,
+            "--secret",
+            &format!("source={name},target=password,mode=0400"),
+            "--config",
+            &format!("source={name},target=/etc/site.conf"),
+            "busybox:latest",
+            "sh",
+            "-c",
+            LOOP,
+        ],
+    );
+    cluster.wait_for_running(&name, 1, CONVERGE);
+    let containers = containers_of(&name);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let exec = |script: &str| {
+        Command::new("docker")
+            .args(["exec", &containers[0], "sh", "-c", script])
+            .output()
+            .expect("docker exec")
+    };
+    let read = exec(
+        "cat /run/secrets/password; echo; stat -c %a /run/secrets/password; cat /etc/site.conf",
+    );
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout),
+        format!("{password}\n400\nlisten 80\n")
+    );
+    let write = exec("echo leaked > /run/secrets/password");
+    assert!(
+        !write.status.success(),
+        "the secret's mount must be read-only"
+    );
+    let mounts = inspect(&containers[0])["Mounts"].clone();
+    let sources: Vec<&str> = mounts
+        .as_array()
+        .map(|all| all.iter().filter_map(|m| m["Source"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        sources
+            .iter()
+            .all(|source| source.starts_with(&files_root.path().display().to_string())),
+        "every file comes from the tmpfs root: {sources:?}"
+    );
+    cluster.cli_ok(None, &["service", "rm", &name]);
+    cluster.wait_until("the container and its files are gone", CONVERGE, || {
+        containers_of(&name).is_empty()
+            && std::fs::read_dir(files_root.path())
+                .map(|nodes| {
+                    nodes.flatten().all(|node| {
+                        std::fs::read_dir(node.path())
+                            .map_or(true, |mut tasks| tasks.next().is_none())
+                    })
+                })
+                .unwrap_or(true)
+    });
+}

@@ -6,36 +6,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, CLI_BIN};
+use common::Cluster;
 use serde_json::Value;
-
-/// Runs the CLI with `input` on stdin (`secret create NAME -`).
-fn cli_with_stdin(cluster: &Cluster, args: &[&str], input: &[u8]) -> std::process::Output {
-    let mut child = Command::new(CLI_BIN)
-        .arg("--config")
-        .arg(cluster.config())
-        .args(args)
-        .env_remove("FLOTILLA_HOST")
-        .env_remove("FLOTILLA_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flotilla");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    child.wait_with_output().expect("flotilla output")
-}
 
 fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -120,7 +96,7 @@ fn secrets_reach_only_their_tasks_rotate_by_rolling_update_and_never_touch_disk(
 
     let first = format!("first-{:032x}", rand::random::<u128>());
     let second = format!("second-{:032x}", rand::random::<u128>());
-    let created = cli_with_stdin(&cluster, &["secret", "create", "db", "-"], first.as_bytes());
+    let created = cluster.cli_stdin(None, &["secret", "create", "db", "-"], first.as_bytes());
     assert!(
         created.status.success(),
         "secret create: {}",
@@ -253,11 +229,7 @@ fn secrets_reach_only_their_tasks_rotate_by_rolling_update_and_never_touch_disk(
     );
 
     // Rotation: version 2, and the service rolls to it.
-    let rotated = cli_with_stdin(
-        &cluster,
-        &["secret", "rotate", "db", "-"],
-        second.as_bytes(),
-    );
+    let rotated = cluster.cli_stdin(None, &["secret", "rotate", "db", "-"], second.as_bytes());
     assert!(
         rotated.status.success(),
         "secret rotate: {}",

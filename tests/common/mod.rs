@@ -266,6 +266,29 @@ impl Cluster {
         command.output().expect("run flotilla")
     }
 
+    /// Runs the CLI with `input` on its stdin (`secret create NAME -`, `swarm unlock`).
+    pub fn cli_stdin(&self, host: Option<usize>, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut command = Command::new(CLI_BIN);
+        command.arg("--config").arg(self.config());
+        if let Some(host) = host {
+            command.arg("--host").arg(self.addr(host));
+        }
+        let mut child = command
+            .args(args)
+            .env_remove("FLOTILLA_HOST")
+            .env_remove("FLOTILLA_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run flotilla");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).expect("write the CLI's stdin");
+        }
+        child.wait_with_output().expect("flotilla output")
+    }
+
     /// Runs the CLI and returns stdout, failing the test with stderr if it fails.
     pub fn cli_ok(&self, host: Option<usize>, args: &[&str]) -> String {
         let output = self.cli(host, args);
