@@ -499,3 +499,36 @@ async fn a_failed_container_start_leaves_no_files() {
     ));
     assert!(runtime.list().await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn a_container_removed_by_hand_takes_its_files_with_it() {
+    let Some((runtime, guard)) = docker_node().await else {
+        return;
+    };
+    let task_id = unique("task");
+    let handle = runtime
+        .start(&spec(
+            &guard.node_id,
+            &task_id,
+            &["sh", "-c", "exec sleep 1000"],
+            db_pass_and_app_conf(),
+        ))
+        .await
+        .expect("starts");
+    let files_dir = runtime.files_dir(&task_id).expect("files dir");
+    assert!(files_dir.secrets_dir.join("db_pass").exists());
+    let removed = Command::new("docker")
+        .args(["rm", "-f", &handle.runtime_id])
+        .output()
+        .expect("docker rm");
+    assert!(removed.status.success());
+    // The destroy event reaches the runtime's events task, which removes the directory.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while files_dir.dir.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !files_dir.dir.exists(),
+        "a container destroyed outside the runtime leaves no secrets behind"
+    );
+}

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bollard::models::{
@@ -49,8 +49,9 @@ pub struct DockerRuntime {
     docker: Docker,
     board: Arc<ExitBoard>,
     events_task: JoinHandle<()>,
-    /// Root of the per-task secrets and configs directories (on a host tmpfs).
-    files_root: PathBuf,
+    /// Root of the per-task secrets and configs directories (on a host tmpfs); shared with
+    /// the events task, which removes the directory of a container destroyed by someone else.
+    files_root: Arc<RwLock<PathBuf>>,
 }
 
 impl Drop for DockerRuntime {
@@ -85,30 +86,39 @@ impl DockerRuntime {
             }
         }
         let board = Arc::new(ExitBoard::default());
+        let files_root = Arc::new(RwLock::new(files::files_root_from_env()));
         let events_task = tokio::spawn(docker_events::follow_events(
             docker.clone(),
             node_id.to_string(),
             Arc::clone(&board),
+            Arc::clone(&files_root),
         ));
         Ok(Self {
             node_id: node_id.to_string(),
             docker,
             board,
             events_task,
-            files_root: files::files_root_from_env(),
+            files_root,
         })
     }
 
     /// The same runtime with task secrets and configs under `root` (which must be on a tmpfs
     /// the engine can see) instead of the environment's or default root.
-    pub fn with_files_root(mut self, root: impl Into<PathBuf>) -> Self {
-        self.files_root = root.into();
+    pub fn with_files_root(self, root: impl Into<PathBuf>) -> Self {
+        *self
+            .files_root
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = root.into();
         self
+    }
+
+    fn files_root(&self) -> PathBuf {
+        docker_events::read_root(&self.files_root)
     }
 
     /// The host directory that holds (or would hold) `task_id`'s secrets and configs.
     pub fn files_dir(&self, task_id: &str) -> Result<TaskFilesDir, RuntimeError> {
-        TaskFilesDir::new(&self.files_root, &self.node_id, task_id)
+        TaskFilesDir::new(&self.files_root(), &self.node_id, task_id)
     }
 
     /// Write `spec`'s files on the host and return the read-only bind mounts that show them
@@ -132,7 +142,7 @@ impl DockerRuntime {
             dir.remove()?;
         }
         let Some(dir) = files::write_task_files(
-            &self.files_root,
+            &self.files_root(),
             &self.node_id,
             &spec.task_id,
             &spec.files,
