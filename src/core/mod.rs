@@ -36,6 +36,7 @@ pub mod assignment;
 pub mod clock;
 pub mod control_plan;
 pub mod error;
+pub mod event_history;
 pub mod events;
 pub mod format;
 pub mod gossip;
