@@ -9,6 +9,8 @@
 // binary of its own; the paths keep this binary's modules in a folder of their own instead.
 #[path = "flotilla/args.rs"]
 mod args;
+#[path = "flotilla/events.rs"]
+mod events;
 #[path = "flotilla/node.rs"]
 mod node;
 #[path = "flotilla/secret.rs"]
@@ -60,6 +62,8 @@ enum Command {
     /// Manage configs (as secrets, but plain and shown by inspect).
     #[command(subcommand)]
     Config(secret::ConfigCommand),
+    /// Stream the changes of the cluster state as they are applied.
+    Events(events::EventsArgs),
     /// Fault injection (nodes started with --enable-chaos only).
     #[command(subcommand)]
     Chaos(ChaosCommand),
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Service(command) => service::service(&client, command).await,
         Command::Secret(command) => secret::secret(&client, command).await,
         Command::Config(command) => secret::config(&client, command).await,
+        Command::Events(args) => events::events(&client, args).await,
         Command::Chaos(ChaosCommand::KillActor { kind, id }) => {
             match client
                 .exchange(

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::events::EventBatch;
 use crate::core::model::TaskState;
-use crate::core::secrets::SecretKind;
 use crate::core::store::{Event, Store};
 
 /// Records a manager keeps (about 10 MiB at ~1 KiB each).
@@ -26,8 +25,7 @@ pub const PAGE_RECORDS_MAX: usize = 500;
 pub struct EventRecord {
     /// The Raft index of the entry that made the change.
     pub index: u64,
-    /// When: the leader's clock at the change (Unix ms); for a removal, this manager's at
-    /// apply.
+    /// When this manager applied it (Unix ms): in index order on any one manager.
     pub time_ms: u64,
     /// `service`, `node`, `task`, `secret`, `config` or `cluster`.
     #[serde(rename = "type")]
@@ -91,6 +89,8 @@ pub struct EventHistory {
     lost_through: u64,
     /// Names of objects seen, so that a removal can still say what went.
     names: HashMap<(String, String), String>,
+    /// Removed objects whose names go at the next clean-up.
+    forgotten: Vec<(String, String)>,
 }
 
 impl EventHistory {
@@ -102,6 +102,7 @@ impl EventHistory {
             through_index: applied_index,
             lost_through: applied_index,
             names: HashMap::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -130,6 +131,11 @@ impl EventHistory {
             }
         }
         self.through_index = self.through_index.max(batch.through_index);
+        if self.forgotten.len() > self.capacity {
+            for key in std::mem::take(&mut self.forgotten) {
+                self.names.remove(&key);
+            }
+        }
     }
 
     /// The records `query` asks for, at most [`PAGE_RECORDS_MAX`].
@@ -172,13 +178,13 @@ impl EventHistory {
         now_ms: u64,
     ) -> Option<EventRecord> {
         let mut attributes = BTreeMap::new();
-        let (kind, action, id, time_ms) = match event {
+        let (kind, action, id) = match event {
             Event::ClusterChanged | Event::AutolockChanged => {
                 let cluster = store.cluster()?;
                 if matches!(event, Event::AutolockChanged) {
                     attributes.insert("autolock".into(), store.autolock().is_some().to_string());
                 }
-                ("cluster", "update", cluster.id.clone(), now_ms)
+                ("cluster", "update", cluster.id.clone())
             }
             Event::NodeChanged { node_id } => {
                 let node = store.node(node_id)?;
@@ -186,10 +192,10 @@ impl EventHistory {
                 attributes.insert("role".into(), format!("{:?}", node.role).to_lowercase());
                 attributes.insert("status".into(), format!("{:?}", node.status).to_lowercase());
                 let action = created_or_updated(node.meta.created_index, index);
-                ("node", action, node_id.clone(), node.meta.updated_at_ms)
+                ("node", action, node_id.clone())
             }
-            Event::NodeRemoved { node_id } => ("node", "remove", node_id.clone(), now_ms),
-            Event::CertificatesRevoked { node_id } => ("node", "revoke", node_id.clone(), now_ms),
+            Event::NodeRemoved { node_id } => ("node", "remove", node_id.clone()),
+            Event::CertificatesRevoked { node_id } => ("node", "revoke", node_id.clone()),
             Event::ServiceCreated { service_id } | Event::ServiceUpdated { service_id } => {
                 let service = store.service(service_id)?;
                 self.remember("service", service_id, &service.spec.name);
@@ -198,11 +204,9 @@ impl EventHistory {
                 } else {
                     "update"
                 };
-                ("service", action, service_id.clone(), service.meta.updated_at_ms)
+                ("service", action, service_id.clone())
             }
-            Event::ServiceRemoved { service_id } => {
-                ("service", "remove", service_id.clone(), now_ms)
-            }
+            Event::ServiceRemoved { service_id } => ("service", "remove", service_id.clone()),
             Event::TaskCreated(task) | Event::TaskUpdated(task) | Event::TaskRemoved(task) => {
                 let action = match event {
                     Event::TaskCreated(_) => "create",
@@ -220,15 +224,11 @@ impl EventHistory {
                 }
                 attributes.insert("state".into(), state_name(task.state));
                 attributes.insert("desired_state".into(), state_name(task.desired_state));
-                let stored = store.task(&task.task_id);
-                if let (Some(service), Some(slot)) = (&service_name, stored.and_then(|t| t.slot)) {
-                    attributes.insert("name".into(), format!("{service}.{slot}"));
+                let slot = store.task(&task.task_id).and_then(|t| t.slot);
+                if let (Some(service), Some(slot)) = (&service_name, slot) {
+                    self.remember("task", &task.task_id, &format!("{service}.{slot}"));
                 }
-                let time_ms = match (action, stored) {
-                    ("remove", _) | (_, None) => now_ms,
-                    (_, Some(stored)) => stored.meta.updated_at_ms,
-                };
-                ("task", action, task.task_id.clone(), time_ms)
+                ("task", action, task.task_id.clone())
             }
             Event::SecretChanged { kind, id } => {
                 let object = store.secret(*kind, id)?;
@@ -242,10 +242,9 @@ impl EventHistory {
                     "version".into(),
                     object.latest().map_or(0, |v| v.version).to_string(),
                 );
-                let time_ms = object.latest().map_or(now_ms, |v| v.created_at_ms);
-                (kind.as_str(), action, id.clone(), time_ms)
+                (kind.as_str(), action, id.clone())
             }
-            Event::SecretRemoved { kind, id } => (secret_kind(*kind), "remove", id.clone(), now_ms),
+            Event::SecretRemoved { kind, id } => (kind.as_str(), "remove", id.clone()),
         };
         if !attributes.contains_key("name") {
             if let Some(name) = self.names.get(&(kind.to_string(), id.clone())) {
@@ -253,11 +252,13 @@ impl EventHistory {
             }
         }
         if action == "remove" {
-            self.names.remove(&(kind.to_string(), id.clone()));
+            // Kept a little longer: the same entry's later events (a removed service's tasks)
+            // still name it. Forgotten when the map outgrows what the history holds.
+            self.forgotten.push((kind.to_string(), id.clone()));
         }
         Some(EventRecord {
             index,
-            time_ms,
+            time_ms: now_ms,
             kind: kind.to_string(),
             action: action.to_string(),
             id,
@@ -283,10 +284,6 @@ impl EventHistory {
         self.remember(kind, id, &name);
         Some(name)
     }
-}
-
-fn secret_kind(kind: SecretKind) -> &'static str {
-    kind.as_str()
 }
 
 fn created_or_updated(created_index: u64, index: u64) -> &'static str {
@@ -326,7 +323,10 @@ fn matches(record: &EventRecord, query: &EventQuery) -> bool {
             }
             "node" => {
                 (record.kind == "node" && record.id.starts_with(value))
-                    || record.attributes.get("node").is_some_and(|n| n.starts_with(value))
+                    || record
+                        .attributes
+                        .get("node")
+                        .is_some_and(|n| n.starts_with(value))
             }
             _ => false,
         })

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::event_history::{EventPage, EventQuery};
 use crate::core::model::{Availability, Node, NodeRole, Service, Task};
 use crate::core::ports::{display_ports, PublishMode};
 use crate::core::rollout::UpdateStatus;
@@ -184,6 +185,9 @@ pub enum AdminRequest {
         /// The unlock key as the operator typed it (`FLTKEY-1-...`).
         key: Plaintext,
     },
+    /// `events`: one page of the changes the manager addressed has applied (never
+    /// forwarded; every manager keeps its own history).
+    Events(EventQuery),
 }
 
 /// A manager's answer to a [`AdminRequest`].
@@ -216,6 +220,8 @@ pub enum AdminReply {
     Secrets(Vec<SecretView>),
     /// The unlock key to show (`None`: autolock is off, or was just turned off).
     UnlockKey(Option<Plaintext>),
+    /// A page of [`AdminRequest::Events`].
+    Events(EventPage),
 }
 
 /// A secret or config, as `secret ls --format json` and `secret inspect` print it. A

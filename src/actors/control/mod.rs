@@ -17,6 +17,10 @@
 //! - `admission`: joins;
 //! - `gossip_views`: the nodes' gossip views for `node inspect`;
 //! - `errors`: how failures reach the CLI.
+//!
+//! Each control actor also keeps its manager's history of applied changes for `events`
+//! (`core::event_history`), which it answers itself: a follower's history is as good as the
+//! leader's, and it survives a leader change.
 
 mod admission;
 mod errors;
@@ -30,9 +34,10 @@ use actix::prelude::*;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::actors::raft::{LeadershipChanged, RaftActor};
+use crate::actors::raft::{LeadershipChanged, RaftActor, StoreEvents};
 use crate::actors::transport::Request;
 use crate::consensus::store_machine::SharedStore;
+use crate::core::event_history::{EventHistory, HISTORY_RECORDS_MAX};
 use crate::core::secrets::Keyring;
 use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::control_proof::{ProofVerifier, SignedControl};
@@ -77,6 +82,8 @@ pub struct ControlActor {
     proofs: ProofVerifier,
     /// The cluster's data key.
     keyring: Keyring,
+    /// Recent applied changes, for `events`.
+    history: EventHistory,
 }
 
 impl ControlActor {
@@ -100,6 +107,7 @@ impl ControlActor {
             ids,
             proofs,
             keyring,
+            history: EventHistory::at(0, HISTORY_RECORDS_MAX),
         }
     }
 
@@ -122,10 +130,12 @@ impl Actor for ControlActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Subscribed before reading the index: a batch in between is recorded, not lost.
         self.raft.do_send(crate::actors::raft::Subscribe {
-            events: None,
+            events: Some(ctx.address().recipient()),
             leadership: Some(ctx.address().recipient()),
         });
+        self.history = EventHistory::at(self.store.read().applied_index(), HISTORY_RECORDS_MAX);
     }
 }
 
@@ -134,6 +144,15 @@ impl Handler<LeadershipChanged> for ControlActor {
 
     fn handle(&mut self, leadership: LeadershipChanged, _: &mut Context<Self>) {
         self.leadership.send_replace(Some(leadership));
+    }
+}
+
+impl Handler<StoreEvents> for ControlActor {
+    type Result = ();
+
+    fn handle(&mut self, StoreEvents(batch): StoreEvents, _: &mut Context<Self>) {
+        let now_ms = crate::actors::environment::system_now_ms();
+        self.history.record(&batch, &self.store.read(), now_ms);
     }
 }
 
@@ -163,6 +182,10 @@ impl Handler<Control> for ControlActor {
         {
             // "node ps" without a node means the node the admin addressed: the forwarder.
             *node = Some(via.clone());
+        }
+        if let AdminRequest::Events(query) = &request {
+            let page = self.history.page(query);
+            return Box::pin(async move { Ok(AdminReply::Events(page)) });
         }
         let context = self.context();
         Box::pin(async move {
