@@ -4,7 +4,8 @@
 //! The leader picks them ([`files_for`]) from the tasks it is about to send, so they follow
 //! from the tasks and the set's version (a digest of the tasks) needs no part of them: a
 //! version's data never changes, and `secret rotate` moves services to a new version, which
-//! means new tasks. The worker ([`FileKey`]) keeps them in memory only.
+//! means new tasks. The worker keeps them in memory only, by [`FileKey`]
+//! (`actors::worker::files`), and builds each task's files from its references.
 
 use std::collections::BTreeMap;
 use std::fmt;
