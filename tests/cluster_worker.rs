@@ -529,12 +529,14 @@ async fn an_orphan_sweep_spares_the_containers_of_a_newer_assignment_set() {
         tasks: vec![first.clone()],
         node_id: "node-a".into(),
         sequence: 1,
+        files: Vec::new(),
     }));
     worker.do_send(ApplyAssignments(AssignmentSet {
         version: 2,
         tasks: vec![first, sim_task("t2", 2)],
         node_id: "node-a".into(),
         sequence: 2,
+        files: Vec::new(),
     }));
     // Long enough for both sweeps to return and act.
     actix_rt::time::sleep(Duration::from_millis(1_500)).await;
@@ -647,6 +649,7 @@ fn set_for(node_id: &str, sequence: u64, tasks: Vec<Task>) -> AssignmentSet {
         tasks,
         node_id: node_id.into(),
         sequence,
+        files: Vec::new(),
     }
 }
 

@@ -401,6 +401,7 @@ fn assignments_for_one_node_are_never_applied_by_another() {
         tasks: Vec::new(),
         node_id: a_id.clone(),
         sequence: u64::MAX / 2,
+        files: Vec::new(),
     };
     let _ = push(&cluster.node_credentials(0), for_a);
     // B's own name on it, but from a worker's certificate: refused by the transport.
@@ -409,6 +410,7 @@ fn assignments_for_one_node_are_never_applied_by_another() {
         tasks: Vec::new(),
         node_id: b_id.clone(),
         sequence: u64::MAX / 2,
+        files: Vec::new(),
     };
     assert_forbidden(
         push(&cluster.node_credentials(a), from_worker),

@@ -5,6 +5,10 @@
 //! Both sides live here, beside each other, so the rule that decides which tasks a node is
 //! told about and the rule that decides which of them it runs cannot drift apart. The
 //! dispatcher and the worker actor only carry sets over the wire and act on these answers.
+//!
+//! - [`delivery`]: the secrets and configs a set carries for its tasks (SPEC §9).
+
+pub mod delivery;
 
 use std::collections::HashSet;
 
@@ -32,6 +36,12 @@ pub struct AssignmentSet {
     /// separate streams, and a worker never applies an older one after a newer.
     #[serde(default)]
     pub sequence: u64,
+    /// The plaintext of the secrets and configs the tasks reference (see [`delivery`]), filled
+    /// by the leader for this node only. Not part of the version: it follows from the tasks.
+    /// The worker keeps it in memory and never saves it (`actors::worker::persist`). (No
+    /// `skip_serializing_if`: bincode, on the wire, reads every field.)
+    #[serde(default)]
+    pub files: Vec<delivery::DeliveredFile>,
 }
 
 impl AssignmentSet {
@@ -42,6 +52,18 @@ impl AssignmentSet {
             tasks: Vec::new(),
             node_id: node_id.to_string(),
             sequence: 0,
+            files: Vec::new(),
+        }
+    }
+
+    /// The set without its files: what may be written to disk or shown.
+    pub fn without_files(&self) -> AssignmentSet {
+        AssignmentSet {
+            version: self.version,
+            tasks: self.tasks.clone(),
+            node_id: self.node_id.clone(),
+            sequence: self.sequence,
+            files: Vec::new(),
         }
     }
 }
@@ -64,13 +86,14 @@ pub fn live_tasks_of<'s>(store: &'s Store, node_id: &str) -> impl Iterator<Item 
 
 /// Every task a node must know of: those placed on it that have not finished. The version is a
 /// digest of the tasks and their desired states, so equal sets have equal versions on any
-/// leader.
+/// leader. It carries no files: the leader adds them with [`delivery::files_for`].
 pub fn assignment_set(store: &Store, node_id: &str) -> AssignmentSet {
     AssignmentSet {
         version: assignment_version(store, node_id),
         tasks: live_tasks_of(store, node_id).cloned().collect(),
         node_id: node_id.to_string(),
         sequence: store.applied_index(),
+        files: Vec::new(),
     }
 }
 
@@ -253,6 +276,7 @@ mod tests {
             tasks,
             node_id: "n1".into(),
             sequence: version,
+            files: Vec::new(),
         }
     }
 
@@ -262,6 +286,7 @@ mod tests {
             tasks: Vec::new(),
             node_id: node_id.into(),
             sequence,
+            files: Vec::new(),
         }
     }
 

@@ -211,6 +211,7 @@ mod tests {
                     tasks: vec![sample_task(&id)],
                     node_id: "n1".into(),
                     sequence: version,
+                    files: Vec::new(),
                 }),
                 role_change: None,
                 renewed_cert_pem: Some(id.clone()),
@@ -220,6 +221,7 @@ mod tests {
                 tasks: vec![sample_task(&id)],
                 node_id: id,
                 sequence: version,
+                files: Vec::new(),
             })),
             (".*", any::<i64>()).prop_map(|(task_id, code)| Message::TaskStatuses(vec![
                 TaskStatusUpdate {

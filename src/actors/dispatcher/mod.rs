@@ -6,9 +6,11 @@
 //! set (pushing the set when the store changes it, and answering a heartbeat that reports a
 //! stale version with the full set), group-commits task status reports (`statuses`), adds
 //! managers to the Raft group (`membership`) and hands promoted or demoted nodes their new
-//! credentials (`credentials`).
+//! credentials (`credentials`). Each set it sends carries the plaintext of the secrets and
+//! configs that node's tasks reference, opened with the keyring's data key (`delivery`).
 
 mod credentials;
+mod delivery;
 mod membership;
 mod statuses;
 
@@ -24,7 +26,7 @@ use crate::actors::environment::NodeEnvironment;
 use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
 use crate::actors::transport::SendMessage;
 use crate::consensus::store_machine::SharedStore;
-use crate::core::assignment::{assignment_set, assignment_version};
+use crate::core::assignment::assignment_version;
 use crate::core::events::{Delivery, EventCursor};
 use crate::core::model::{NodeRole, NodeStatus};
 use crate::core::sessions::{self, NodeSessions, SessionCheck, MISSED_HEARTBEATS_DOWN};
@@ -92,7 +94,7 @@ pub struct DispatcherActor {
     statuses_in_flight: bool,
     role_changes: RoleChanges,
     events: EventCursor,
-    /// The cluster's data key, which opens the secrets delivered to nodes.
+    /// The cluster's data key, which opens the secrets delivered to nodes (`delivery`).
     keyring: Keyring,
 }
 
@@ -177,10 +179,10 @@ impl DispatcherActor {
         if self.pushed.get(node_id) == Some(&assignment_version(store, node_id)) {
             return;
         }
-        let set = assignment_set(store, node_id);
         let Ok(addr) = node.addr.parse() else {
             return;
         };
+        let set = self.full_set(store, node_id);
         self.pushed.insert(node_id.to_string(), set.version);
         // Only a server with this node's certificate gets the set: a wrong address in the
         // node's record (or a node that lied about it) reaches no other node.
@@ -254,7 +256,7 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
         let version = assignment_version(&store, &beat.node_id);
         let assignments = (version != beat.heartbeat.assignments_version).then(|| {
             self.pushed.insert(beat.node_id.clone(), version);
-            assignment_set(&store, &beat.node_id)
+            self.full_set(&store, &beat.node_id)
         });
         let manager_addrs = store
             .nodes()

@@ -101,6 +101,9 @@ pub struct ReplicaActor {
     mesh: Option<Mesh>,
     /// The task's secrets and configs, in memory (SPEC §9).
     files: Vec<TaskFile>,
+    /// Why the task may not start: a file it references was not delivered (see
+    /// [`ReplicaActor::with_undelivered`]).
+    undelivered: Option<String>,
 }
 
 impl ReplicaActor {
@@ -124,12 +127,21 @@ impl ReplicaActor {
             endpoints: Vec::new(),
             mesh: None,
             files: Vec::new(),
+            undelivered: None,
         }
     }
 
     /// Give the task its secrets and configs, delivered by the leader.
     pub fn with_files(mut self, files: Vec<TaskFile>) -> Self {
         self.files = files;
+        self
+    }
+
+    /// A file the task references was not delivered (`message` names it): starting the task
+    /// fails with `message` rather than running it without the file. Re-attaching to what
+    /// already runs (its files are already in place) is unaffected.
+    pub fn with_undelivered(mut self, message: String) -> Self {
+        self.undelivered = Some(message);
         self
     }
 
@@ -314,6 +326,7 @@ impl ReplicaActor {
         let runtime = self.runtime.clone();
         let spec = self.spec();
         let task_id = self.task.id.clone();
+        let undelivered = self.undelivered.clone();
         if !reattaching {
             self.report(TaskState::Starting, "starting", None, None);
         }
@@ -346,6 +359,9 @@ impl ReplicaActor {
                 Ok(None) if reattaching => return Attached::Vanished,
                 Ok(None) => {}
                 Err(error) => return Attached::Failed(error.to_string()),
+            }
+            if let Some(message) = undelivered {
+                return Attached::Failed(message);
             }
             match runtime.start(&spec).await {
                 Ok(handle) => Attached::Running {

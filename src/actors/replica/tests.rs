@@ -500,3 +500,67 @@ async fn a_task_in_the_mesh_is_stopped_only_after_the_mesh_stops_routing_to_it()
     fixture.wait_for(TaskState::Shutdown, 1).await;
     mesh.close();
 }
+
+/// A replica given `undelivered` (a file its task references was not delivered), adopting
+/// only or not.
+fn undelivered_fixture(task: Task, runtime: Arc<SimRuntime>, adopt_only: bool) -> Fixture {
+    let updates = Arc::new(Mutex::new(Vec::new()));
+    let reports = Collector {
+        updates: updates.clone(),
+    }
+    .start()
+    .recipient();
+    let (actor_task, actor_runtime) = (task.clone(), runtime.clone());
+    let replica = Supervisor::start(move |_| {
+        let runtime: Arc<dyn ContainerRuntime> = actor_runtime;
+        let replica = ReplicaActor::new(actor_task, runtime, reports)
+            .with_undelivered("secret db_pass version 2 not delivered".into());
+        if adopt_only {
+            replica.adopt_only()
+        } else {
+            replica
+        }
+    });
+    Fixture {
+        task,
+        runtime,
+        updates,
+        replica: Some(replica),
+    }
+}
+
+#[actix_rt::test]
+async fn a_task_missing_a_delivered_file_fails_its_start_and_never_runs_without_it() {
+    let fixture = undelivered_fixture(
+        assigned_task("t-undelivered"),
+        Arc::new(SimRuntime::new(NODE_ID, 0)),
+        false,
+    );
+    let failed = fixture.wait_for(TaskState::Failed, 1).await;
+    assert_eq!(
+        failed.status.error.as_deref(),
+        Some("secret db_pass version 2 not delivered")
+    );
+    assert_eq!(
+        fixture.next_start_id().await,
+        "sim-1",
+        "nothing was started"
+    );
+}
+
+#[actix_rt::test]
+async fn a_running_task_missing_its_files_in_memory_is_still_re_attached() {
+    // After a node restart: the task runs, its files are in its tmpfs directory, and the
+    // worker holds none of them yet.
+    let runtime = Arc::new(SimRuntime::new(NODE_ID, 0));
+    let task = assigned_task("t-restarted");
+    let existing = runtime
+        .start(&container_spec(&task))
+        .await
+        .expect("starts")
+        .runtime_id;
+    let fixture = undelivered_fixture(task, runtime, true);
+    let running = fixture.wait_for(TaskState::Running, 1).await;
+    assert_eq!(running.runtime_id, Some(existing));
+    assert!(!fixture.states().contains(&TaskState::Failed));
+}

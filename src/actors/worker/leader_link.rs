@@ -114,7 +114,9 @@ impl Handler<Beat> for WorkerActor {
             expect: Expect::Role(Role::Manager),
             message: WireMessage::Heartbeat(Heartbeat {
                 description: self.description.clone(),
-                assignments_version: self.assignments.version,
+                // 0 while the files of a saved set's tasks have not come from a leader: it
+                // then sends the whole set, files included (see `files`).
+                assignments_version: self.files.reported_version(&self.assignments),
                 node_id: self.node_id.clone(),
                 renewal_csr_der: self
                     .renewal

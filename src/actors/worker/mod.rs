@@ -7,8 +7,10 @@
 //! mailbox, the timers and the I/O.
 //!
 //! - [`leader_link`]: heartbeats, following the leader, status batches.
-//! - [`persist`]: the saved copy of the assignment set.
+//! - [`persist`]: the saved copy of the assignment set (never its files).
+//! - `files`: the secrets and configs delivered with the set, in memory only.
 
+mod files;
 mod leader_link;
 pub mod persist;
 mod renewal;
@@ -91,7 +93,10 @@ pub struct WorkerActor {
     /// The node's routing mesh, handed to replicas (they drain out of it before stopping).
     mesh: Option<Mesh>,
     period: Duration,
+    /// The held set, without its files (they are in `files`).
     assignments: AssignmentSet,
+    /// The secrets and configs the leader delivered for the held set's tasks, in memory only.
+    files: files::HeldFiles,
     /// Whether `assignments` came from the leader (not only from the state directory).
     authoritative: bool,
     state_dir: PathBuf,
@@ -152,6 +157,7 @@ impl WorkerActor {
             mesh: None,
             period,
             assignments,
+            files: files::HeldFiles::default(),
             authoritative: false,
             state_dir,
             runtime: None,
@@ -193,7 +199,7 @@ impl WorkerActor {
         self
     }
 
-    fn apply(&mut self, ctx: &mut Context<Self>, set: AssignmentSet) {
+    fn apply(&mut self, ctx: &mut Context<Self>, mut set: AssignmentSet) {
         match assignment::judge(&self.node_id, &self.assignments, &set) {
             Arrival::NotOurs => {
                 tracing::warn!(
@@ -211,15 +217,19 @@ impl WorkerActor {
             }
             Arrival::Confirm => {
                 self.assignments.sequence = set.sequence;
+                let had_files = self.files.delivered_by_leader();
+                self.files.take(set.files, &self.assignments);
                 // The same set, but now the leader's: what only its set may do (the orphan
-                // sweep, settling stopped tasks) is due.
-                if !std::mem::replace(&mut self.authoritative, true) {
+                // sweep, settling stopped tasks) is due, and its files are here.
+                if !std::mem::replace(&mut self.authoritative, true) || !had_files {
                     self.reconcile(ctx);
                 }
             }
             Arrival::Replace => {
                 self.authoritative = true;
+                let files = std::mem::take(&mut set.files);
                 self.assignments = set;
+                self.files.take(files, &self.assignments);
                 self.persist(ctx);
                 self.reconcile(ctx);
             }
@@ -247,8 +257,18 @@ impl WorkerActor {
             let adopt_only = plan.adopt_only;
             let host_ip = self.host_ip();
             let mesh = self.mesh.clone();
+            let files = self.files.for_task(&task);
+            if let Some(message) = &files.undelivered {
+                if !adopt_only {
+                    tracing::warn!(task = %task_id, "{message}; the task fails to start");
+                }
+            }
             let replica = Supervisor::start(move |_| {
-                let mut replica = ReplicaActor::new(task, runtime, reports);
+                let mut replica =
+                    ReplicaActor::new(task, runtime, reports).with_files(files.files.clone());
+                if let Some(message) = files.undelivered.clone() {
+                    replica = replica.with_undelivered(message);
+                }
                 if let Some(ip) = host_ip {
                     replica = replica.with_host_ip(ip);
                 }

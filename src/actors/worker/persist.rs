@@ -29,9 +29,10 @@ pub fn load_assignments(state_dir: &Path) -> Option<AssignmentSet> {
     }
 }
 
-/// Saves `set` atomically, with mode 0600 like every file of the state directory.
+/// Saves `set` atomically, with mode 0600 like every file of the state directory. Its files
+/// (secret plaintext) are never saved: they are left out here whatever the caller holds.
 pub fn save_assignments(state_dir: &Path, set: &AssignmentSet) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(set)?;
+    let bytes = serde_json::to_vec(&set.without_files())?;
     write_atomically(&state_dir.join(ASSIGNMENTS_FILE), &bytes)
 }
 
@@ -110,6 +111,7 @@ mod tests {
             tasks: Vec::new(),
             node_id: "n1".into(),
             sequence: 7,
+            files: Vec::new(),
         };
         save_assignments(dir.path(), &set).expect("saved");
         assert_eq!(load_assignments(dir.path()), Some(set));
@@ -118,6 +120,66 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_saved_set_holds_its_tasks_but_never_their_secrets_or_configs() {
+        use crate::core::assignment::delivery::{DeliveredFile, FileKey};
+        use crate::core::model::{Service, Task};
+        use crate::core::mounts::SecretReference;
+        use crate::core::secrets::{Plaintext, SecretKind};
+        use crate::core::spec::ServiceSpec;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spec = ServiceSpec::new("web", "busybox");
+        spec.secrets = vec![SecretReference {
+            name: "db_pass".into(),
+            secret_id: "x1".into(),
+            version: 1,
+            target: "db_pass".into(),
+            uid: String::new(),
+            gid: String::new(),
+            mode: 0o400,
+        }];
+        let task = Task::new(
+            "t1".into(),
+            &Service::new("s1".into(), spec),
+            Some(1),
+            Some("n1".into()),
+        );
+        let file = |kind, id: &str, data: &[u8]| DeliveredFile {
+            key: FileKey {
+                kind,
+                id: id.into(),
+                version: 1,
+            },
+            data: Plaintext(data.to_vec()),
+        };
+        let set = AssignmentSet {
+            version: 42,
+            tasks: vec![task],
+            node_id: "n1".into(),
+            sequence: 7,
+            files: vec![
+                file(SecretKind::Secret, "x1", b"hunter2-plaintext"),
+                file(SecretKind::Config, "c1", b"config-plaintext"),
+            ],
+        };
+        save_assignments(dir.path(), &set).expect("saved");
+        let written = std::fs::read(dir.path().join(ASSIGNMENTS_FILE)).expect("read");
+        let text = String::from_utf8_lossy(&written);
+        for plaintext in ["hunter2-plaintext", "config-plaintext"] {
+            assert!(!text.contains(plaintext), "{plaintext} saved: {text}");
+        }
+        // serde_json writes bytes as arrays of numbers: look for those too.
+        let as_numbers = serde_json::to_string(&b"hunter2-plaintext".to_vec()).expect("json");
+        let as_numbers = as_numbers.trim_matches(|c| c == '[' || c == ']');
+        assert!(!text.contains(as_numbers), "secret bytes saved: {text}");
+        // The tasks (and their references) are kept; the files come again from the leader.
+        let loaded = load_assignments(dir.path()).expect("loads");
+        assert_eq!(loaded.tasks, set.tasks);
+        assert!(loaded.files.is_empty());
+        assert_eq!(loaded, set.without_files());
     }
 
     #[test]
