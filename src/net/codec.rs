@@ -290,6 +290,7 @@ mod tests {
                         cert_pem,
                         ca_pem,
                         manager_addrs,
+                        data_key: None,
                     })
                 }),
             (any::<u64>(), any::<u64>(), bytes())

@@ -281,6 +281,11 @@ pub struct JoinAccepted {
     pub ca_pem: String,
     /// Addresses of the managers, for the node's configuration.
     pub manager_addrs: Vec<String>,
+    /// The cluster's data key (SPEC §9), for a manager only, never a worker; `None` also when
+    /// the leader holds none (a state directory older than secrets). Its `Debug` shows only
+    /// the size.
+    #[serde(default)]
+    pub data_key: Option<crate::core::secrets::Plaintext>,
 }
 
 /// A raft-rs message between two managers.

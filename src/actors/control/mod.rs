@@ -15,10 +15,12 @@
 //! - `writes`: proposes a planned write;
 //! - `roles`: `node promote` / `node demote`;
 //! - `admission`: joins;
+//! - `autolock`: `swarm update --autolock`, `swarm unlock-key`;
 //! - `gossip_views`: the nodes' gossip views for `node inspect`;
 //! - `errors`: how failures reach the CLI.
 
 mod admission;
+mod autolock;
 mod errors;
 mod gossip_views;
 mod reads;
@@ -38,6 +40,7 @@ use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::control_proof::{ProofVerifier, SignedControl};
 use crate::net::message::{ErrorKind, JoinAccepted, JoinRequest, WireError};
 
+pub use autolock::{open_unlock_key, seal_unlock_key, UNLOCK_KEY_CONTEXT};
 pub use errors::wire_error;
 pub use reads::join_token;
 pub use routing::FORWARD_TIMEOUT;
@@ -163,6 +166,9 @@ impl Handler<Control> for ControlActor {
         {
             // "node ps" without a node means the node the admin addressed: the forwarder.
             *node = Some(via.clone());
+        }
+        if let AdminRequest::SwarmUnlock { .. } = request {
+            return Box::pin(async move { Err(autolock::not_locked()) });
         }
         let context = self.context();
         Box::pin(async move {
