@@ -183,3 +183,45 @@ fn an_autolocked_manager_stays_locked_until_the_right_key_unlocks_it() {
         || cluster.nodes_json(Some(follower)).is_some(),
     );
 }
+
+#[test]
+fn a_promoted_worker_fetches_the_data_key_and_a_demoted_one_drops_it() {
+    let mut cluster = Cluster::new(&[]);
+    cluster.init();
+    let worker = cluster.join("worker");
+    let worker_id = cluster.node_id(worker);
+    let worker_dir = cluster.nodes[worker].state_dir.clone();
+    assert!(
+        !worker_dir.join(DATA_KEY_FILE).exists() && !worker_dir.join(KEK_FILE).exists(),
+        "a worker never holds the data key"
+    );
+    let output = cluster.cli_ok(None, &["swarm", "update", "--autolock=true"]);
+    let unlock_key = printed_key(&output);
+
+    cluster.cli_ok(None, &["node", "promote", &worker_id]);
+    // It restarts as a manager without the key, fetches it from the leader and, autolock
+    // being on, wraps it by the unlock key.
+    cluster.wait_until(
+        "the promoted manager holds the data key, wrapped by the unlock key",
+        Duration::from_secs(30),
+        || {
+            String::from_utf8_lossy(&key_file(&cluster, worker)).contains("\"by_unlock_key\": true")
+                && !worker_dir.join(KEK_FILE).exists()
+        },
+    );
+    restart_locked(&mut cluster, worker);
+    let right = unlock(&cluster, worker, &unlock_key);
+    assert!(right.status.success(), "{}", stderr(&right));
+    cluster.wait_until(
+        "the unlocked manager serves again",
+        Duration::from_secs(15),
+        || cluster.nodes_json(Some(worker)).is_some(),
+    );
+
+    cluster.cli_ok(None, &["node", "demote", &worker_id]);
+    cluster.wait_until(
+        "the demoted node deletes its key files",
+        Duration::from_secs(30),
+        || !worker_dir.join(DATA_KEY_FILE).exists() && !worker_dir.join(KEK_FILE).exists(),
+    );
+}

@@ -299,6 +299,8 @@ mod tests {
                 .prop_map(|(kind, message)| Message::Error(WireError { kind, message })),
             any_structured_message(),
             any_gossip_message(),
+            Just(Message::DataKeyFetch),
+            bytes().prop_map(|bytes| Message::DataKey(crate::core::secrets::Plaintext(bytes))),
         ]
     }
 
@@ -363,7 +365,9 @@ mod tests {
             | Message::GossipHello
             | Message::GossipIdentity(_)
             | Message::GossipViewRequest
-            | Message::GossipViewReply(_) => {}
+            | Message::GossipViewReply(_)
+            | Message::DataKeyFetch
+            | Message::DataKey(_) => {}
         }
     }
 

@@ -27,7 +27,7 @@ use crate::net::tls::{Credentials, Role};
 use crate::net::transport::{Transport, TransportConfig};
 use crate::node::credential_keeper::CredentialKeeper;
 use crate::node::daemon::{DaemonError, RunningNode};
-use crate::node::key_keeper::KeyKeeper;
+use crate::node::key_keeper::{KeyFetch, KeyKeeper};
 use crate::node::locked::UnlockedEndpoint;
 use crate::node::raft_start::{replica_config, ManagerStart};
 use crate::node::role_restart::RoleRestarter;
@@ -185,6 +185,11 @@ pub(crate) async fn run(
                 store.clone(),
                 keyring.clone(),
                 raft.clone(),
+                KeyFetch {
+                    requests: transport_actor.clone().recipient(),
+                    own_addr: settings.advertise_addr.clone(),
+                    manager_addrs: settings.manager_addrs.clone(),
+                },
             )
             .start();
             let control = ControlActor::new(
