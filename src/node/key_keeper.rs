@@ -37,6 +37,8 @@ pub const FETCH_ATTEMPTS_MAX: u32 = 8;
 pub const FETCH_BACKOFF_MS: u64 = 500;
 /// The longest wait between two rounds.
 pub const FETCH_BACKOFF_MAX_MS: u64 = 16_000;
+/// How long the files wait for a store that is ahead of the batch that changed autolock.
+pub const SETTLE_WAIT_MS: u64 = 500;
 /// How long one manager may take to answer.
 pub const FETCH_TIMEOUT_MS: u64 = 3_000;
 
@@ -57,6 +59,8 @@ pub struct KeyKeeper {
     keyring: Keyring,
     raft: Addr<RaftActor>,
     fetch: KeyFetch,
+    /// Autolock changed and the files have not followed yet.
+    pending: bool,
 }
 
 impl KeyKeeper {
@@ -75,6 +79,7 @@ impl KeyKeeper {
             keyring,
             raft,
             fetch,
+            pending: false,
         }
     }
 
@@ -167,6 +172,16 @@ impl KeyKeeper {
         }
     }
 
+    fn settle(&mut self) {
+        if !self.pending {
+            return;
+        }
+        self.pending = false;
+        if let Err(error) = self.reconcile() {
+            tracing::error!(%error, "cannot rewrap the data key for the new autolock setting");
+        }
+    }
+
     fn reconcile(&self) -> Result<(), DaemonError> {
         let sealed = {
             let store = self.store.read();
@@ -219,17 +234,25 @@ impl Actor for KeyKeeper {
 impl Handler<StoreEvents> for KeyKeeper {
     type Result = ();
 
-    fn handle(&mut self, StoreEvents(batch): StoreEvents, _: &mut Context<Self>) {
+    fn handle(&mut self, StoreEvents(batch): StoreEvents, ctx: &mut Context<Self>) {
         let changed = batch.lossy
             || batch
                 .events
                 .iter()
                 .any(|indexed| matches!(indexed.event, Event::AutolockChanged));
-        if !changed {
+        self.pending |= changed;
+        if !self.pending {
             return;
         }
-        if let Err(error) = self.reconcile() {
-            tracing::error!(%error, "cannot rewrap the data key for the new autolock setting");
+        // The store may be ahead of this batch (the replay of the log at a restart): a
+        // setting it has already left behind (autolock off, then on again) must not be
+        // written, not even briefly; the batch that catches up, or a short wait, settles it.
+        if self.store.read().applied_index() <= batch.through_index {
+            self.settle();
+        } else if changed {
+            ctx.run_later(Duration::from_millis(SETTLE_WAIT_MS), |keeper, _| {
+                keeper.settle()
+            });
         }
     }
 }

@@ -201,3 +201,123 @@ pub async fn wait_for_unlock(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::secrets::Plaintext;
+    use crate::net::control_proof;
+    use crate::net::message::RaftEnvelope;
+    use crate::net::tls::{ClusterCa, Role};
+
+    struct Fixture {
+        locked: Locked,
+        admin: Credentials,
+        key: DataKey,
+        unlock: UnlockKey,
+        _unlocked: oneshot::Receiver<DataKey>,
+    }
+
+    fn fixture() -> Fixture {
+        let ca = ClusterCa::create("c1").expect("ca");
+        let admin = ca.issue("admin", Role::Admin, 0).expect("admin");
+        let key = DataKey::generate().expect("key");
+        let unlock = UnlockKey::generate().expect("unlock key");
+        let wrapped = unlock.key_encryption_key().wrap(&key, true).expect("wrap");
+        let (sender, receiver) = oneshot::channel();
+        Fixture {
+            locked: Locked {
+                proofs: ProofVerifier::new(ca.cert_pem()).expect("verifier"),
+                wrapped,
+                unlocked: Some(sender),
+            },
+            admin,
+            key,
+            unlock,
+            _unlocked: receiver,
+        }
+    }
+
+    fn inbound(message: WireMessage) -> Inbound {
+        Inbound {
+            from: None,
+            remote: "127.0.0.1:4240".parse().expect("addr"),
+            message,
+            expects_reply: true,
+        }
+    }
+
+    fn control(fixture: &Fixture, request: AdminRequest) -> Inbound {
+        let now_ms = crate::actors::environment::system_now_ms();
+        let signed = control_proof::sign(&fixture.admin, request, now_ms).expect("signed");
+        inbound(WireMessage::Control(signed))
+    }
+
+    fn refusal(reply: Option<WireMessage>) -> String {
+        match reply {
+            Some(WireMessage::Error(error)) => error.message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_locked_manager_refuses_everything_but_the_right_unlock_key() {
+        let fixture = fixture();
+        let (reply, key) = fixture
+            .locked
+            .answer(control(&fixture, AdminRequest::NodeList));
+        assert_eq!(refusal(reply), SWARM_LOCKED);
+        assert!(key.is_none());
+        let raft = inbound(WireMessage::Raft(RaftEnvelope {
+            from: 1,
+            to: 2,
+            bytes: vec![],
+        }));
+        let (reply, _) = fixture.locked.answer(raft);
+        assert_eq!(refusal(reply), SWARM_LOCKED);
+        let mut one_way = inbound(WireMessage::Gossip(vec![1, 2]));
+        one_way.expects_reply = false;
+        assert!(matches!(fixture.locked.answer(one_way), (None, None)));
+
+        let wrong = UnlockKey::generate().expect("unlock key").display_secret();
+        let (reply, key) = fixture.locked.answer(control(
+            &fixture,
+            AdminRequest::SwarmUnlock {
+                key: Plaintext(wrong.into_bytes()),
+            },
+        ));
+        assert_eq!(refusal(reply), INVALID_UNLOCK_KEY);
+        assert!(key.is_none());
+        let (reply, _) = fixture.locked.answer(control(
+            &fixture,
+            AdminRequest::SwarmUnlock {
+                key: Plaintext(b"not a key".to_vec()),
+            },
+        ));
+        assert!(refusal(reply).starts_with(INVALID_UNLOCK_KEY));
+
+        // The unlock must come from the admin itself, not be forwarded by another manager.
+        let now_ms = crate::actors::environment::system_now_ms();
+        let typed = Plaintext(fixture.unlock.display_secret().into_bytes());
+        let signed = control_proof::sign(
+            &fixture.admin,
+            AdminRequest::SwarmUnlock { key: typed.clone() },
+            now_ms,
+        )
+        .expect("signed");
+        let (reply, key) = fixture
+            .locked
+            .answer(inbound(WireMessage::Forwarded(signed)));
+        assert_eq!(refusal(reply), SWARM_LOCKED);
+        assert!(key.is_none());
+
+        let (reply, key) = fixture
+            .locked
+            .answer(control(&fixture, AdminRequest::SwarmUnlock { key: typed }));
+        assert!(matches!(
+            reply,
+            Some(WireMessage::AdminReply(AdminReply::Done(_)))
+        ));
+        assert_eq!(key, Some(fixture.key.clone()));
+    }
+}
