@@ -102,6 +102,9 @@ fn an_autolocked_manager_stays_locked_until_the_right_key_unlocks_it() {
     );
     assert!(output.contains("Please remember to store this key in a password manager"));
     let first_key = printed_key(&output);
+    // The key is printed once: turning autolock on again keeps it and prints none.
+    let again = cluster.cli_ok(Some(follower), &["swarm", "update", "--autolock=true"]);
+    assert_eq!(again.trim(), "Swarm updated.");
     assert_eq!(
         cluster
             .cli_ok(Some(follower), &["swarm", "unlock-key", "-q"])

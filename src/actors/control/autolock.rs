@@ -96,12 +96,12 @@ pub(super) async fn on_leader(
             Ok(AdminReply::UnlockKey(None))
         }
         AdminRequest::SwarmAutolock { enabled: true } => {
-            let key = data_key(context)?;
-            // Already on: the key stays what the operator was given (`unlock-key --rotate`
-            // replaces it).
-            if let Some(sealed) = current {
-                return Ok(printed(&open_unlock_key(&key, &sealed).map_err(internal)?));
+            // Already on: the key stays what the operator was given and is not printed again
+            // (as in Docker; `unlock-key` shows it, `unlock-key --rotate` replaces it).
+            if current.is_some() {
+                return Ok(AdminReply::UnlockKey(None));
             }
+            let key = data_key(context)?;
             let unlock = UnlockKey::generate().map_err(internal)?;
             propose(
                 context,
