@@ -37,6 +37,7 @@ impl Handler<Inbound> for Echo {
                 cert_pem: String::new(),
                 ca_pem: String::new(),
                 manager_addrs: vec![request.advertise_addr],
+                data_key: None,
             }),
             other => WireMessage::Pong {
                 nonce: 0,

@@ -2,8 +2,8 @@
 //! `flotilla::client`).
 //!
 //! Files: this one holds the top-level command and `main`; `args` the subcommands' arguments;
-//! `service_args` the flags `service create` and `update` share; `node`, `service` and
-//! `secret` (secrets and configs) what those subcommands send and print.
+//! `service_args` the flags `service create` and `update` share; `node`, `service`, `swarm`,
+//! `secret` (secrets and configs) and `events` what those subcommands send and print.
 
 // The crate root of a binary looks for modules beside it (`src/bin/`), where every file is a
 // binary of its own; the paths keep this binary's modules in a folder of their own instead.
@@ -19,14 +19,14 @@ mod secret;
 mod service;
 #[path = "flotilla/service_args.rs"]
 mod service_args;
+#[path = "flotilla/swarm.rs"]
+mod swarm;
 
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use flotilla::client::{default_config_path, Client, ClientError};
-use flotilla::core::model::NodeRole;
-use flotilla::net::admin::{AdminReply, AdminRequest};
 use flotilla::net::message::{ChaosKind, ChaosRequest, Message as WireMessage};
 
 use args::{NodeCommand, ServiceCommand, SwarmCommand};
@@ -94,38 +94,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     let client = Client::load(&config, cli.host.as_deref())?;
     match cli.command {
         Command::Node(command) => node::node(&client, command).await,
-        Command::Swarm(SwarmCommand::JoinToken {
-            rotate,
-            quiet,
-            role,
-        }) => {
-            let role = if role == "manager" {
-                NodeRole::Manager
-            } else {
-                NodeRole::Worker
-            };
-            let token = match client
-                .control(AdminRequest::JoinToken { role, rotate })
-                .await?
-            {
-                AdminReply::Token(token) => token,
-                other => return Err(ClientError::unexpected(other)),
-            };
-            // The manager that answered: the join command names a live one.
-            let manager = client.host();
-            if quiet {
-                println!("{token}");
-            } else {
-                if rotate {
-                    println!("Successfully rotated {} join token.\n", role_name(role));
-                }
-                println!(
-                    "To add a {} to this swarm, run the following command:\n\n    flotilla-node join --token {token} {manager}\n",
-                    role_name(role)
-                );
-            }
-            Ok(())
-        }
+        Command::Swarm(command) => swarm::swarm(&client, command).await,
         Command::Service(command) => service::service(&client, command).await,
         Command::Secret(command) => secret::secret(&client, command).await,
         Command::Config(command) => secret::config(&client, command).await,
@@ -142,13 +111,6 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 other => Err(ClientError::Unexpected(other.kind_name().to_string())),
             }
         }
-    }
-}
-
-fn role_name(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Manager => "manager",
-        NodeRole::Worker => "worker",
     }
 }
 

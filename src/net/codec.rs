@@ -292,6 +292,7 @@ mod tests {
                         cert_pem,
                         ca_pem,
                         manager_addrs,
+                        data_key: None,
                     })
                 }),
             (any::<u64>(), any::<u64>(), bytes())
@@ -300,6 +301,8 @@ mod tests {
                 .prop_map(|(kind, message)| Message::Error(WireError { kind, message })),
             any_structured_message(),
             any_gossip_message(),
+            Just(Message::DataKeyFetch),
+            bytes().prop_map(|bytes| Message::DataKey(crate::core::secrets::Plaintext(bytes))),
         ]
     }
 
@@ -364,7 +367,9 @@ mod tests {
             | Message::GossipHello
             | Message::GossipIdentity(_)
             | Message::GossipViewRequest
-            | Message::GossipViewReply(_) => {}
+            | Message::GossipViewReply(_)
+            | Message::DataKeyFetch
+            | Message::DataKey(_) => {}
         }
     }
 

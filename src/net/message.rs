@@ -89,6 +89,13 @@ pub enum Message {
     GossipViewRequest,
     /// The answer to [`Message::GossipViewRequest`].
     GossipViewReply(crate::core::gossip::GossipView),
+    /// A manager without the cluster's data key (a worker just promoted) asks another manager
+    /// for it; answered by [`Message::DataKey`], or a `NotFound` error by a manager that holds
+    /// none. Managers only: a worker never gets the key.
+    DataKeyFetch,
+    /// The answer to [`Message::DataKeyFetch`]: the data key's bytes, only ever inside two
+    /// managers' mutually authenticated connection (its `Debug` shows only the size).
+    DataKey(crate::core::secrets::Plaintext),
 }
 
 /// What a worker tells the leader every heartbeat period.
@@ -281,6 +288,11 @@ pub struct JoinAccepted {
     pub ca_pem: String,
     /// Addresses of the managers, for the node's configuration.
     pub manager_addrs: Vec<String>,
+    /// The cluster's data key (SPEC §9), for a manager only, never a worker; `None` also when
+    /// the leader holds none (a state directory older than secrets). Its `Debug` shows only
+    /// the size.
+    #[serde(default)]
+    pub data_key: Option<crate::core::secrets::Plaintext>,
 }
 
 /// A raft-rs message between two managers.
@@ -383,6 +395,7 @@ impl Message {
             | Message::GossipViewReply(_) => Access::Node,
             // Assignments come from the leader only: a worker must not push them to a peer.
             Message::Raft(_) | Message::Forwarded(_) | Message::Assignments(_) => Access::Manager,
+            Message::DataKeyFetch | Message::DataKey(_) => Access::Manager,
             Message::Control(_) | Message::Chaos(_) => Access::Admin,
         }
     }
@@ -413,6 +426,8 @@ impl Message {
             Message::GossipIdentity(_) => "gossip identity",
             Message::GossipViewRequest => "gossip view request",
             Message::GossipViewReply(_) => "gossip view",
+            Message::DataKeyFetch => "data key fetch",
+            Message::DataKey(_) => "data key",
         }
     }
 }

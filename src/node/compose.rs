@@ -27,6 +27,8 @@ use crate::net::tls::{Credentials, Role};
 use crate::net::transport::{Transport, TransportConfig};
 use crate::node::credential_keeper::CredentialKeeper;
 use crate::node::daemon::{DaemonError, RunningNode};
+use crate::node::key_keeper::{KeyFetch, KeyKeeper};
+use crate::node::locked::UnlockedEndpoint;
 use crate::node::raft_start::{replica_config, ManagerStart};
 use crate::node::role_restart::RoleRestarter;
 use crate::node::settings::machine_resources;
@@ -84,7 +86,8 @@ pub(crate) fn configure_cert_validity() {
 }
 
 /// Starts every actor of the node described by `settings`; `manager` is its Raft replica, on
-/// managers.
+/// managers, and `keyring` holds its data key. `endpoint` is the endpoint an autolocked
+/// manager bound and was unlocked on (`None`: bind one here).
 pub(crate) async fn run(
     settings: NodeSettings,
     state_dir: &Path,
@@ -92,6 +95,7 @@ pub(crate) async fn run(
     manager: Option<ManagerStart>,
     keyring: Keyring,
     enable_chaos: bool,
+    endpoint: Option<UnlockedEndpoint>,
 ) -> Result<RunningNode, DaemonError> {
     configure_cert_validity();
     let (runtime, sim) = select_runtime(&settings, state_dir).await?;
@@ -114,13 +118,23 @@ pub(crate) async fn run(
     // Control commands must carry the admin's proof, checked against the cluster CA.
     let proofs = ProofVerifier::new(&credentials.ca_pem)?;
     let own_credentials = credentials.clone();
-    let transport = Transport::bind(
-        TransportConfig {
-            listen,
-            credentials,
-        },
-        node_address.clone().recipient(),
-    )?;
+    let transport = match endpoint {
+        Some(endpoint) => {
+            if endpoint.credentials != credentials {
+                // Re-issued at start-up after the unlock.
+                endpoint.transport.reload_credentials(&credentials)?;
+            }
+            endpoint.gate.open(node_address.clone().recipient());
+            endpoint.transport
+        }
+        None => Transport::bind(
+            TransportConfig {
+                listen,
+                credentials,
+            },
+            node_address.clone().recipient(),
+        )?,
+    };
     let transport_actor = TransportActor::new(transport.clone()).start();
     let store_handle = manager.as_ref().map(|(_, store, _)| store.clone());
     let (manager_parts, raft) = match manager {
@@ -166,6 +180,18 @@ pub(crate) async fn run(
             // connections when a revocation applies.
             transport.set_revocation_check(store_revocation_check(store.clone()));
             RevocationEnforcer::new(raft.clone(), transport.clone()).start();
+            KeyKeeper::new(
+                state_dir.to_path_buf(),
+                store.clone(),
+                keyring.clone(),
+                raft.clone(),
+                KeyFetch {
+                    requests: transport_actor.clone().recipient(),
+                    own_addr: settings.advertise_addr.clone(),
+                    manager_addrs: settings.manager_addrs.clone(),
+                },
+            )
+            .start();
             let control = ControlActor::new(
                 settings.node_id.clone(),
                 store.clone(),

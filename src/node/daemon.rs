@@ -57,6 +57,9 @@ pub enum DaemonError {
     /// The cluster refused or failed.
     #[error("{0}")]
     Cluster(String),
+    /// The cluster's data key could not be made, kept or opened.
+    #[error("data key: {0}")]
+    Keys(String),
 }
 
 /// Options common to init, join and dev.

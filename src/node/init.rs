@@ -7,11 +7,13 @@ use actix::prelude::*;
 use crate::actors::raft::{GetStatus, Propose, RaftActor};
 use crate::core::ids;
 use crate::core::model::{Availability, ClusterInfo, Node, NodeRole, NodeStatus, Resources};
+use crate::core::secrets::{DataKey, Keyring};
 use crate::core::store::Command;
 use crate::net::tls::{ClusterCa, Role};
 use crate::net::token::{self, JoinToken};
 use crate::node::compose::run;
 use crate::node::daemon::{DaemonError, NodeOptions, RunningNode};
+use crate::node::keys;
 use crate::node::raft_start::{start_replica, RaftStart};
 use crate::node::settings::{create_state_dir, refuse_existing, settings_from};
 use crate::node::state::{self, ClientConfig, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE};
@@ -49,7 +51,10 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
         created_at_ms: crate::actors::raft::system_now_ms(),
     };
     let worker_token = JoinToken::new(ca.digest(), cluster.worker_join_secret.clone()).to_string();
+    // The cluster's data key (SPEC §9): every secret is sealed with it; it is kept wrapped.
+    let data_key = DataKey::generate().map_err(|e| DaemonError::Keys(e.to_string()))?;
     create_state_dir(&options.state_dir)?;
+    keys::save(&options.state_dir, &data_key)?;
     state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
     state::write_toml(
         &options.state_dir.join(CLIENT_FILE),
@@ -66,8 +71,9 @@ pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), Da
         &options.state_dir,
         credentials,
         Some(manager),
-        crate::core::secrets::Keyring::new(),
+        Keyring::with_key(data_key),
         options.enable_chaos,
+        None,
     )
     .await?;
     let manager = running

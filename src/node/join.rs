@@ -3,12 +3,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::core::secrets::seal::KEY_BYTES;
+use crate::core::secrets::{DataKey, Keyring, Plaintext};
 use crate::net::message::{JoinRequest, Message as WireMessage};
 use crate::net::tls::{self, Credentials, Role};
 use crate::net::token::{self, JoinToken};
 use crate::net::transport;
 use crate::node::compose::run;
 use crate::node::daemon::{DaemonError, NodeOptions, RunningNode};
+use crate::node::keys;
 use crate::node::raft_start::{start_replica, RaftStart};
 use crate::node::settings::{create_state_dir, machine_hostname, refuse_existing, settings_from};
 use crate::node::state::{self, CREDENTIALS_FILE, NODE_FILE};
@@ -72,7 +75,13 @@ pub async fn join(
         managers.push(manager.to_string());
     }
     let settings = settings_from(&options, accepted.node_id, accepted.role, managers);
+    let keyring = joined_keyring(accepted.role, accepted.data_key)?;
     create_state_dir(&options.state_dir)?;
+    if let Some(key) = keyring.data_key() {
+        // Wrapped by this manager's own new key-encryption key. A cluster under autolock
+        // rewraps it by the unlock key as soon as this manager applies the store.
+        keys::save(&options.state_dir, &key)?;
+    }
     state::write_toml(&options.state_dir.join(CREDENTIALS_FILE), &credentials)?;
     let manager_parts = if accepted.role == Role::Manager {
         Some(start_replica(
@@ -89,8 +98,31 @@ pub async fn join(
         &options.state_dir,
         credentials,
         manager_parts,
-        crate::core::secrets::Keyring::new(),
+        keyring,
         options.enable_chaos,
+        None,
     )
     .await
+}
+
+/// The keyring of a node that joined as `role` with `data_key` from the leader: a worker's is
+/// empty whatever came; a manager without one (the leader's state directory predates
+/// secrets) starts with an empty one too, and says so.
+fn joined_keyring(role: Role, data_key: Option<Plaintext>) -> Result<Keyring, DaemonError> {
+    if role != Role::Manager {
+        return Ok(Keyring::new());
+    }
+    let Some(Plaintext(bytes)) = data_key else {
+        tracing::warn!(
+            "the leader sent no data key (its state directory predates secrets): this manager cannot create or deliver secrets"
+        );
+        return Ok(Keyring::new());
+    };
+    let bytes: [u8; KEY_BYTES] = bytes.as_slice().try_into().map_err(|_| {
+        DaemonError::Cluster(format!(
+            "the join answer's data key holds {} bytes, not {KEY_BYTES}",
+            bytes.len()
+        ))
+    })?;
+    Ok(Keyring::with_key(DataKey::from_bytes(bytes)))
 }

@@ -7,7 +7,8 @@
 //!   `gossip_start`: its gossip actor.
 //! - `settings`: a new node's settings from its options and machine.
 //! - [`shutdown`]: signals and a clean stop; [`role_restart`]: promotion and demotion.
-//! - [`state`]: the state directory's files; [`allocator`]: the process's allocator tuning.
+//! - [`state`]: the state directory's files; [`keys`]: the data key's files; [`locked`]: an
+//!   autolocked manager waiting for its unlock key; `key_keeper`: rewraps on autolock changes; [`allocator`]: the process's allocator tuning.
 
 pub mod allocator;
 mod compose;
@@ -17,6 +18,9 @@ mod gossip_start;
 pub mod hollow;
 pub mod init;
 pub mod join;
+mod key_keeper;
+pub mod keys;
+pub mod locked;
 mod raft_start;
 pub mod role_restart;
 mod settings;

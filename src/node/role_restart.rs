@@ -98,6 +98,8 @@ pub fn restart_in_role(state_dir: &Path, change: RoleChange) -> Result<(), Daemo
         // after it leaves a manager without Raft state, whose revoked certificate keeps worker
         // rights: its next heartbeat brings the change again); a later promotion starts afresh.
         wipe_manager_state(state_dir)?;
+        // A worker never holds the data key.
+        crate::node::keys::wipe(state_dir)?;
     }
     state::write_toml(&state_dir.join(CREDENTIALS_FILE), &change.credentials)?;
     settings.role = change.role;

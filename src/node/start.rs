@@ -5,9 +5,12 @@ use std::path::Path;
 use crate::consensus::replay_committed;
 use crate::consensus::store_machine::{EventQueue, SharedStore, StoreMachine};
 use crate::core::model::{ClusterInfo, NodeRole};
+use crate::core::secrets::Keyring;
 use crate::net::tls::{ClusterCa, Credentials, Role};
 use crate::node::compose::run;
 use crate::node::daemon::{DaemonError, RunningNode};
+use crate::node::keys::{self, StoredKey};
+use crate::node::locked::{self, UnlockedEndpoint};
 use crate::node::raft_start::{start_replica, RaftStart};
 use crate::node::state::{
     self, ClientConfig, NodeSettings, CLIENT_FILE, CREDENTIALS_FILE, NODE_FILE,
@@ -41,7 +44,14 @@ pub async fn start(
         // Left over by a demotion that stopped half-way, or by the previous release (which
         // kept `raft.redb.demoted`): a worker holds no Raft state and no CA key.
         crate::node::role_restart::wipe_manager_state(state_dir)?;
+        keys::wipe(state_dir)?;
     }
+    // The data key first: an autolocked manager serves nothing, not even Raft, until unlocked.
+    let (keyring, endpoint) = if settings.role == Role::Manager {
+        manager_keyring(state_dir, &settings, &credentials).await?
+    } else {
+        (Keyring::new(), None)
+    };
     let how = if force_new_cluster {
         RaftStart::ForceNewCluster
     } else {
@@ -83,10 +93,36 @@ pub async fn start(
         state_dir,
         credentials,
         manager_parts,
-        crate::core::secrets::Keyring::new(),
+        keyring,
         enable_chaos,
+        endpoint,
     )
     .await
+}
+
+/// A manager's data key from its state directory: opened with the key file beside it, or,
+/// under autolock, with the unlock key `swarm unlock` brings (the endpoint bound meanwhile is
+/// returned for the node to keep). A state directory older than secrets holds none: the
+/// manager runs with an empty keyring, and warns.
+async fn manager_keyring(
+    state_dir: &Path,
+    settings: &NodeSettings,
+    credentials: &Credentials,
+) -> Result<(Keyring, Option<UnlockedEndpoint>), DaemonError> {
+    match keys::load(state_dir)? {
+        StoredKey::Open(key) => Ok((Keyring::with_key(key), None)),
+        StoredKey::Missing => {
+            tracing::warn!(
+                "{} holds no data key (the state directory predates secrets): this manager cannot create or deliver secrets",
+                state_dir.display()
+            );
+            Ok((Keyring::new(), None))
+        }
+        StoredKey::Locked(wrapped) => {
+            let (key, endpoint) = locked::wait_for_unlock(settings, credentials, wrapped).await?;
+            Ok((Keyring::with_key(key), Some(endpoint)))
+        }
+    }
 }
 
 /// Whether [`reissue_if_needed`] would re-issue anything (read before the log is replayed).

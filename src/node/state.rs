@@ -5,6 +5,8 @@
 //! <state-dir>/credentials.toml certificate, key and CA of this node (mode 0600)
 //! <state-dir>/client.toml      admin credentials and manager addresses for the CLI (0600)
 //! <state-dir>/raft.redb        the Raft log, hard state and snapshots (managers)
+//! <state-dir>/data-key.json    the cluster's data key, wrapped (managers, 0600; see `keys`)
+//! <state-dir>/key-encryption.key  what wraps it, unless autolocked (managers, 0600)
 //! ```
 //!
 //! Secrets are written with mode 0600 through a temporary file and a rename, so a crash never

@@ -10,6 +10,7 @@ use crate::actors::transport::Request;
 use crate::consensus::store_machine::raft_id_of;
 use crate::consensus::MembershipChange;
 use crate::core::model::{Node, NodeRole, NodeStatus};
+use crate::core::secrets::Plaintext;
 use crate::core::store::Command;
 use crate::core::{ids, CoreError};
 use crate::net::message::{
@@ -99,12 +100,24 @@ pub(super) async fn admit_on_leader(
         .map_err(wire_error)?;
     }
     tracing::info!(node = %node_id, role = %role, "node joined");
+    // Only a manager seals and opens secrets: a worker never receives the data key.
+    let data_key = (role == Role::Manager)
+        .then(|| context.keyring.data_key())
+        .flatten()
+        .map(|key| Plaintext(key.expose_bytes().to_vec()));
+    if role == Role::Manager && data_key.is_none() {
+        tracing::warn!(
+            node = %node_id,
+            "this leader holds no data key (its state directory predates secrets): the new manager gets none"
+        );
+    }
     Ok(JoinAccepted {
         node_id,
         role,
         cert_pem,
         ca_pem: ca.cert_pem().to_string(),
         manager_addrs: managers,
+        data_key,
     })
 }
 

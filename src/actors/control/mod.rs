@@ -15,6 +15,7 @@
 //! - `writes`: proposes a planned write;
 //! - `roles`: `node promote` / `node demote`;
 //! - `admission`: joins;
+//! - `autolock`: `swarm update --autolock`, `swarm unlock-key`;
 //! - `gossip_views`: the nodes' gossip views for `node inspect`;
 //! - `errors`: how failures reach the CLI.
 //!
@@ -23,6 +24,7 @@
 //! leader's, and it survives a leader change.
 
 mod admission;
+mod autolock;
 mod errors;
 mod gossip_views;
 mod reads;
@@ -43,6 +45,7 @@ use crate::net::admin::{AdminReply, AdminRequest};
 use crate::net::control_proof::{ProofVerifier, SignedControl};
 use crate::net::message::{ErrorKind, JoinAccepted, JoinRequest, WireError};
 
+pub use autolock::{open_unlock_key, seal_unlock_key, UNLOCK_KEY_CONTEXT};
 pub use errors::wire_error;
 pub use reads::join_token;
 pub use routing::FORWARD_TIMEOUT;
@@ -186,6 +189,9 @@ impl Handler<Control> for ControlActor {
         if let AdminRequest::Events(query) = &request {
             let page = self.history.page(query);
             return Box::pin(async move { Ok(AdminReply::Events(page)) });
+        }
+        if let AdminRequest::SwarmUnlock { .. } = request {
+            return Box::pin(async move { Err(autolock::not_locked()) });
         }
         let context = self.context();
         Box::pin(async move {

@@ -23,6 +23,9 @@ pub(super) async fn on_leader(
     if let AdminRequest::NodeSetRole { nodes, role } = request {
         return set_roles(context, nodes, *role).await;
     }
+    if super::autolock::handles(request) {
+        return super::autolock::on_leader(context, request).await;
+    }
     if let AdminRequest::NodeGossip { nodes } = request {
         return super::gossip_views::node_gossip(context, nodes).await;
     }

@@ -162,6 +162,19 @@ impl NodeActor {
                 }
                 ready(Some(self.chaos(request)))
             }
+            // A manager without the data key (just promoted) fetches it from another;
+            // `required_access` let only managers send this.
+            WireMessage::DataKeyFetch => {
+                let Some(manager) = &self.manager else {
+                    return error(ErrorKind::NotManager, NOT_A_MANAGER);
+                };
+                match manager.keyring.data_key() {
+                    Some(key) => ready(Some(WireMessage::DataKey(
+                        crate::core::secrets::Plaintext(key.expose_bytes().to_vec()),
+                    ))),
+                    None => error(ErrorKind::NotFound, "this manager holds no data key"),
+                }
+            }
             message @ (WireMessage::Gossip(_)
             | WireMessage::GossipFetch { .. }
             | WireMessage::GossipHello

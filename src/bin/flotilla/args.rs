@@ -107,6 +107,23 @@ pub(crate) enum SwarmCommand {
         #[arg(value_parser = ["worker", "manager"])]
         role: String,
     },
+    /// Update the swarm's settings.
+    Update {
+        /// Lock managers when they restart until `swarm unlock` gives them the unlock key.
+        #[arg(long, action = clap::ArgAction::Set, required = true)]
+        autolock: Option<bool>,
+    },
+    /// Unlock a locked manager (reads the unlock key from stdin).
+    Unlock,
+    /// Show (or rotate) the unlock key.
+    UnlockKey {
+        /// Replace the key; the old one stops unlocking managers.
+        #[arg(long)]
+        rotate: bool,
+        /// Print the key only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
 }
 
 #[derive(Subcommand)]
