@@ -91,7 +91,9 @@ fn events_stream_with_their_index_resume_after_it_on_any_manager_and_filter() {
     std::thread::sleep(Duration::from_millis(600));
     cluster.cli_ok(
         None,
-        &["service", "create", "-d", "--name", "web", "busybox", "sleep", "1000"],
+        &[
+            "service", "create", "-d", "--name", "web", "busybox", "sleep", "1000",
+        ],
     );
     cluster.wait_for_running("web", 1, Duration::from_secs(30));
     cluster.cli_ok(None, &["service", "rm", "web"]);
@@ -119,8 +121,13 @@ fn events_stream_with_their_index_resume_after_it_on_any_manager_and_filter() {
     let on_follower = until(&services, Duration::from_secs(20), |r| {
         is(r, "service", "remove", "web")
     });
-    assert!(on_follower.iter().all(|r| r["type"] == "service"), "{on_follower:?}");
-    assert!(on_follower.iter().any(|r| is(r, "service", "create", "web")));
+    assert!(
+        on_follower.iter().all(|r| r["type"] == "service"),
+        "{on_follower:?}"
+    );
+    assert!(on_follower
+        .iter()
+        .any(|r| is(r, "service", "create", "web")));
 
     // Resumed after the create's index, on the follower: exactly what came after it.
     let resumed = watch(&cluster, follower, &["--since", &created_index.to_string()]);

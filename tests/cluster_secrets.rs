@@ -252,9 +252,11 @@ fn secrets_reach_only_their_tasks_rotate_by_rolling_update_and_never_touch_disk(
     // A restarted manager (log and snapshot read back from disk) still holds nothing plain.
     cluster.kill(1);
     cluster.restart(1);
-    cluster.wait_until("the restarted manager answers", Duration::from_secs(30), || {
-        cluster.cli(Some(1), &["secret", "ls"]).status.success()
-    });
+    cluster.wait_until(
+        "the restarted manager answers",
+        Duration::from_secs(30),
+        || cluster.cli(Some(1), &["secret", "ls"]).status.success(),
+    );
     for secret in [&first, &second] {
         let holding = files_holding(&cluster, secret.as_bytes());
         assert!(holding.is_empty(), "plaintext secret found in {holding:?}");
