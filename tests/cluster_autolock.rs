@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{Cluster, CLI_BIN};
+use common::Cluster;
 
 const LOCKED: &str = "Error: Swarm is encrypted and needs to be unlocked before it can be used. Please use \"flotilla swarm unlock\" to unlock it.";
 const DATA_KEY_FILE: &str = "data-key.json";
@@ -16,26 +15,11 @@ const KEK_FILE: &str = "key-encryption.key";
 
 /// `flotilla swarm unlock` against `host` with `key` on stdin.
 fn unlock(cluster: &Cluster, host: usize, key: &str) -> Output {
-    let mut child = Command::new(CLI_BIN)
-        .arg("--config")
-        .arg(cluster.config())
-        .arg("--host")
-        .arg(cluster.addr(host))
-        .args(["swarm", "unlock"])
-        .env_remove("FLOTILLA_HOST")
-        .env_remove("FLOTILLA_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flotilla swarm unlock");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{key}\n").as_bytes())
-        .expect("write the key");
-    child.wait_with_output().expect("swarm unlock")
+    cluster.cli_stdin(
+        Some(host),
+        &["swarm", "unlock"],
+        format!("{key}\n").as_bytes(),
+    )
 }
 
 fn stderr(output: &Output) -> String {

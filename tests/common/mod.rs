@@ -254,6 +254,11 @@ impl Cluster {
 
     /// Runs the CLI against node `host` (default: the config's first manager).
     pub fn cli(&self, host: Option<usize>, args: &[&str]) -> Output {
+        self.cli_command(host, args).output().expect("run flotilla")
+    }
+
+    /// The CLI with the cluster's config, against `host`, none of the caller's settings.
+    fn cli_command(&self, host: Option<usize>, args: &[&str]) -> Command {
         let mut command = Command::new(CLI_BIN);
         command.arg("--config").arg(self.config());
         if let Some(host) = host {
@@ -263,21 +268,14 @@ impl Cluster {
             .args(args)
             .env_remove("FLOTILLA_HOST")
             .env_remove("FLOTILLA_CONFIG");
-        command.output().expect("run flotilla")
+        command
     }
 
     /// Runs the CLI with `input` on its stdin (`secret create NAME -`, `swarm unlock`).
     pub fn cli_stdin(&self, host: Option<usize>, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write;
-        let mut command = Command::new(CLI_BIN);
-        command.arg("--config").arg(self.config());
-        if let Some(host) = host {
-            command.arg("--host").arg(self.addr(host));
-        }
-        let mut child = command
-            .args(args)
-            .env_remove("FLOTILLA_HOST")
-            .env_remove("FLOTILLA_CONFIG")
+        let mut child = self
+            .cli_command(host, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

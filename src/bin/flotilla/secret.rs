@@ -14,36 +14,45 @@ use flotilla::net::admin::{AdminReply, AdminRequest};
 use crate::args::{parse_kv, Format};
 use crate::now_ms;
 
+/// `create NAME FILE|-`, shared by secrets and configs.
+#[derive(clap::Args)]
+pub(crate) struct CreateArgs {
+    /// Label K=V (repeatable).
+    #[arg(long, short = 'l', value_parser = parse_kv)]
+    label: Vec<(String, String)>,
+    name: String,
+    /// A file, or `-` for stdin.
+    file: String,
+}
+
+/// `ls`, shared by secrets and configs.
+#[derive(clap::Args)]
+pub(crate) struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Print only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `inspect` and `rm`: names, IDs or unique ID prefixes.
+#[derive(clap::Args)]
+pub(crate) struct NamesArgs {
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum SecretCommand {
     /// Create a secret from a file, or from stdin with `-`; prints its ID.
-    Create {
-        /// Label K=V (repeatable).
-        #[arg(long, short = 'l', value_parser = parse_kv)]
-        label: Vec<(String, String)>,
-        name: String,
-        /// A file, or `-` for stdin.
-        file: String,
-    },
+    Create(CreateArgs),
     /// List secrets.
-    Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-        /// Print only IDs.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Ls(ListArgs),
     /// Show secrets in detail (never their data).
-    Inspect {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Inspect(NamesArgs),
     /// Remove secrets; refused for one in use by a service.
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Rm(NamesArgs),
     /// Store a new version of a secret; every service using it rolls to the new version.
     Rotate {
         name: String,
@@ -55,44 +64,22 @@ pub(crate) enum SecretCommand {
 #[derive(Subcommand)]
 pub(crate) enum ConfigCommand {
     /// Create a config from a file, or from stdin with `-`; prints its ID.
-    Create {
-        /// Label K=V (repeatable).
-        #[arg(long, short = 'l', value_parser = parse_kv)]
-        label: Vec<(String, String)>,
-        name: String,
-        /// A file, or `-` for stdin.
-        file: String,
-    },
+    Create(CreateArgs),
     /// List configs.
-    Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-        /// Print only IDs.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Ls(ListArgs),
     /// Show configs in detail, their data base64-encoded.
-    Inspect {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Inspect(NamesArgs),
     /// Remove configs; refused for one in use by a service.
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Rm(NamesArgs),
 }
 
 pub(crate) async fn secret(client: &Client, command: SecretCommand) -> Result<(), ClientError> {
     let kind = SecretKind::Secret;
     match command {
-        SecretCommand::Create { label, name, file } => {
-            create(client, kind, name, label, &file).await
-        }
-        SecretCommand::Ls { format, quiet } => list(client, kind, format, quiet).await,
-        SecretCommand::Inspect { names } => inspect(client, kind, names).await,
-        SecretCommand::Rm { names } => remove(client, kind, names).await,
+        SecretCommand::Create(args) => create(client, kind, args).await,
+        SecretCommand::Ls(args) => list(client, kind, args).await,
+        SecretCommand::Inspect(args) => inspect(client, kind, args.names).await,
+        SecretCommand::Rm(args) => remove(client, kind, args.names).await,
         SecretCommand::Rotate { name, file } => {
             let data = read_data(kind, &file)?;
             let ids = done(
@@ -111,30 +98,23 @@ pub(crate) async fn secret(client: &Client, command: SecretCommand) -> Result<()
 pub(crate) async fn config(client: &Client, command: ConfigCommand) -> Result<(), ClientError> {
     let kind = SecretKind::Config;
     match command {
-        ConfigCommand::Create { label, name, file } => {
-            create(client, kind, name, label, &file).await
-        }
-        ConfigCommand::Ls { format, quiet } => list(client, kind, format, quiet).await,
-        ConfigCommand::Inspect { names } => inspect(client, kind, names).await,
-        ConfigCommand::Rm { names } => remove(client, kind, names).await,
+        ConfigCommand::Create(args) => create(client, kind, args).await,
+        ConfigCommand::Ls(args) => list(client, kind, args).await,
+        ConfigCommand::Inspect(args) => inspect(client, kind, args.names).await,
+        ConfigCommand::Rm(args) => remove(client, kind, args.names).await,
     }
 }
 
-async fn create(
-    client: &Client,
-    kind: SecretKind,
-    name: String,
-    labels: Vec<(String, String)>,
-    file: &str,
-) -> Result<(), ClientError> {
+async fn create(client: &Client, kind: SecretKind, args: CreateArgs) -> Result<(), ClientError> {
+    let CreateArgs { label, name, file } = args;
     // Refused here, before reading anything: the manager checks again.
     flotilla::core::secrets::validate_name(kind.as_str(), &name)
         .map_err(|e| ClientError::Remote(e.to_string()))?;
-    let data = read_data(kind, file)?;
+    let data = read_data(kind, &file)?;
     let request = AdminRequest::SecretCreate {
         kind,
         name,
-        labels: labels.into_iter().collect(),
+        labels: label.into_iter().collect(),
         data,
     };
     for id in done(client.control(request).await?)? {
@@ -143,12 +123,8 @@ async fn create(
     Ok(())
 }
 
-async fn list(
-    client: &Client,
-    kind: SecretKind,
-    format: Format,
-    quiet: bool,
-) -> Result<(), ClientError> {
+async fn list(client: &Client, kind: SecretKind, args: ListArgs) -> Result<(), ClientError> {
+    let ListArgs { format, quiet } = args;
     let rows = views(client.control(AdminRequest::SecretList { kind }).await?)?;
     if quiet {
         for row in rows {
