@@ -46,6 +46,7 @@ fn options(ip: u8, port: u16, state_dir: &Path) -> anyhow::Result<NodeOptions> {
         raft_tick_ms: daemon::DEFAULT_RAFT_TICK_MS,
         heartbeat_ms: daemon::DEFAULT_HEARTBEAT_MS,
         sim_task_start_ms: 20,
+        metrics_listen: flotilla::node::metrics::MetricsListen::Off,
     })
 }
 

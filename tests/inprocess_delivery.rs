@@ -39,6 +39,7 @@ fn options(dir: &std::path::Path, index: usize, port: u16) -> NodeOptions {
         raft_tick_ms: 50,
         heartbeat_ms: 200,
         sim_task_start_ms: 10,
+        metrics_listen: flotilla::node::metrics::MetricsListen::Off,
     }
 }
 

@@ -9,6 +9,7 @@ use flotilla::core::spec::parse_key_value;
 use flotilla::node::daemon::{
     self, NodeOptions, DEFAULT_HEARTBEAT_MS, DEFAULT_LISTEN, DEFAULT_RAFT_TICK_MS,
 };
+use flotilla::node::metrics::MetricsListen;
 
 #[derive(Parser)]
 #[command(
@@ -108,6 +109,10 @@ struct NodeArgs {
     /// Worker heartbeat period in milliseconds.
     #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(10..))]
     heartbeat_ms: u64,
+    /// Prometheus metrics: IP:PORT, `off`, or `default` (managers: the advertise IP, port 9323,
+    /// if free; workers: off). Kept for `start`.
+    #[arg(long, default_value = "default")]
+    metrics_listen: MetricsListen,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -127,6 +132,7 @@ impl NodeArgs {
             raft_tick_ms: self.raft_tick_ms,
             heartbeat_ms: self.heartbeat_ms,
             sim_task_start_ms: 20,
+            metrics_listen: self.metrics_listen,
         }
     }
 }
@@ -266,6 +272,7 @@ fn main() -> anyhow::Result<()> {
                     raft_tick_ms: DEFAULT_RAFT_TICK_MS,
                     heartbeat_ms,
                     sim_task_start_ms: task_start_ms,
+                    metrics_listen: MetricsListen::Off,
                 };
                 let started = std::time::Instant::now();
                 let nodes = daemon::hollow_nodes(template, &token, manager_addr, workers)
@@ -298,6 +305,7 @@ fn main() -> anyhow::Result<()> {
                         raft_tick_ms: DEFAULT_RAFT_TICK_MS,
                         heartbeat_ms: DEFAULT_HEARTBEAT_MS,
                         sim_task_start_ms: 20,
+                        metrics_listen: MetricsListen::Default,
                     };
                     let (summary, node) = daemon::init(options).await.context("init failed")?;
                     print_init(&summary, &state_dir);

@@ -19,6 +19,7 @@ use crate::actors::transport::TransportActor;
 use crate::actors::worker::{AttachRuntime, WorkerActor};
 use crate::consensus::store_machine::{raft_id_of, StoreMachine};
 use crate::consensus::{RaftMember, RedbStorage};
+use crate::core::model::NodeRole;
 use crate::core::secrets::Keyring;
 use crate::net::control_proof::ProofVerifier;
 use crate::net::mesh::Mesh;
@@ -29,6 +30,7 @@ use crate::node::credential_keeper::CredentialKeeper;
 use crate::node::daemon::{DaemonError, RunningNode};
 use crate::node::key_keeper::{KeyFetch, KeyKeeper};
 use crate::node::locked::UnlockedEndpoint;
+use crate::node::metrics::{self, MetricsListen, MetricsSources};
 use crate::node::raft_start::{replica_config, ManagerStart};
 use crate::node::role_restart::RoleRestarter;
 use crate::node::settings::machine_resources;
@@ -98,6 +100,19 @@ pub(crate) async fn run(
     endpoint: Option<UnlockedEndpoint>,
 ) -> Result<RunningNode, DaemonError> {
     configure_cert_validity();
+    // Bound first: an explicit address that cannot be had stops the start before anything
+    // runs.
+    let node_role = match settings.role {
+        Role::Manager => NodeRole::Manager,
+        _ => NodeRole::Worker,
+    };
+    let metrics_listen = settings
+        .metrics_listen
+        .parse::<MetricsListen>()
+        .map_err(|reason| {
+            DaemonError::StateDir(format!("metrics_listen in node.toml: {reason}"))
+        })?;
+    let metrics_listener = metrics::bind(metrics_listen, &settings.advertise_addr, node_role)?;
     let (runtime, sim) = select_runtime(&settings, state_dir).await?;
     let engine_version = match runtime.version().await {
         Ok(version) => version,
@@ -302,6 +317,15 @@ pub(crate) async fn run(
     });
     worker.do_send(AttachRuntime(runtime));
     node_address.do_send(AttachWorker(worker.clone()));
+    if let Some(listener) = metrics_listener {
+        let sources = MetricsSources {
+            node_id: settings.node_id.clone(),
+            role: node_role,
+            store: store_handle.clone(),
+            raft: raft.clone(),
+        };
+        metrics::serve(listener, sources)?;
+    }
     Ok(RunningNode {
         settings,
         transport,

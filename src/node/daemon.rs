@@ -85,6 +85,8 @@ pub struct NodeOptions {
     pub heartbeat_ms: u64,
     /// With `runtime` = `sim`: how long a simulated task takes to start.
     pub sim_task_start_ms: u64,
+    /// `--metrics-listen`.
+    pub metrics_listen: crate::node::metrics::MetricsListen,
 }
 
 /// A started node's actors.

@@ -33,6 +33,7 @@ pub struct InitSummary {
 /// `init` prints; the node runs until [`wait_for_shutdown`] returns.
 pub async fn init(options: NodeOptions) -> Result<(InitSummary, RunningNode), DaemonError> {
     refuse_existing(&options.state_dir)?;
+    crate::node::metrics::check_explicit(options.metrics_listen)?;
     crate::node::compose::configure_cert_validity();
     let mut rng = rand::rng();
     let cluster_id = ids::new_id(&mut rng);

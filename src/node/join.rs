@@ -23,6 +23,7 @@ pub async fn join(
     manager: SocketAddr,
 ) -> Result<RunningNode, DaemonError> {
     refuse_existing(&options.state_dir)?;
+    crate::node::metrics::check_explicit(options.metrics_listen)?;
     let token = JoinToken::parse(token_text)?;
     let (key_pem, csr_der) = tls::generate_request()?;
     let (client_config, verifier) = tls::pinned_client_config(token.ca_digest)?;

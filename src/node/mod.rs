@@ -8,7 +8,8 @@
 //! - `settings`: a new node's settings from its options and machine.
 //! - [`shutdown`]: signals and a clean stop; [`role_restart`]: promotion and demotion.
 //! - [`state`]: the state directory's files; [`keys`]: the data key's files; [`locked`]: an
-//!   autolocked manager waiting for its unlock key; `key_keeper`: rewraps on autolock changes; [`allocator`]: the process's allocator tuning.
+//!   autolocked manager waiting for its unlock key; `key_keeper`: rewraps on autolock changes;
+//!   [`allocator`]: the process's allocator tuning; [`metrics`]: the Prometheus endpoint.
 
 pub mod allocator;
 mod compose;
@@ -21,6 +22,7 @@ pub mod join;
 mod key_keeper;
 pub mod keys;
 pub mod locked;
+pub mod metrics;
 mod raft_start;
 pub mod role_restart;
 mod settings;

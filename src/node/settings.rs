@@ -57,6 +57,7 @@ pub(crate) fn settings_from(
         raft_tick_ms: options.raft_tick_ms,
         heartbeat_ms: options.heartbeat_ms,
         sim_task_start_ms: options.sim_task_start_ms,
+        metrics_listen: options.metrics_listen.to_string(),
     }
 }
 

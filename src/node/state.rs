@@ -74,6 +74,13 @@ pub struct NodeSettings {
     /// With `--runtime sim`: how long a simulated task takes to start.
     #[serde(default = "default_sim_task_start_ms")]
     pub sim_task_start_ms: u64,
+    /// `--metrics-listen`: `default`, `off` or `IP:PORT` (see `node::metrics`).
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "default".to_string()
 }
 
 fn default_sim_task_start_ms() -> u64 {

@@ -108,6 +108,10 @@ pub struct RaftStatus {
     pub caught_up_learners: Vec<u64>,
     /// This manager's Raft ID.
     pub raft_id: u64,
+    /// The highest index known committed.
+    pub commit_index: u64,
+    /// The highest index applied to the store.
+    pub applied_index: u64,
 }
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, RaftError>>;

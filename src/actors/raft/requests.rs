@@ -151,6 +151,8 @@ impl Handler<GetStatus> for RaftActor {
                 .filter(|id| member.caught_up(*id))
                 .collect(),
             raft_id: member.id(),
+            commit_index: member.commit_index(),
+            applied_index: member.applied_index(),
         })
     }
 }
