@@ -22,7 +22,10 @@
 //!   event batches, the write planner, node sessions, assignment sets, the scheduler, the
 //!   orchestrator's reconcile and restart backoff. No actix, tokio, clock or global RNG: time
 //!   arrives as a `now` argument, randomness as a seeded generator.
-//! - [`runtime`]: the `ContainerRuntime` implementations (docker, process, sim).
+//! - [`runtime`]: the `ContainerRuntime` implementations (docker, process, sim), and a
+//!   wrapper that measures any of them.
+//! - [`metrics`]: a node's latency histograms and error counters (a leaf: only
+//!   `prometheus-client`), handed to whatever observes; `node::metrics` serves them.
 //!
 //! The binaries in `src/bin/` only parse arguments and start things.
 #![deny(missing_docs)]
@@ -31,6 +34,7 @@ pub mod actors;
 pub mod client;
 pub mod consensus;
 pub mod core;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod runtime;

@@ -104,6 +104,9 @@ fn metrics_agree_with_service_ps_and_a_worker_serves_only_its_own() {
         metrics["flotilla_nodes{status=\"ready\",availability=\"active\"}"],
         2.0
     );
+    // Measured, not read off the state: the leader's proposals and Readies.
+    assert!(metrics["flotilla_raft_proposal_seconds_count"] >= 1.0);
+    assert!(metrics["flotilla_raft_ready_seconds_count"] >= 1.0);
 
     let from_worker = scrape(&endpoint(&cluster, worker));
     let worker_id = cluster.wait_node_id(worker);
@@ -119,6 +122,17 @@ fn metrics_agree_with_service_ps_and_a_worker_serves_only_its_own() {
             .keys()
             .any(|name| name.starts_with("flotilla_raft")),
         "a worker has no Raft to report: {from_worker:?}"
+    );
+    // Each start of a task on the worker was timed by its metered runtime.
+    let on_worker = tasks
+        .iter()
+        .filter(|task| task["node_id"] == worker_id.as_str())
+        .count();
+    assert!(on_worker > 0, "the scheduler spread the tasks: {tasks:?}");
+    assert_eq!(
+        from_worker.get("flotilla_runtime_operation_seconds_count{operation=\"start\"}"),
+        Some(&(on_worker as f64)),
+        "{from_worker:?}"
     );
 }
 

@@ -21,6 +21,7 @@ use crate::consensus::store_machine::{raft_id_of, StoreMachine};
 use crate::consensus::{RaftMember, RedbStorage};
 use crate::core::model::NodeRole;
 use crate::core::secrets::Keyring;
+use crate::metrics::NodeMetrics;
 use crate::net::control_proof::ProofVerifier;
 use crate::net::mesh::Mesh;
 use crate::net::message::NodeDescription;
@@ -35,6 +36,7 @@ use crate::node::raft_start::{replica_config, ManagerStart};
 use crate::node::role_restart::RoleRestarter;
 use crate::node::settings::machine_resources;
 use crate::node::state::{NodeSettings, RAFT_FILE};
+use crate::runtime::metered::MeteredRuntime;
 use crate::runtime::sim::SimRuntime;
 use crate::runtime::{ContainerRuntime, RuntimeChoice};
 
@@ -113,7 +115,10 @@ pub(crate) async fn run(
             DaemonError::StateDir(format!("metrics_listen in node.toml: {reason}"))
         })?;
     let metrics_listener = metrics::bind(metrics_listen, &settings.advertise_addr, node_role)?;
+    let node_metrics = NodeMetrics::default();
     let (runtime, sim) = select_runtime(&settings, state_dir).await?;
+    let runtime: Arc<dyn ContainerRuntime> =
+        Arc::new(MeteredRuntime::new(runtime, node_metrics.clone()));
     let engine_version = match runtime.version().await {
         Ok(version) => version,
         Err(_) => runtime.kind().to_string(),
@@ -176,6 +181,7 @@ pub(crate) async fn run(
             // Its own thread: persisting a Ready waits for the disk (fdatasync), and the
             // transport, the dispatcher's heartbeats and the CLI must not wait with it.
             let raft_thread = Arbiter::new();
+            let raft_metrics = node_metrics.clone();
             let raft = Supervisor::start_in_arbiter(&raft_thread.handle(), move |_| {
                 RaftActor::new(
                     replica,
@@ -188,6 +194,7 @@ pub(crate) async fn run(
                         tick_period: tick,
                         peers,
                         environment: raft_environment,
+                        metrics: raft_metrics,
                     },
                 )
             });
@@ -323,6 +330,7 @@ pub(crate) async fn run(
             role: node_role,
             store: store_handle.clone(),
             raft: raft.clone(),
+            measured: node_metrics,
         };
         metrics::serve(listener, sources)?;
     }

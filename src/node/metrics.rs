@@ -76,6 +76,8 @@ pub struct MetricsSources {
     pub store: Option<SharedStore>,
     /// On managers: the Raft actor.
     pub raft: Option<Addr<RaftActor>>,
+    /// The latencies and errors the node's parts measured.
+    pub measured: crate::metrics::NodeMetrics,
 }
 
 /// Binds the endpoint `listen` asks for on a node of `role` advertised at `advertise`;
@@ -239,6 +241,9 @@ fn registry(
         role: lowercase_debug(sources.role),
     })
     .set(1);
+    sources
+        .measured
+        .register(&mut registry, sources.raft.is_some());
     if let Some(status) = raft {
         gauge(
             &mut registry,
@@ -379,6 +384,7 @@ mod tests {
             role: NodeRole::Manager,
             store: None,
             raft: None,
+            measured: crate::metrics::NodeMetrics::default(),
         };
         let mut text = String::new();
         encode(&mut text, &registry(&sources, None, Some(&h.store))).expect("encodes");

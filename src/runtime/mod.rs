@@ -26,6 +26,7 @@ mod docker_status;
 mod error;
 mod exit_board;
 pub mod files;
+pub mod metered;
 pub mod process;
 mod process_health;
 mod process_record;

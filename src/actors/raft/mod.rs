@@ -102,6 +102,7 @@ pub struct RaftActor {
     leadership_subscribers: Vec<Recipient<LeadershipChanged>>,
     leadership: LeadershipChanged,
     drive_scheduled: bool,
+    metrics: crate::metrics::NodeMetrics,
 }
 
 /// What the Raft actor is connected to.
@@ -120,6 +121,8 @@ pub struct RaftWiring {
     pub peers: HashMap<u64, SocketAddr>,
     /// The clock proposals are stamped with.
     pub environment: NodeEnvironment,
+    /// Where proposal and Ready times go.
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 pub use crate::actors::environment::system_now_ms;
@@ -139,6 +142,7 @@ impl RaftActor {
             tick_period,
             peers,
             environment,
+            metrics,
         } = wiring;
         Self {
             member: Some(member),
@@ -168,6 +172,7 @@ impl RaftActor {
                 caught_up: false,
             },
             drive_scheduled: false,
+            metrics,
         }
     }
 
@@ -204,6 +209,9 @@ impl RaftActor {
             Ok(output) => output,
             Err(error) => return self.fatal(ctx, error),
         };
+        self.metrics
+            .ready_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::trace!(
             messages = output.messages.len(),
             applied = output.applied.len(),

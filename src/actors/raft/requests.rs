@@ -37,7 +37,14 @@ impl Handler<Propose> for RaftActor {
         let (sender, receiver) = oneshot::channel();
         self.proposals.insert(id, sender);
         self.schedule_drive(ctx);
-        Box::pin(await_reply(receiver))
+        let (started, metrics) = (std::time::Instant::now(), self.metrics.clone());
+        Box::pin(async move {
+            let reply = await_reply(receiver).await;
+            metrics
+                .proposal_seconds
+                .observe(started.elapsed().as_secs_f64());
+            reply
+        })
     }
 }
 
