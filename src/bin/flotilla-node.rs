@@ -18,8 +18,32 @@ use flotilla::node::metrics::MetricsListen;
     about = "The Flotilla node daemon (manager or worker)"
 )]
 struct Cli {
+    /// Log lines on stderr: `text` for people, `json` (one object per line) for log
+    /// collectors. The level comes from `RUST_LOG` (default `warn`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -208,16 +232,9 @@ fn start_panic_drill(enable_chaos: bool) {
 
 fn main() -> anyhow::Result<()> {
     exit_on_panic();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    flotilla::node::allocator::pin_mmap_threshold();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
+    flotilla::node::allocator::pin_mmap_threshold();
     let enable_chaos = match &cli.command {
         Command::Init(args) | Command::Join { node: args, .. } => args.enable_chaos,
         Command::Start { enable_chaos, .. } => *enable_chaos,
