@@ -5,9 +5,14 @@
 //! process (tests, hollow workers) keep their own. `node::metrics` serves it with the
 //! scrape-time gauges.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -29,6 +34,13 @@ pub struct RuntimeOperation {
 
 type Histograms = Family<RuntimeOperation, Histogram, fn() -> Histogram>;
 
+/// A node a heartbeat age is of.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeartbeatNode {
+    /// The node's ID.
+    pub node_id: String,
+}
+
 /// See the module documentation. Cheap to clone; clones share the measurements.
 #[derive(Clone)]
 pub struct NodeMetrics {
@@ -40,6 +52,12 @@ pub struct NodeMetrics {
     pub runtime_seconds: Histograms,
     /// Runtime operations that failed, by operation.
     pub runtime_errors: Family<RuntimeOperation, Counter>,
+    /// One scheduling round: read the store, place, propose (the leader's scheduler).
+    pub schedule_seconds: Histogram,
+    /// One full reconcile of every service (the leader's orchestrator).
+    pub reconcile_seconds: Histogram,
+    /// When the leader's dispatcher last heard from each node (empty off the leader).
+    heartbeats: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Default for NodeMetrics {
@@ -49,6 +67,9 @@ impl Default for NodeMetrics {
             ready_seconds: latency_histogram(),
             runtime_seconds: Family::new_with_constructor(latency_histogram),
             runtime_errors: Family::default(),
+            schedule_seconds: latency_histogram(),
+            reconcile_seconds: latency_histogram(),
+            heartbeats: Arc::default(),
         }
     }
 }
@@ -71,7 +92,51 @@ impl NodeMetrics {
         );
     }
 
+    /// A heartbeat from `node_id` arrived now.
+    pub fn heartbeat(&self, node_id: &str) {
+        self.heartbeats_held()
+            .insert(node_id.to_string(), Instant::now());
+    }
+
+    /// `node_id` is gone (removed, or its session forgotten).
+    pub fn forget_heartbeats_of(&self, node_id: &str) {
+        self.heartbeats_held().remove(node_id);
+    }
+
+    /// This manager no longer hears heartbeats (it lost the leadership).
+    pub fn forget_heartbeats(&self) {
+        self.heartbeats_held().clear();
+    }
+
+    fn heartbeats_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn register_raft(&self, registry: &mut Registry) {
+        registry.register(
+            "schedule_seconds",
+            "Time of one scheduling round on the leader: read, place, propose",
+            self.schedule_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_seconds",
+            "Time of one full reconcile of every service on the leader",
+            self.reconcile_seconds.clone(),
+        );
+        let ages = Family::<HeartbeatNode, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        for (node_id, seen) in self.heartbeats_held().iter() {
+            ages.get_or_create(&HeartbeatNode {
+                node_id: node_id.clone(),
+            })
+            .set(seen.elapsed().as_secs_f64());
+        }
+        registry.register(
+            "node_heartbeat_age_seconds",
+            "Seconds since the leader last heard a node's heartbeat (on the leader only)",
+            ages,
+        );
         registry.register(
             "raft_proposal_seconds",
             "Time from a proposal to its apply (or refusal), on the leader",

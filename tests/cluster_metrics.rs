@@ -107,9 +107,25 @@ fn metrics_agree_with_service_ps_and_a_worker_serves_only_its_own() {
     // Measured, not read off the state: the leader's proposals and Readies.
     assert!(metrics["flotilla_raft_proposal_seconds_count"] >= 1.0);
     assert!(metrics["flotilla_raft_ready_seconds_count"] >= 1.0);
+    assert!(
+        metrics["flotilla_schedule_seconds_count"] >= 1.0,
+        "{metrics:?}"
+    );
+    assert!(
+        metrics["flotilla_reconcile_seconds_count"] >= 1.0,
+        "{metrics:?}"
+    );
 
     let from_worker = scrape(&endpoint(&cluster, worker));
     let worker_id = cluster.wait_node_id(worker);
+    // The leader hears the worker's heartbeats (every second by default).
+    let age = metrics
+        .get(&format!(
+            "flotilla_node_heartbeat_age_seconds{{node_id=\"{worker_id}\"}}"
+        ))
+        .copied()
+        .unwrap_or(f64::MAX);
+    assert!(age < 10.0, "the worker's heartbeat age: {age}; {metrics:?}");
     assert_eq!(
         from_worker.get(&format!(
             "flotilla_node_info{{node_id=\"{worker_id}\",role=\"worker\"}}"

@@ -15,6 +15,7 @@ use crate::core::model::TaskState;
 use crate::core::orchestrator::{services_affected_by_node, services_to_reconcile};
 use crate::core::store::Event;
 use crate::core::updater::waits_for_running;
+use crate::metrics::NodeMetrics;
 
 /// Stop the orchestrator and its service actors (leadership lost).
 #[derive(Message)]
@@ -33,6 +34,7 @@ pub struct OrchestratorActor {
     services: HashMap<String, Addr<ServiceActor>>,
     environment: NodeEnvironment,
     events: EventCursor,
+    metrics: NodeMetrics,
 }
 
 impl OrchestratorActor {
@@ -44,7 +46,14 @@ impl OrchestratorActor {
             services: HashMap::new(),
             environment,
             events: EventCursor::at(0),
+            metrics: NodeMetrics::default(),
         }
+    }
+
+    /// The same orchestrator, timing its full reconciles into `metrics`.
+    pub fn with_metrics(mut self, metrics: NodeMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn nudge(&mut self, service_id: &str) {
@@ -66,6 +75,7 @@ impl OrchestratorActor {
     /// Every service with something to do, from the store as it is now (on start, and when
     /// events were missed); the cursor moves to the index that read covers.
     fn reconcile_all(&mut self) {
+        let started = std::time::Instant::now();
         let (all, applied_index) = {
             let store = self.store.read();
             (services_to_reconcile(&store), store.applied_index())
@@ -75,6 +85,9 @@ impl OrchestratorActor {
             self.nudge(&service_id);
         }
         self.retire_finished();
+        self.metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Service actors of services that are gone and have no tasks left are stopped for good.

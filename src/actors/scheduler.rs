@@ -10,6 +10,7 @@ use actix::prelude::*;
 use crate::actors::raft::{Propose, RaftActor, StoreEvents, Subscribe};
 use crate::consensus::store_machine::SharedStore;
 use crate::core::events::{Delivery, EventCursor};
+use crate::metrics::NodeMetrics;
 
 use crate::core::scheduler::scheduling_round;
 use crate::core::store::Event;
@@ -33,6 +34,7 @@ pub struct SchedulerActor {
     in_flight: bool,
     dirty: bool,
     events: EventCursor,
+    metrics: NodeMetrics,
 }
 
 impl SchedulerActor {
@@ -44,7 +46,14 @@ impl SchedulerActor {
             in_flight: false,
             dirty: false,
             events: EventCursor::at(0),
+            metrics: NodeMetrics::default(),
         }
+    }
+
+    /// The same scheduler, timing its rounds into `metrics`.
+    pub fn with_metrics(mut self, metrics: NodeMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn run(&mut self, ctx: &mut Context<Self>) {
@@ -53,18 +62,22 @@ impl SchedulerActor {
             return;
         }
         self.dirty = false;
+        let started = std::time::Instant::now();
         let commands = scheduling_round(&self.store.read(), SCHEDULE_BATCH_MAX);
         if commands.is_empty() {
             return;
         }
         self.in_flight = true;
-        let raft = self.raft.clone();
+        let (raft, metrics) = (self.raft.clone(), self.metrics.clone());
         async move {
             for command in commands {
                 if let Ok(Err(error)) = raft.send(Propose { command }).await {
                     tracing::debug!(%error, "scheduling plan not applied");
                 }
             }
+            metrics
+                .schedule_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         .into_actor(self)
         .map(|_, actor, ctx| {

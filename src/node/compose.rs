@@ -231,6 +231,7 @@ pub(crate) async fn run(
                     store,
                     environment: environment.clone(),
                     keyring: keyring.clone(),
+                    metrics: node_metrics.clone(),
                 }),
                 Some(raft),
             )

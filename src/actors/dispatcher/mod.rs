@@ -20,6 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::core::secrets::Keyring;
+use crate::metrics::NodeMetrics;
 use tokio::sync::oneshot;
 
 use crate::actors::environment::NodeEnvironment;
@@ -96,6 +97,8 @@ pub struct DispatcherActor {
     events: EventCursor,
     /// The cluster's data key, which opens the secrets delivered to nodes (`delivery`).
     keyring: Keyring,
+    /// Heartbeat ages for the metrics endpoint.
+    metrics: NodeMetrics,
 }
 
 impl DispatcherActor {
@@ -122,7 +125,14 @@ impl DispatcherActor {
             role_changes: RoleChanges::default(),
             events: EventCursor::at(0),
             keyring,
+            metrics: NodeMetrics::default(),
         }
+    }
+
+    /// The same dispatcher, recording when each node was last heard in `metrics`.
+    pub fn with_metrics(mut self, metrics: NodeMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn propose(&mut self, ctx: &mut Context<Self>, node_id: String, command: Command) {
@@ -167,6 +177,7 @@ impl DispatcherActor {
     }
 
     fn forget(&mut self, node_id: &str) {
+        self.metrics.forget_heartbeats_of(node_id);
         self.sessions.forget(node_id);
         self.role_changes.forget(node_id);
         self.pushed.remove(node_id);
@@ -218,6 +229,7 @@ impl Handler<StopDispatcher> for DispatcherActor {
 
     fn handle(&mut self, _: StopDispatcher, ctx: &mut Context<Self>) {
         tracing::info!("dispatcher stopped");
+        self.metrics.forget_heartbeats();
         ctx.stop();
     }
 }
@@ -242,6 +254,7 @@ impl Handler<NodeHeartbeat> for DispatcherActor {
         }
         self.sessions
             .heartbeat(&beat.node_id, self.environment.monotonic_ms());
+        self.metrics.heartbeat(&beat.node_id);
         let store = self.store.clone();
         let store = store.read_now();
         let Some(node) = store.node(&beat.node_id) else {

@@ -26,21 +26,24 @@ impl NodeActor {
                     manager.environment.clone(),
                     manager.keyring.clone(),
                 )
+                .with_metrics(manager.metrics.clone())
                 .start(),
             );
         }
         let arbiter = self.leader_work.get_or_insert_with(Arbiter::new).handle();
         if self.scheduler.is_none() {
             let (store, raft) = (manager.store.clone(), manager.raft.clone());
+            let metrics = manager.metrics.clone();
             self.scheduler = Some(SchedulerActor::start_in_arbiter(&arbiter, move |_| {
-                SchedulerActor::new(store, raft)
+                SchedulerActor::new(store, raft).with_metrics(metrics)
             }));
         }
         if self.orchestrator.is_none() {
             let (store, raft) = (manager.store.clone(), manager.raft.clone());
             let environment = manager.environment.clone();
+            let metrics = manager.metrics.clone();
             self.orchestrator = Some(OrchestratorActor::start_in_arbiter(&arbiter, move |_| {
-                OrchestratorActor::new(store, raft, environment)
+                OrchestratorActor::new(store, raft, environment).with_metrics(metrics)
             }));
         }
     }

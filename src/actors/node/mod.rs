@@ -64,6 +64,8 @@ pub struct ManagerParts {
     pub environment: NodeEnvironment,
     /// The cluster's data key (the dispatcher opens secrets with it).
     pub keyring: crate::core::secrets::Keyring,
+    /// Where the leader components' timings go.
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 /// The node actor. See the module documentation.
