@@ -115,6 +115,11 @@ fn metrics_agree_with_service_ps_and_a_worker_serves_only_its_own() {
         metrics["flotilla_reconcile_seconds_count"] >= 1.0,
         "{metrics:?}"
     );
+    assert_eq!(
+        metrics.get("flotilla_mesh_connections_total"),
+        Some(&0.0),
+        "nothing is published"
+    );
 
     let from_worker = scrape(&endpoint(&cluster, worker));
     let worker_id = cluster.wait_node_id(worker);

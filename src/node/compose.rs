@@ -260,6 +260,7 @@ pub(crate) async fn run(
         .then(|| advertise_ip(&settings.advertise_addr))
         .flatten()
         .map(Mesh::new);
+    let mesh_stats = mesh.as_ref().map(Mesh::stats);
     let routing = mesh.clone().map(|mesh| {
         let source = raft
             .clone()
@@ -332,6 +333,7 @@ pub(crate) async fn run(
             store: store_handle.clone(),
             raft: raft.clone(),
             measured: node_metrics,
+            mesh: mesh_stats,
         };
         metrics::serve(listener, sources)?;
     }

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use actix::Addr;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -78,6 +79,8 @@ pub struct MetricsSources {
     pub raft: Option<Addr<RaftActor>>,
     /// The latencies and errors the node's parts measured.
     pub measured: crate::metrics::NodeMetrics,
+    /// What the routing mesh forwarded (not on hollow nodes).
+    pub mesh: Option<std::sync::Arc<crate::net::mesh::MeshStats>>,
 }
 
 /// Binds the endpoint `listen` asks for on a node of `role` advertised at `advertise`;
@@ -244,6 +247,9 @@ fn registry(
     sources
         .measured
         .register(&mut registry, sources.raft.is_some());
+    if let Some(mesh) = &sources.mesh {
+        register_mesh(&mut registry, mesh);
+    }
     if let Some(status) = raft {
         gauge(
             &mut registry,
@@ -351,6 +357,39 @@ fn registry(
     registry
 }
 
+fn register_mesh(registry: &mut Registry, mesh: &crate::net::mesh::MeshStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, help, value) in [
+        (
+            "mesh_connections",
+            "TCP connections the routing mesh accepted",
+            &mesh.connections,
+        ),
+        (
+            "mesh_refused",
+            "TCP connections that found no backend",
+            &mesh.refused,
+        ),
+        (
+            "mesh_bytes_in",
+            "Bytes the mesh forwarded client to backend",
+            &mesh.bytes_in,
+        ),
+        (
+            "mesh_bytes_out",
+            "Bytes the mesh forwarded backend to client",
+            &mesh.bytes_out,
+        ),
+        (
+            "mesh_udp_flows",
+            "UDP flows the mesh opened",
+            &mesh.udp_flows,
+        ),
+    ] {
+        registry.register(name, help, ConstCounter::new(value.load(Relaxed)));
+    }
+}
+
 fn state_name(state: TaskState) -> String {
     serde_json::to_value(state)
         .ok()
@@ -385,6 +424,7 @@ mod tests {
             store: None,
             raft: None,
             measured: crate::metrics::NodeMetrics::default(),
+            mesh: None,
         };
         let mut text = String::new();
         encode(&mut text, &registry(&sources, None, Some(&h.store))).expect("encodes");
