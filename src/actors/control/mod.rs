@@ -133,6 +133,9 @@ impl Actor for ControlActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Room for the store's event batches (a full mailbox makes the history lossy) and
+        // the admin's commands alike.
+        ctx.set_mailbox_capacity(4096);
         // Subscribed before reading the index: a batch in between is recorded, not lost.
         self.raft.do_send(crate::actors::raft::Subscribe {
             events: Some(ctx.address().recipient()),
