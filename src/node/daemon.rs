@@ -42,6 +42,9 @@ pub enum DaemonError {
     /// The state directory already holds a node (use `start`), or holds none (use init/join).
     #[error("{0}")]
     StateDir(String),
+    /// The metrics endpoint could not be had.
+    #[error(transparent)]
+    Metrics(#[from] crate::node::metrics::MetricsError),
     /// Certificates could not be made or read.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),

@@ -25,7 +25,22 @@ use crate::core::model::{NodeRole, TaskState};
 use crate::core::secrets::SecretKind;
 use crate::core::spec::ServiceMode;
 use crate::core::store::Store;
-use crate::node::daemon::DaemonError;
+
+/// Why the endpoint could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// An address given explicitly could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bound socket could not be handed to the runtime.
+    #[error("metrics listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
 
 /// The default metrics port of a manager (Docker's metrics-addr convention).
 pub const DEFAULT_METRICS_PORT: u16 = 9323;
@@ -89,7 +104,7 @@ pub fn bind(
     listen: MetricsListen,
     advertise: &str,
     role: NodeRole,
-) -> Result<Option<std::net::TcpListener>, DaemonError> {
+) -> Result<Option<std::net::TcpListener>, MetricsError> {
     let (addr, explicit) = match (listen, role) {
         (MetricsListen::Off, _) | (MetricsListen::Default, NodeRole::Worker) => return Ok(None),
         (MetricsListen::At(addr), _) => (addr, true),
@@ -110,15 +125,13 @@ pub fn bind(
             tracing::warn!(%addr, %error, "default metrics port unavailable; running without the metrics endpoint");
             Ok(None)
         }
-        Err(error) => Err(DaemonError::StateDir(format!(
-            "cannot listen for metrics on {addr}: {error}"
-        ))),
+        Err(source) => Err(MetricsError::Bind { addr, source }),
     }
 }
 
 /// Refuses an explicit `--metrics-listen` that cannot be bound, before `init` or `join`
 /// changes anything.
-pub fn check_explicit(listen: MetricsListen) -> Result<(), DaemonError> {
+pub fn check_explicit(listen: MetricsListen) -> Result<(), MetricsError> {
     match listen {
         MetricsListen::At(_) => bind(listen, "", NodeRole::Manager).map(drop),
         MetricsListen::Default | MetricsListen::Off => Ok(()),
@@ -126,11 +139,10 @@ pub fn check_explicit(listen: MetricsListen) -> Result<(), DaemonError> {
 }
 
 /// Serves `listener` on the current tokio runtime until the process ends.
-pub fn serve(listener: std::net::TcpListener, sources: MetricsSources) -> Result<(), DaemonError> {
-    let failed = |e: std::io::Error| DaemonError::StateDir(format!("metrics listener: {e}"));
-    let bound = listener.local_addr().map_err(failed)?;
-    listener.set_nonblocking(true).map_err(failed)?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(failed)?;
+pub fn serve(listener: std::net::TcpListener, sources: MetricsSources) -> Result<(), MetricsError> {
+    let bound = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
