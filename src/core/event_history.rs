@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::core::events::EventBatch;
-use crate::core::model::TaskState;
 use crate::core::store::{Event, Store};
 
 /// Records a manager keeps (about 10 MiB at ~1 KiB each).
@@ -222,8 +221,11 @@ impl EventHistory {
                 if let Some(node_id) = &task.node_id {
                     attributes.insert("node".into(), node_id.clone());
                 }
-                attributes.insert("state".into(), state_name(task.state));
-                attributes.insert("desired_state".into(), state_name(task.desired_state));
+                attributes.insert("state".into(), task.state.as_str().to_string());
+                attributes.insert(
+                    "desired_state".into(),
+                    task.desired_state.as_str().to_string(),
+                );
                 let slot = store.task(&task.task_id).and_then(|t| t.slot);
                 if let (Some(service), Some(slot)) = (&service_name, slot) {
                     self.remember("task", &task.task_id, &format!("{service}.{slot}"));
@@ -292,13 +294,6 @@ fn created_or_updated(created_index: u64, index: u64) -> &'static str {
     } else {
         "update"
     }
-}
-
-fn state_name(state: TaskState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{state:?}").to_lowercase())
 }
 
 fn matches(record: &EventRecord, query: &EventQuery) -> bool {

@@ -515,7 +515,7 @@ impl TaskView {
 }
 
 /// The lowercase serde name of a unit enum value (`NodeRole::Manager` -> `manager`).
-fn lowercase<T: Serialize>(value: &T) -> String {
+pub fn lowercase<T: Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => text,
         _ => String::new(),

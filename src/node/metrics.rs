@@ -25,6 +25,7 @@ use crate::core::model::{NodeRole, TaskState};
 use crate::core::secrets::SecretKind;
 use crate::core::spec::ServiceMode;
 use crate::core::store::Store;
+use crate::net::admin::lowercase;
 
 /// Why the endpoint could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -238,10 +239,6 @@ fn as_i64(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn lowercase_debug(value: impl std::fmt::Debug) -> String {
-    format!("{value:?}").to_lowercase()
-}
-
 /// The registry of one scrape.
 fn registry(
     sources: &MetricsSources,
@@ -253,7 +250,7 @@ fn registry(
         gauge_family::<NodeLabels>(&mut registry, "node_info", "This node: its ID and role.");
     info.get_or_create(&NodeLabels {
         node_id: sources.node_id.clone(),
-        role: lowercase_debug(sources.role),
+        role: lowercase(&sources.role),
     })
     .set(1);
     sources
@@ -320,7 +317,9 @@ fn registry(
     );
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     for task in store.tasks().values() {
-        *by_state.entry(state_name(task.status.state)).or_default() += 1;
+        *by_state
+            .entry(task.status.state.as_str().to_string())
+            .or_default() += 1;
     }
     for (state, count) in by_state {
         tasks
@@ -335,8 +334,8 @@ fn registry(
     for node in store.nodes().values() {
         nodes
             .get_or_create(&NodeStatusLabels {
-                status: lowercase_debug(node.status),
-                availability: lowercase_debug(node.availability),
+                status: lowercase(&node.status),
+                availability: lowercase(&node.availability),
             })
             .inc();
     }
@@ -400,13 +399,6 @@ fn register_mesh(registry: &mut Registry, mesh: &crate::net::mesh::MeshStats) {
     ] {
         registry.register(name, help, ConstCounter::new(value.load(Relaxed)));
     }
-}
-
-fn state_name(state: TaskState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_string))
-        .unwrap_or_else(|| lowercase_debug(state))
 }
 
 #[cfg(test)]
