@@ -94,8 +94,15 @@ impl NodeMetrics {
 
     /// A heartbeat from `node_id` arrived now.
     pub fn heartbeat(&self, node_id: &str) {
-        self.heartbeats_held()
-            .insert(node_id.to_string(), Instant::now());
+        let now = Instant::now();
+        let mut held = self.heartbeats_held();
+        // Every node, every period: no new key unless the node is new.
+        match held.get_mut(node_id) {
+            Some(seen) => *seen = now,
+            None => {
+                held.insert(node_id.to_string(), now);
+            }
+        }
     }
 
     /// `node_id` is gone (removed, or its session forgotten).
