@@ -11,8 +11,10 @@ use crate::net::message::Message;
 /// The largest frame accepted or produced, counting the version byte and the body.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
-/// The protocol version this build speaks; a frame with another version is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks; a frame with another version is refused. 2: the
+/// join answer carries the data key, assignment sets carry secret files (issue 18); bincode
+/// has no optional fields, so a node of version 1 could not read them.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
